@@ -1,0 +1,53 @@
+"""The scam taxonomy and the decision rule: the one place that names labels and thresholds."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Order matters: it is the order of the classifier's label logits after the binary `fraud` head.
+LABELS: tuple[str, ...] = ("fake_giveaway", "fee_demand", "click_farming", "other_fraud")
+FRAUD_HEAD = "fraud"  # binary "any of the labels applies" head, trained jointly
+OUTPUTS: tuple[str, ...] = (FRAUD_HEAD, *LABELS)
+
+LABEL_NAMES_ZH = {
+    "fake_giveaway": "虚假赠送 / 福利诱导",
+    "fee_demand": "以各种费用为名索要钱款",
+    "click_farming": "刷单返利 / 做任务",
+    "other_fraud": "其他诈骗",
+}
+
+DECISIONS = ("pass", "review", "block")
+
+
+@dataclass(frozen=True)
+class DecisionThresholds:
+    """`fraud_score` ≥ block → block; ≥ review → review; else pass.
+
+    Defaults favour recall for review (a human looks) and precision for block (content disappears).
+    Override with FANZHA_REVIEW_THRESHOLD / FANZHA_BLOCK_THRESHOLD or the CLI flags.
+    """
+
+    review: float = 0.5
+    block: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.review <= self.block <= 1.0:
+            raise ValueError(
+                f"thresholds must satisfy 0 <= review <= block <= 1, got review={self.review} block={self.block}"
+            )
+
+    @classmethod
+    def from_env(cls) -> DecisionThresholds:
+        defaults = cls()
+        return cls(
+            review=float(os.environ.get("FANZHA_REVIEW_THRESHOLD", defaults.review)),
+            block=float(os.environ.get("FANZHA_BLOCK_THRESHOLD", defaults.block)),
+        )
+
+    def decide(self, fraud_score: float) -> str:
+        if fraud_score >= self.block:
+            return "block"
+        if fraud_score >= self.review:
+            return "review"
+        return "pass"

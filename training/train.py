@@ -1,0 +1,177 @@
+"""Fine-tune the fraud classifier on the authored corpus.
+
+    python -m fanzha.training.train --base_model runs/base --output_dir runs/model
+
+Steps: load the corpus splits → normalise text exactly as the runtime does → build the classifier on the
+base encoder → train with class-weighted BCE, fresh evasion augmentation every epoch, linear warm-up/decay
+→ evaluate on dev after each epoch, keep the best, stop early → tune per-output thresholds on dev → save.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_linear_schedule_with_warmup
+
+from fanzha.datasets.augment import augment
+from fanzha.datasets.corpus import load_corpus
+from fanzha.models.labels import LABELS, OUTPUTS
+from fanzha.models.normalize import normalize
+
+from .model import FraudClassifier, encode_batch, load_tokenizer, predict_logits
+
+log = logging.getLogger("fanzha.train")
+
+
+@dataclass
+class TrainArguments:
+    base_model: str = field(default="runs/base", metadata={"help": "HF encoder checkpoint dir (build one with fanzha.training.build_base)"})
+    output_dir: str = field(default="runs/model", metadata={"help": "where the best checkpoint is written"})
+    corpus: str | None = field(default=None, metadata={"help": "corpus dir or JSONL file (default: datasets/corpus)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per window (runtime windows long texts at the same length)"})
+    epochs: int = field(default=4, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=16, metadata={"help": "examples per step"})
+    learning_rate: float = field(default=6e-5, metadata={"help": "peak learning rate of the encoder"})
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of the new linear head"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
+    augment_prob: float = field(default=0.5, metadata={"help": "chance that a training example gets an evasion-augmented twin each epoch"})
+    patience: int = field(default=2, metadata={"help": "epochs without dev improvement before stopping"})
+    max_pos_weight: float = field(default=4.0, metadata={"help": "cap of the per-output positive class weight"})
+    seed: int = field(default=13, metadata={"help": "random seed (data order, augmentation, init)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "truncate the train split (quick runs, tests)"})
+
+
+def targets(records: list[dict]) -> np.ndarray:
+    """(n, 5) multi-hot: fraud-any, then each label."""
+    y = np.zeros((len(records), len(OUTPUTS)), dtype=np.float32)
+    for i, r in enumerate(records):
+        y[i, 0] = float(bool(r["labels"]))
+        for label in r["labels"]:
+            y[i, 1 + LABELS.index(label)] = 1.0
+    return y
+
+
+def dev_metrics(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, float]:
+    t = np.full(probs.shape[1], 0.5) if thresholds is None else thresholds
+    pred = probs >= t
+    fraud_f1 = f1_score(y[:, 0], pred[:, 0], zero_division=0)
+    macro = f1_score(y[:, 1:], pred[:, 1:], average="macro", zero_division=0)
+    return {"fraud_f1": float(fraud_f1), "label_macro_f1": float(macro), "score": float((fraud_f1 + macro) / 2)}
+
+
+def tune_thresholds(probs: np.ndarray, y: np.ndarray, low: float = 0.2, high: float = 0.8) -> np.ndarray:
+    """Per output, the threshold in [low, high] that maximises dev F1 (ties → closest to 0.5)."""
+    grid = np.round(np.arange(low, high + 1e-9, 0.05), 2)
+    best = []
+    for k in range(probs.shape[1]):
+        scores = [(f1_score(y[:, k], probs[:, k] >= g, zero_division=0), -abs(g - 0.5), g) for g in grid]
+        best.append(max(scores)[2])
+    return np.array(best, dtype=np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.time()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    # 1. data
+    train = load_corpus(args.corpus, splits=["train"])
+    dev = load_corpus(args.corpus, splits=["dev"])
+    if args.max_train_samples:
+        train = random.Random(args.seed).sample(train, min(args.max_train_samples, len(train)))
+    if not train or not dev:
+        raise SystemExit(f"need train and dev records, got {len(train)} train / {len(dev)} dev")
+    y_train, y_dev = targets(train), targets(dev)
+    dev_texts = [normalize(r["text"]).text for r in dev]
+    log.info("train %d, dev %d; positives per output (train): %s", len(train), len(dev), dict(zip(OUTPUTS, y_train.sum(0).astype(int).tolist(), strict=True)))
+
+    # 2. model
+    tokenizer = load_tokenizer(args.base_model)
+    model = FraudClassifier.from_base(args.base_model)
+    pos = y_train.sum(0)
+    pos_weight = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, args.max_pos_weight), dtype=torch.float32)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    head_params = list(model.head.parameters())
+    head_ids = {id(p) for p in head_params}
+    encoder_params = [p for p in model.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": args.learning_rate}, {"params": head_params, "lr": args.head_learning_rate}],
+        weight_decay=args.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train) * (1 + args.augment_prob) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+
+    # 3. train with early stopping on dev
+    rng = random.Random(args.seed)
+    best_score, best_epoch, history = -1.0, -1, []
+    out = Path(args.output_dir)
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        examples = [(r["text"], y_train[i]) for i, r in enumerate(train)]
+        examples += [(augment(r["text"], rng), y_train[i]) for i, r in enumerate(train) if rng.random() < args.augment_prob]
+        rng.shuffle(examples)
+        texts = [normalize(t).text for t, _ in examples]
+        labels = np.stack([y for _, y in examples])
+        losses = []
+        bar = tqdm(range(0, len(texts), args.batch_size), desc=f"epoch {epoch}/{args.epochs}", mininterval=10)
+        for i in bar:
+            batch = encode_batch(tokenizer, texts[i : i + args.batch_size], args.max_length)
+            logits = model(**batch)
+            loss = loss_fn(logits, torch.from_numpy(labels[i : i + args.batch_size]))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        probs = sigmoid(predict_logits(model, tokenizer, dev_texts, args.max_length))
+        metrics = dev_metrics(probs, y_dev)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics, "elapsed_s": round(time.time() - started, 1)})
+        log.info("epoch %d: loss %.4f dev %s", epoch, np.mean(losses), metrics)
+        if metrics["score"] > best_score:
+            best_score, best_epoch = metrics["score"], epoch
+            thresholds = tune_thresholds(probs, y_dev)
+            tuned = dev_metrics(probs, y_dev, thresholds)
+            model.save(out, tokenizer, extra={
+                "max_length": args.max_length,
+                "thresholds": dict(zip(OUTPUTS, thresholds.round(2).tolist(), strict=True)),
+                "dev_metrics_at_0.5": metrics, "dev_metrics_tuned": tuned, "epoch": epoch,
+                "base_model": str(args.base_model),
+            })
+        elif epoch - best_epoch >= args.patience:
+            log.info("no dev improvement for %d epochs: stopping", args.patience)
+            break
+
+    wall = time.time() - started
+    summary = {"args": asdict(args), "best_epoch": best_epoch, "best_dev_score": best_score, "history": history,
+               "wall_time_s": round(wall, 1), "train_size": len(train), "dev_size": len(dev), "pos_weight": pos_weight.tolist()}
+    (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    log.info("best epoch %d (dev score %.4f); wall time %.1f min; saved to %s", best_epoch, best_score, wall / 60, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
