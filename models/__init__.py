@@ -1,0 +1,22 @@
+"""Inference: everything a platform needs at request time. Never imports torch or transformers."""
+
+from .detector import Detector, InputError, Verdict, validate_text
+from .evidence import Evidence, extract
+from .labels import LABELS, DecisionThresholds
+from .normalize import Normalized, normalize
+from .text import ModelError, TextClassifier
+
+__all__ = [
+    "LABELS",
+    "DecisionThresholds",
+    "Detector",
+    "Evidence",
+    "InputError",
+    "ModelError",
+    "Normalized",
+    "TextClassifier",
+    "Verdict",
+    "extract",
+    "normalize",
+    "validate_text",
+]

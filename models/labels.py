@@ -25,7 +25,8 @@ class DecisionThresholds:
     """`fraud_score` ≥ block → block; ≥ review → review; else pass.
 
     Defaults favour recall for review (a human looks) and precision for block (content disappears).
-    Override with FANZHA_REVIEW_THRESHOLD / FANZHA_BLOCK_THRESHOLD or the CLI flags.
+    The review default is the model's own `fraud` threshold (tuned on dev, stored in the ONNX metadata);
+    override with FANZHA_REVIEW_THRESHOLD / FANZHA_BLOCK_THRESHOLD or the CLI flags.
     """
 
     review: float = 0.5
@@ -38,11 +39,13 @@ class DecisionThresholds:
             )
 
     @classmethod
-    def from_env(cls) -> DecisionThresholds:
-        defaults = cls()
+    def from_env(cls, review: float | None = None, block: float | None = None) -> DecisionThresholds:
+        """Environment overrides, else the given defaults (the model's tuned ones), else the class defaults."""
+        review = cls.review if review is None else review
+        block = max(cls.block if block is None else block, review)
         return cls(
-            review=float(os.environ.get("FANZHA_REVIEW_THRESHOLD", defaults.review)),
-            block=float(os.environ.get("FANZHA_BLOCK_THRESHOLD", defaults.block)),
+            review=float(os.environ.get("FANZHA_REVIEW_THRESHOLD", review)),
+            block=float(os.environ.get("FANZHA_BLOCK_THRESHOLD", block)),
         )
 
     def decide(self, fraud_score: float) -> str:

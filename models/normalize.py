@@ -104,7 +104,7 @@ _LEXICON: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p), repl)
     for p, repl in [
         # WeChat
-        (r"(?:[薇威徽危嶶胃维唯]|微" + _SEP + r")信|(?<![a-z])v" + _SEP + r"信|(?<![a-z])(?:vx|wx|weixin|wechat|vchat)(?![a-z])|绿泡泡|微" + _SEP + r"x(?![a-z])", "微信"),
+        (r"(?:[薇威徽危嶶胃维唯]|微" + _SEP + r")信|(?<![a-z])v" + _SEP + r"信|(?<![a-z])(?:vx|wx|weixin|wechat|vchat)(?![a-z])|绿泡泡|微" + _SEP + r"x(?![a-z])|(?<![a-z])wei" + _SEP + r"信", "微信"),
         # QQ and QQ groups
         (r"扣" + _SEP + r"扣|抠抠|寇寇|企鹅号|(?<![a-z])q" + _SEP + r"q(?![a-z])|(?<![a-z])qq号?码", "qq"),
         (r"(?<![a-z])(?:q|扣)" + _SEP + r"(?:群|裙)", "qq群"),

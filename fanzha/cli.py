@@ -1,0 +1,168 @@
+"""`fanzha` command line.
+
+    fanzha classify "恭喜你获得免费皮肤，先交10元激活费"        # one text → JSON on stdout
+    fanzha classify --input in.jsonl --output out.jsonl        # {"id", "text"} per line → one result per line
+
+A bad input line (invalid JSON, invalid UTF-8, missing or empty text, too long) becomes an error record
+with its line number in the output and a message on stderr; every other line is still scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from fanzha import __version__
+
+BATCH = 64  # lines scored together (the classifier batches windows inside)
+
+
+def _detector(args: argparse.Namespace):
+    from fanzha.models import DecisionThresholds, Detector
+
+    detector = Detector.load(args.model_dir, threads=args.threads)
+    if args.review_threshold is not None or args.block_threshold is not None:
+        current = detector.thresholds
+        review = current.review if args.review_threshold is None else args.review_threshold
+        block = current.block if args.block_threshold is None else args.block_threshold
+        detector.thresholds = DecisionThresholds(review=review, block=block)
+    return detector
+
+
+def _result(record_id, verdict) -> dict:
+    d = verdict.to_dict()
+    return {"id": record_id, **{k: d[k] for k in ("fraud_score", "scores", "labels", "decision", "evidence", "model_version")}}
+
+
+def _read_lines(path: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record, error) for every non-blank line; never raises for bad content."""
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
+    try:
+        for n, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, None, f"invalid UTF-8 at byte {e.start}"
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield n, None, f"invalid JSON: {e.msg} (column {e.colno})"
+                continue
+            if not isinstance(record, dict):
+                yield n, None, f"expected a JSON object, got {type(record).__name__}"
+                continue
+            yield n, record, None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def classify_file(detector, input_path: str, output_path: str, progress: bool = True) -> tuple[int, int]:
+    """Score a JSONL file; returns (scored, failed)."""
+    from tqdm.auto import tqdm
+
+    from fanzha.models import InputError, validate_text
+
+    scored = failed = 0
+    out = sys.stdout if output_path == "-" else open(output_path, "w", encoding="utf-8")  # noqa: SIM115
+    pending: list[tuple[int, object, str]] = []
+
+    def write(obj: dict) -> None:
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    def flush() -> None:
+        nonlocal scored
+        if pending:
+            verdicts = detector.classify_texts([t for _, _, t in pending])
+            for (_, rid, _), verdict in zip(pending, verdicts, strict=True):
+                write(_result(rid, verdict))
+            scored += len(pending)
+            pending.clear()
+
+    def fail(n: int, rid, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"{input_path}:{n}: {message}", file=sys.stderr)
+        flush()  # keep output in input order
+        write({"id": rid, "line": n, "error": message})
+
+    try:
+        bar = tqdm(_read_lines(input_path), desc="classify", unit=" lines", disable=not progress, file=sys.stderr)
+        for n, record, error in bar:
+            if error:
+                fail(n, None, error)
+                continue
+            rid = record.get("id", n)
+            try:
+                text = validate_text(record.get("text"))
+            except InputError as e:
+                fail(n, rid, f"field 'text': {e}" if "text" in record else "missing field 'text'")
+                continue
+            pending.append((n, rid, text))
+            if len(pending) >= BATCH:
+                flush()
+        flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return scored, failed
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from fanzha.models import InputError, ModelError
+
+    if (args.text is None) == (args.input is None):
+        print("fanzha classify: give either a TEXT argument or --input FILE", file=sys.stderr)
+        return 2
+    try:
+        detector = _detector(args)
+    except (ModelError, ValueError) as e:
+        print(f"fanzha classify: {e}", file=sys.stderr)
+        return 2
+    if args.text is not None:
+        try:
+            verdict = detector.classify_text(args.text)
+        except InputError as e:
+            print(f"fanzha classify: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(_result(None, verdict) | {"timings": verdict.timings}, ensure_ascii=False, indent=2))
+        return 0
+    if args.input != "-" and not Path(args.input).is_file():
+        print(f"fanzha classify: input file not found: {args.input}", file=sys.stderr)
+        return 2
+    scored, failed = classify_file(detector, args.input, args.output, progress=not args.quiet)
+    print(f"scored {scored} records, {failed} failed → {args.output}", file=sys.stderr)
+    return 1 if failed and not scored else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fanzha", description="反诈: detect fraud lures aimed at young users in Chinese content")
+    parser.add_argument("--version", action="version", version=f"fanzha {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="classify one text or a JSONL file of {id, text} records",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("text", nargs="?", help="the text to classify")
+    c.add_argument("--input", "-i", help="JSONL file with one {\"id\", \"text\"} object per line ('-' = stdin)")
+    c.add_argument("--output", "-o", default="-", help="where to write JSONL results (default: stdout)")
+    c.add_argument("--model-dir", default=None, help="model directory (model.onnx + tokenizer.json); default: the committed model")
+    c.add_argument("--review-threshold", type=float, default=None, help="fraud_score at which to send to review (default: the model's tuned threshold)")
+    c.add_argument("--block-threshold", type=float, default=None, help="fraud_score at which to block (default 0.9)")
+    c.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: FANZHA_THREADS or all cores)")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_classify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

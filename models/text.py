@@ -1,0 +1,117 @@
+"""The text classifier at request time: `tokenizers` + onnxruntime, nothing else.
+
+Everything the runtime needs to know about a model lives in the ONNX file's metadata (label map,
+thresholds, window length, tokenizer hash, version), so a model file cannot silently run with the wrong
+tokenizer. Texts longer than one window are scored in overlapping windows and each output takes its
+maximum over the windows: a lure at the end of a long post is not truncated away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+DEFAULT_MODEL_DIR = Path(__file__).with_name("default")
+WINDOW_OVERLAP = 32  # tokens shared by consecutive windows, so a phrase on a boundary is seen whole once
+
+
+def tokenizer_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def default_threads() -> int:
+    """FANZHA_THREADS, else all cores (serving divides cores by workers and sets it explicitly)."""
+    return int(os.environ.get("FANZHA_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+class ModelError(RuntimeError):
+    """The model files are missing, unreadable or do not belong together."""
+
+
+class TextClassifier:
+    """Sigmoid probabilities for the model's outputs (see `outputs`) from normalised texts."""
+
+    def __init__(self, model_path: str | Path, tokenizer_path: str | Path | None = None, threads: int | None = None, batch_size: int = 32) -> None:
+        model_path = Path(model_path)
+        tokenizer_path = Path(tokenizer_path) if tokenizer_path else model_path.with_name("tokenizer.json")
+        for p in (model_path, tokenizer_path):
+            if not p.is_file():
+                raise ModelError(f"model file not found: {p}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1  # onnxruntime ignores OMP_NUM_THREADS: be explicit
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for corrupt files
+            raise ModelError(f"cannot load ONNX model {model_path}: {e}") from e
+        meta = self.session.get_modelmeta().custom_metadata_map
+        missing = [k for k in ("fanzha.outputs", "fanzha.thresholds", "fanzha.max_length", "fanzha.tokenizer_sha256") if k not in meta]
+        if missing:
+            raise ModelError(f"{model_path} lacks fanzha metadata {missing}: export it with fanzha.training.export")
+        if meta["fanzha.tokenizer_sha256"] != tokenizer_sha256(tokenizer_path):
+            raise ModelError(f"{tokenizer_path} is not the tokenizer {model_path} was exported with (SHA-256 mismatch)")
+        self.outputs: list[str] = json.loads(meta["fanzha.outputs"])
+        self.thresholds: dict[str, float] = json.loads(meta["fanzha.thresholds"])
+        self.max_length = int(meta["fanzha.max_length"])
+        self.version = meta.get("fanzha.version", model_path.stem)
+        self.batch_size = batch_size
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        with_specials = self.tokenizer.encode("x").ids
+        bare = self.tokenizer.encode("x", add_special_tokens=False).ids
+        cut = with_specials.index(bare[0]) if bare else len(with_specials)
+        self._prefix, self._suffix = with_specials[:cut], with_specials[cut + len(bare) :]
+        self._pad = next((i for t in ("<pad>", "[PAD]") if (i := self.tokenizer.token_to_id(t)) is not None), 0)
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, threads: int | None = None) -> TextClassifier:
+        """The model in `model_dir` (model.onnx + tokenizer.json); default: the committed model."""
+        model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+        return cls(model_dir / "model.onnx", model_dir / "tokenizer.json", threads=threads)
+
+    def windows(self, text: str) -> list[list[int]]:
+        """Token-id windows covering the whole text, each ≤ max_length including special tokens."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        body = self.max_length - len(self._prefix) - len(self._suffix)
+        step = max(1, body - WINDOW_OVERLAP)
+        starts = range(0, max(1, len(ids) - WINDOW_OVERLAP), step) if len(ids) > body else [0]
+        return [self._prefix + ids[s : s + body] + self._suffix for s in starts]
+
+    def run_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
+        return self.session.run(["logits"], feeds)[0]
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), len(outputs)) probabilities; texts should already be normalised."""
+        windows: list[list[int]] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            for w in self.windows(text):
+                windows.append(w)
+                owner.append(i)
+        probs = np.zeros((len(texts), len(self.outputs)), dtype=np.float32)
+        if not windows:
+            return probs
+        window_probs = np.zeros((len(windows), len(self.outputs)), dtype=np.float32)
+        order = np.argsort([len(w) for w in windows], kind="stable")  # similar lengths batch together
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            width = max(len(windows[j]) for j in idx)
+            input_ids = np.full((len(idx), width), self._pad, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, j in enumerate(idx):
+                input_ids[row, : len(windows[j])] = windows[j]
+                mask[row, : len(windows[j])] = 1
+            logits = self.run_logits(input_ids, mask)
+            window_probs[idx] = 1.0 / (1.0 + np.exp(-logits))
+        np.maximum.at(probs, np.asarray(owner), window_probs)
+        return probs

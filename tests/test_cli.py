@@ -1,0 +1,94 @@
+"""`fanzha classify` on one text and on JSONL files with every kind of bad line."""
+
+import json
+
+import pytest
+
+from fanzha.cli import main
+
+from .conftest import BENIGN, SCAM
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_single_text(capsys, tiny_model_dir) -> None:
+    code, out, _ = run(capsys, "classify", SCAM, "--model-dir", str(tiny_model_dir))
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) >= {"fraud_score", "scores", "labels", "decision", "evidence", "model_version"}
+    assert result["decision"] in ("pass", "review", "block")
+    assert any(e["kind"] == "qq_group" and e["value"] == "83726154" for e in result["evidence"])
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_text_is_a_clear_error(capsys, tiny_model_dir, text) -> None:
+    code, out, err = run(capsys, "classify", text, "--model-dir", str(tiny_model_dir))
+    assert code == 2 and out == "" and "empty" in err
+
+
+def test_very_long_text_is_scored_in_windows(capsys, tiny_model_dir) -> None:
+    text = (BENIGN * 9000)[:199_990] + SCAM[:10]
+    assert len(text) == 200_000
+    code, out, _ = run(capsys, "classify", text, "--model-dir", str(tiny_model_dir))
+    assert code == 0 and 0.0 <= json.loads(out)["fraud_score"] <= 1.0
+
+
+def test_too_long_text_is_refused(capsys, tiny_model_dir) -> None:
+    code, _, err = run(capsys, "classify", "字" * 200_001, "--model-dir", str(tiny_model_dir))
+    assert code == 2 and "limit is 200,000" in err
+
+
+def test_jsonl_with_bad_lines(capsys, tiny_model_dir, tmp_path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = [
+        json.dumps({"id": "a", "text": SCAM}, ensure_ascii=False).encode(),
+        b"{not json",
+        json.dumps({"id": "b", "text": BENIGN}, ensure_ascii=False).encode(),
+        b'{"id": "c", "text": "\xff\xfe broken"}',
+        b"",
+        json.dumps({"id": "d"}).encode(),
+        json.dumps({"id": "e", "text": "   "}).encode(),
+        json.dumps(["not", "an", "object"]).encode(),
+        json.dumps({"id": "f", "text": 12}).encode(),
+        json.dumps({"text": "没有id的消息也能打分"}, ensure_ascii=False).encode(),
+    ]
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    dst = tmp_path / "out.jsonl"
+    code, _, err = run(capsys, "classify", "--input", str(src), "--output", str(dst), "--model-dir", str(tiny_model_dir), "-q")
+    assert code == 0
+    results = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert len(results) == 9  # the blank line is skipped, every other line answers, in input order
+    scored = [r for r in results if "error" not in r]
+    errors = {r["line"]: r["error"] for r in results if "error" in r}
+    assert [r["id"] for r in scored] == ["a", "b", 10]  # missing id → line number
+    assert "invalid JSON" in errors[2]
+    assert "invalid UTF-8" in errors[4]
+    assert "missing field 'text'" in errors[6]
+    assert "empty" in errors[7]
+    assert "JSON object" in errors[8]
+    assert "must be a string" in errors[9]
+    assert f"{src}:2:" in err and "scored 3 records, 6 failed" in err
+
+
+def test_missing_input_file(capsys, tiny_model_dir, tmp_path) -> None:
+    code, _, err = run(capsys, "classify", "--input", str(tmp_path / "nope.jsonl"), "--model-dir", str(tiny_model_dir))
+    assert code == 2 and "not found" in err
+
+
+def test_text_and_input_are_exclusive(capsys) -> None:
+    code, _, err = run(capsys, "classify")
+    assert code == 2 and "either" in err
+
+
+def test_bad_model_dir(capsys, tmp_path) -> None:
+    code, _, err = run(capsys, "classify", "你好", "--model-dir", str(tmp_path))
+    assert code == 2 and "not found" in err
+
+
+def test_threshold_flags(capsys, tiny_model_dir) -> None:
+    code, out, _ = run(capsys, "classify", BENIGN, "--model-dir", str(tiny_model_dir), "--review-threshold", "0", "--block-threshold", "0")
+    assert code == 0 and json.loads(out)["decision"] == "block"

@@ -1,0 +1,45 @@
+"""main() of train and export on the tiny fixtures: the real pipeline, end to end, in seconds."""
+
+import json
+
+import numpy as np
+import onnx
+
+from fanzha.models import Detector, TextClassifier
+from fanzha.models.labels import OUTPUTS
+
+
+def test_training_writes_a_loadable_checkpoint(tiny_trained) -> None:
+    from fanzha.training.model import FraudClassifier
+
+    config = json.loads((tiny_trained / "fanzha_classifier.json").read_text())
+    assert config["outputs"] == list(OUTPUTS)
+    assert set(config["thresholds"]) == set(OUTPUTS)
+    assert all(0.2 <= t <= 0.8 for t in config["thresholds"].values())
+    summary = json.loads((tiny_trained / "training_summary.json").read_text())
+    assert summary["best_epoch"] >= 1 and len(summary["history"]) >= 1
+    assert summary["history"][0]["train_loss"] > 0
+    model, tokenizer, _ = FraudClassifier.load(tiny_trained)
+    assert model.head.out_features == len(OUTPUTS)
+
+
+def test_export_metadata_and_parity(tiny_model_dir) -> None:
+    meta = {p.key: p.value for p in onnx.load(str(tiny_model_dir / "model.onnx")).metadata_props}
+    assert json.loads(meta["fanzha.outputs"]) == list(OUTPUTS)
+    assert meta["fanzha.version"] == "tiny-test"
+    assert len(meta["fanzha.tokenizer_sha256"]) == 64
+    parity = json.loads((tiny_model_dir / "parity.json").read_text())
+    assert parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4
+    assert parity["size_mb_int8"] < parity["size_mb_fp32"]
+    graph = onnx.load(str(tiny_model_dir / "model.onnx")).graph
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear") for node in graph.node)
+
+
+def test_runtime_loads_the_export(tiny_model_dir) -> None:
+    clf = TextClassifier.load(tiny_model_dir, threads=1)
+    probs = clf.predict(["免费领取签名照", "明天考试"])
+    assert probs.shape == (2, len(OUTPUTS))
+    assert np.all((probs >= 0) & (probs <= 1))
+    verdict = Detector(clf).classify_text("免费领取签名照，加QQ群 83726154")
+    assert verdict.model_version == "tiny-test"
+    assert {e["kind"] for e in verdict.evidence} >= {"qq_group", "giveaway_term"}
