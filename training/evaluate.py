@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve, precision_recall_fscore_support  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from fanzha.datasets.augment import PERTURBATIONS  # noqa: E402
@@ -60,7 +61,7 @@ class _ModelScorer:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), len(OUTPUTS)), dtype=np.float32)
-        for start in range(0, len(texts), 256):
+        for start in tqdm(range(0, len(texts), 256), desc="fanzha", unit=" batches", leave=False, mininterval=5, disable=len(texts) < 1000):
             for i, v in enumerate(self.detector.classify_texts(texts[start : start + 256]), start):
                 out[i] = [v.fraud_score, *(v.scores[label] for label in LABELS)]
         return out

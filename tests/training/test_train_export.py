@@ -15,7 +15,8 @@ def test_training_writes_a_loadable_checkpoint(tiny_trained) -> None:
     config = json.loads((tiny_trained / "fanzha_classifier.json").read_text())
     assert config["outputs"] == list(OUTPUTS)
     assert set(config["thresholds"]) == set(OUTPUTS)
-    assert all(0.2 <= t <= 0.8 for t in config["thresholds"].values())
+    assert 0.5 <= config["thresholds"]["fraud"] <= 0.9
+    assert all(0.2 <= config["thresholds"][o] <= 0.8 for o in OUTPUTS[1:])
     summary = json.loads((tiny_trained / "training_summary.json").read_text())
     assert summary["best_epoch"] >= 1 and len(summary["history"]) >= 1
     assert summary["history"][0]["train_loss"] > 0
@@ -32,7 +33,9 @@ def test_export_metadata_and_parity(tiny_model_dir) -> None:
     assert parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4
     assert parity["size_mb_int8"] < parity["size_mb_fp32"]
     graph = onnx.load(str(tiny_model_dir / "model.onnx")).graph
-    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear") for node in graph.node)
+    ops = {node.op_type for node in graph.node}
+    assert parity["fused"] and "QAttention" in ops  # fused attention, quantised
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
 
 
 def test_runtime_loads_the_export(tiny_model_dir) -> None:
@@ -43,3 +46,13 @@ def test_runtime_loads_the_export(tiny_model_dir) -> None:
     verdict = Detector(clf).classify_text("免费领取签名照，加QQ群 83726154")
     assert verdict.model_version == "tiny-test"
     assert {e["kind"] for e in verdict.evidence} >= {"qq_group", "giveaway_term"}
+
+
+def test_threshold_tuning_ranges() -> None:
+    from fanzha.training.train import tune_thresholds
+
+    y = np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32)
+    probs = np.full_like(y, 0.05) + y * 0.25  # positives at 0.30, negatives at 0.05
+    t = tune_thresholds(probs, y)
+    assert t[0] == 0.5  # the fraud head never tunes below 0.5, even when a lower cut is perfect on dev
+    assert 0.2 <= t[1] <= 0.3 and 0.2 <= t[2] <= 0.3  # labels may go down to 0.2
