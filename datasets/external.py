@@ -28,7 +28,9 @@ _SEGMENT_SPACE = re.compile(r"(?<=[^\x00-\x7f]) (?=[^\x00-\x7f])")
 
 
 def corpora_dir(path: str | Path | None = None) -> Path | None:
-    """The external corpora directory, or None when it is not present."""
+    """The external corpora directory, or None when it is not present ("none" turns them off)."""
+    if path is not None and str(path).lower() == "none":
+        return None
     candidates = [path, os.environ.get("FANZHA_CORPORA"), Path(__file__).resolve().parents[1].parent / "shared" / "corpora"]
     for c in candidates:
         if c and Path(c).is_dir():

@@ -48,7 +48,7 @@ class EvalArguments:
     model_dir: str | None = field(default=None, metadata={"help": "ONNX model dir (default: the committed models/default)"})
     report_dir: str = field(default="reports", metadata={"help": "where REPORT.md, metrics.json and plots go"})
     corpus: str | None = field(default=None, metadata={"help": "corpus dir (default: datasets/corpus)"})
-    corpora_dir: str | None = field(default=None, metadata={"help": "external corpora dir (default: $FANZHA_CORPORA or ../shared/corpora)"})
+    corpora_dir: str | None = field(default=None, metadata={"help": "external corpora dir (default: $FANZHA_CORPORA or ../shared/corpora; 'none' = skip)"})
     max_external: int = field(default=0, metadata={"help": "cap rows per external file (0 = all)"})
     seed: int = field(default=13, metadata={"help": "seed for the evasion perturbations"})
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     def flags(name: str, texts: list[str]) -> np.ndarray:
         return scores(name, texts) >= systems[name][1]
 
-    metrics: dict = {"model_version": detector.model_version, "thresholds": dict(zip(OUTPUTS, thresholds.round(3).tolist(), strict=True)), "systems": {}}
+    metrics: dict = {"model_version": detector.model_version, "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)}, "systems": {}}
     test_texts = [r["text"] for r in test]
     hard = [r["text"] for r in test if r["hard_negative"]]
     positives = [r["text"] for r in test if r["labels"]]

@@ -52,6 +52,7 @@ class ExportArguments:
     opset: int = field(default=17, metadata={"help": "ONNX opset"})
     exporter: str = field(default="torchscript", metadata={"help": "torchscript (fusable attention) or dynamo"})
     fuse: bool = field(default=True, metadata={"help": "apply onnxruntime's transformer fusions before quantising"})
+    quantize_attention: bool = field(default=True, metadata={"help": "int8 inside the fused Attention op too (faster; off keeps attention fp32)"})
     max_parity_texts: int = field(default=400, metadata={"help": "texts used for the fp32 logits parity check"})
     strict_parity: bool = field(default=True, metadata={"help": "exit non-zero when a parity gate fails"})
 
@@ -110,13 +111,14 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_int8(fp32: Path, int8: Path, work: Path, per_channel: bool, reduce_range: bool, fused: bool) -> None:
+def quantize_int8(fp32: Path, int8: Path, work: Path, per_channel: bool, reduce_range: bool, fused: bool, attention: bool = True) -> None:
     source = fp32
     if not fused:  # a fused graph is already optimised; pre-processing would choke on its contrib ops
         source = work / "model.pre.onnx"
         quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
+    op_types = ["MatMul", "Gather", "EmbedLayerNormalization"] + (["Attention"] if attention else [])
     quantize_dynamic(str(source), str(int8), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     op_types_to_quantize=op_types, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def macro_f1(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> float:
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> Path:
     version = args.version or f"fanzha-text-{dt.date.today():%Y%m%d}-{layers}L-int8"
     metadata = {
         "fanzha.outputs": json.dumps(list(config["outputs"])),
-        "fanzha.thresholds": json.dumps(config["thresholds"]),
+        "fanzha.thresholds": json.dumps({k: round(float(v), 4) for k, v in config["thresholds"].items()}),
         "fanzha.max_length": str(config["max_length"]),
         "fanzha.tokenizer_sha256": tokenizer_sha256(tok_path),
         "fanzha.version": version,
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> Path:
     set_metadata(fp32, {**metadata, "fanzha.version": version.replace("-int8", "-fp32")})
 
     # 3. int8
-    quantize_int8(fp32, int8, work, args.per_channel, args.reduce_range, fused)
+    quantize_int8(fp32, int8, work, args.per_channel, args.reduce_range, fused, args.quantize_attention)
     set_metadata(int8, metadata)
 
     # 4. parity: fp32 logits vs torch; int8 vs fp32 on the held-out metric

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> Path:
             tuned = dev_metrics(probs, y_dev, thresholds)
             model.save(out, tokenizer, extra={
                 "max_length": args.max_length,
-                "thresholds": dict(zip(OUTPUTS, thresholds.round(2).tolist(), strict=True)),
+                "thresholds": {o: round(float(t), 2) for o, t in zip(OUTPUTS, thresholds, strict=True)},
                 "dev_metrics_at_0.5": metrics, "dev_metrics_tuned": tuned, "epoch": epoch,
                 "base_model": str(args.base_model),
             })

@@ -1,0 +1,36 @@
+"""evaluate.main() on the tiny model: the report, the baselines and (when present) the external corpora."""
+
+import json
+
+import pytest
+
+from fanzha.datasets.external import corpora_dir, load_msglog, load_telecom
+from fanzha.training import evaluate
+
+
+def test_report_without_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    metrics = evaluate.main(["--model_dir", str(tiny_model_dir), "--corpus", str(tiny_corpus), "--report_dir", str(tmp_path),
+                             "--corpora_dir", "none"])
+    for name in ("REPORT.md", "metrics.json", "pr_curves.png", "confusion.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert set(metrics["systems"]) == {"fanzha", "tfidf_lr", "keywords"}
+    ours = metrics["systems"]["fanzha"]
+    assert set(ours["evasion"]) >= {"clean_recall", "homoglyph", "pinyin", "digits", "separators", "zero_width", "traditional", "emoji"}
+    assert 0.0 <= ours["test_fraud"]["f1"] <= 1.0
+    assert metrics["targets"]["real_normal_fpr"]["value"] is None
+    report = (tmp_path / "REPORT.md").read_text(encoding="utf-8")
+    assert "Not present on this machine" in report and "tfidf_lr" in report
+    assert json.loads((tmp_path / "metrics.json").read_text())["model_version"] == "tiny-test"
+
+
+@pytest.mark.corpora
+@pytest.mark.skipif(corpora_dir() is None, reason="external corpora (../shared/corpora or $FANZHA_CORPORA) not present")
+def test_report_with_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    root = corpora_dir()
+    assert load_telecom(root) or load_msglog(root)
+    metrics = evaluate.main(["--model_dir", str(tiny_model_dir), "--corpus", str(tiny_corpus), "--report_dir", str(tmp_path),
+                             "--max_external", "20"])
+    ours = metrics["systems"]["fanzha"]
+    assert ours["external"] and all(v["n"] <= 20 for v in ours["external"].values())
+    assert 0.0 <= ours["real_normal_fpr"] <= 1.0
+    assert metrics["targets"]["real_normal_fpr"]["value"] == ours["real_normal_fpr"]
