@@ -18,7 +18,10 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 DEFAULT_MODEL_DIR = Path(__file__).with_name("default")
-WINDOW_OVERLAP = 32  # tokens shared by consecutive windows, so a phrase on a boundary is seen whole once
+# Long texts are read in windows of this many tokens, each sharing half with the next, so every phrase up to
+# half a window long is seen whole in a window that is at least half its own text. Windows the size of
+# the training messages (median ~30 tokens) keep a short lure from being averaged away by pages of filler.
+DEFAULT_WINDOW = 64
 
 
 def tokenizer_sha256(path: str | Path) -> str:
@@ -61,6 +64,7 @@ class TextClassifier:
         self.outputs: list[str] = json.loads(meta["fanzha.outputs"])
         self.thresholds: dict[str, float] = json.loads(meta["fanzha.thresholds"])
         self.max_length = int(meta["fanzha.max_length"])
+        self.window = min(self.max_length, int(meta.get("fanzha.window", DEFAULT_WINDOW)))
         self.version = meta.get("fanzha.version", model_path.stem)
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -79,11 +83,13 @@ class TextClassifier:
         return cls(model_dir / "model.onnx", model_dir / "tokenizer.json", threads=threads)
 
     def windows(self, text: str) -> list[list[int]]:
-        """Token-id windows covering the whole text, each ≤ max_length including special tokens."""
+        """Token-id windows covering the whole text, each ≤ `window` tokens including special tokens."""
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        body = self.max_length - len(self._prefix) - len(self._suffix)
-        step = max(1, body - WINDOW_OVERLAP)
-        starts = range(0, max(1, len(ids) - WINDOW_OVERLAP), step) if len(ids) > body else [0]
+        body = self.window - len(self._prefix) - len(self._suffix)
+        if len(ids) <= body:
+            return [self._prefix + ids + self._suffix]
+        step = max(1, body // 2)
+        starts = range(0, len(ids) - body + step, step)  # the last window reaches the end
         return [self._prefix + ids[s : s + body] + self._suffix for s in starts]
 
     def run_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ class ExportArguments:
     per_channel: bool = field(default=True, metadata={"help": "per-channel int8 weight scales"})
     reduce_range: bool = field(default=True, metadata={"help": "7-bit weights: avoids u8s8 saturation on AVX2 CPUs without VNNI (kept the int8 F1 drop under 0.5 point here)"})
     version: str | None = field(default=None, metadata={"help": "model version string (default: fanzha-text-<date>-<layers>L)"})
+    window: int = field(default=64, metadata={"help": "run-time window length in tokens for long texts (half-window overlap)"})
     opset: int = field(default=17, metadata={"help": "ONNX opset"})
     exporter: str = field(default="torchscript", metadata={"help": "torchscript (fusable attention) or dynamo"})
     fuse: bool = field(default=True, metadata={"help": "apply onnxruntime's transformer fusions before quantising"})
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> Path:
         "fanzha.outputs": json.dumps(list(config["outputs"])),
         "fanzha.thresholds": json.dumps({k: round(float(v), 4) for k, v in config["thresholds"].items()}),
         "fanzha.max_length": str(config["max_length"]),
+        "fanzha.window": str(min(args.window, int(config["max_length"]))),
         "fanzha.tokenizer_sha256": tokenizer_sha256(tok_path),
         "fanzha.version": version,
         "fanzha.base_model": str(config.get("base_model", "")),

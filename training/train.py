@@ -46,6 +46,7 @@ class TrainArguments:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
     augment_prob: float = field(default=0.5, metadata={"help": "chance that a training example gets an evasion-augmented twin each epoch"})
+    context_prob: float = field(default=0.15, metadata={"help": "chance that a training example also appears inside benign context (a lure in a long post)"})
     patience: int = field(default=2, metadata={"help": "epochs without dev improvement before stopping"})
     max_pos_weight: float = field(default=4.0, metadata={"help": "cap of the per-output positive class weight"})
     seed: int = field(default=13, metadata={"help": "random seed (data order, augmentation, init)"})
@@ -88,6 +89,13 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(best, dtype=np.float32)
 
 
+def in_context(text: str, benign: list[str], rng: random.Random) -> str:
+    """The message with one or two benign training messages around it; its labels do not change."""
+    parts = [text, *rng.sample(benign, k=rng.randint(1, 2))]
+    rng.shuffle(parts)
+    return rng.choice(["\n", " ", "。", ""]).join(parts)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not train or not dev:
         raise SystemExit(f"need train and dev records, got {len(train)} train / {len(dev)} dev")
     y_train, y_dev = targets(train), targets(dev)
+    benign = [r["text"] for r in train if not r["labels"]]
     dev_texts = [normalize(r["text"]).text for r in dev]
     log.info("train %d, dev %d; positives per output (train): %s", len(train), len(dev), dict(zip(OUTPUTS, y_train.sum(0).astype(int).tolist(), strict=True)))
 
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> Path:
         [{"params": encoder_params, "lr": args.learning_rate}, {"params": head_params, "lr": args.head_learning_rate}],
         weight_decay=args.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(train) * (1 + args.augment_prob) / args.batch_size)
+    steps_per_epoch = math.ceil(len(train) * (1 + args.augment_prob + args.context_prob) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
 
@@ -138,6 +147,7 @@ def main(argv: list[str] | None = None) -> Path:
         model.train()
         examples = [(r["text"], y_train[i]) for i, r in enumerate(train)]
         examples += [(augment(r["text"], rng), y_train[i]) for i, r in enumerate(train) if rng.random() < args.augment_prob]
+        examples += [(in_context(r["text"], benign, rng), y_train[i]) for i, r in enumerate(train) if rng.random() < args.context_prob]
         rng.shuffle(examples)
         texts = [normalize(t).text for t, _ in examples]
         labels = np.stack([y for _, y in examples])

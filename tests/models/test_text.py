@@ -16,25 +16,22 @@ def test_windows_cover_long_text_with_overlap(clf) -> None:
     text = "免费领取签名照" * 60
     windows = clf.windows(text)
     assert len(windows) > 1
-    assert all(len(w) <= clf.max_length for w in windows)
+    assert all(len(w) <= clf.window <= clf.max_length for w in windows)
     assert all(w[0] == windows[0][0] and w[-1] == windows[0][-1] for w in windows)  # specials on every window
     body = clf.tokenizer.encode(text, add_special_tokens=False).ids
     covered = sum(len(w) - 2 for w in windows)
     assert covered >= len(body)
+    assert windows[-1][-2] == body[-1]  # the last window reaches the end of the text
 
 
-def test_a_lure_at_the_end_of_a_long_post_is_seen(clf) -> None:
-    filler = "今天天气很好我们去公园散步" * 40
-    lure = "免费领取签名照加QQ群83726154"
-    probs_alone = clf.predict([lure])[0]
-    probs_long = clf.predict([filler + lure])[0]
-    probs_filler = clf.predict([filler])[0]
-    # max over windows: the long post scores at least what its last window scores
-    last_window_text = clf.tokenizer.decode(clf.windows(filler + lure)[-1])
-    assert len(clf.windows(filler + lure)) > 1
-    assert np.all(probs_long >= probs_filler - 1e-6)
-    assert np.all(probs_long >= clf.predict([last_window_text])[0] - 0.05)
-    assert probs_alone.shape == probs_long.shape
+def test_long_text_scores_are_the_max_over_its_windows(tiny_model_dir) -> None:
+    fp32 = TextClassifier(tiny_model_dir / "work" / "model.fp32.onnx", tiny_model_dir / "tokenizer.json", threads=1)
+    text = "今天天气很好我们去公园散步" * 40 + "免费领取签名照加QQ群83726154"
+    windows = fp32.windows(text)
+    assert len(windows) > 2
+    per_window = np.stack([fp32.run_logits(np.array([w]), np.ones((1, len(w)), dtype=np.int64))[0] for w in windows])
+    expected = (1 / (1 + np.exp(-per_window))).max(axis=0)
+    np.testing.assert_allclose(fp32.predict([text])[0], expected, atol=1e-5)
 
 
 def test_batch_equals_one_by_one(clf, tiny_model_dir) -> None:

@@ -56,3 +56,13 @@ def test_threshold_tuning_ranges() -> None:
     t = tune_thresholds(probs, y)
     assert t[0] == 0.5  # the fraud head never tunes below 0.5, even when a lower cut is perfect on dev
     assert 0.2 <= t[1] <= 0.3 and 0.2 <= t[2] <= 0.3  # labels may go down to 0.2
+
+
+def test_context_augmentation_keeps_the_message() -> None:
+    import random
+
+    from fanzha.training.train import in_context
+
+    rng = random.Random(0)
+    out = in_context("加群领皮肤先交激活费", ["今天下雨了", "作业写完了吗"], rng)
+    assert "加群领皮肤先交激活费" in out and len(out) > len("加群领皮肤先交激活费")
