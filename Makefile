@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test demo lint corpus-check base train export evaluate bench model clean
+.PHONY: run test lint corpus-check base train export evaluate card bench model clean
 
 $(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,13 @@ export: $(VENV)/.dev
 	$(PY) -m fanzha.training.export --model_dir runs/model --output_dir models/default
 evaluate: $(VENV)/.dev
 	$(PY) -m fanzha.training.evaluate --model_dir models/default --report_dir reports
-model: base train export evaluate
+card: $(VENV)/.dev
+	$(PY) -m fanzha.training.model_card --model_dir models/default --metrics reports/metrics.json --bench reports/bench_text.json
+model: base train export evaluate bench card
 
+## bench: torch eager vs ORT fp32 vs ORT int8 (torch and fp32 rows need the local runs/ from `make model`)
 bench: $(VENV)/.dev
-	$(PY) bench/text.py --checkpoint runs/model
+	$(PY) bench/text.py --checkpoint runs/model --fp32 runs/export/model.fp32.onnx --json reports/bench_text.json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     wall = time.time() - started
     summary = {"args": asdict(args), "best_epoch": best_epoch, "best_dev_score": best_score, "history": history,
-               "wall_time_s": round(wall, 1), "train_size": len(train), "dev_size": len(dev), "pos_weight": pos_weight.tolist()}
+               "wall_time_s": round(wall, 1), "train_size": len(train),
+               "num_layers": getattr(model.encoder.config, "num_hidden_layers", None), "dev_size": len(dev), "pos_weight": pos_weight.tolist()}
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     log.info("best epoch %d (dev score %.4f); wall time %.1f min; saved to %s", best_epoch, best_score, wall / 60, out)
     return out

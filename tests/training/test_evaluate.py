@@ -34,3 +34,14 @@ def test_report_with_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) -> 
     assert ours["external"] and all(v["n"] <= 20 for v in ours["external"].values())
     assert 0.0 <= ours["real_normal_fpr"] <= 1.0
     assert metrics["targets"]["real_normal_fpr"]["value"] == ours["real_normal_fpr"]
+
+
+def test_model_card_is_written_from_measurements(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    from fanzha.training import model_card
+
+    evaluate.main(["--model_dir", str(tiny_model_dir), "--corpus", str(tiny_corpus), "--report_dir", str(tmp_path), "--corpora_dir", "none"])
+    card = model_card.main(["--model_dir", str(tiny_model_dir), "--metrics", str(tmp_path / "metrics.json")]).read_text(encoding="utf-8")
+    parity = json.loads((tiny_model_dir / "parity.json").read_text())
+    assert "tiny-test" in card
+    assert f"{parity['fp32_vs_torch_max_abs_logit_diff']:.2e}" in card
+    assert "| real normal messages false-positive rate | n/a |" in card  # absent corpora are said, not invented
