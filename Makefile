@@ -22,7 +22,7 @@ run: $(VENV)/.core
 
 ## test: the whole test suite (tiny models built on the fly; the committed model for behaviour)
 test: $(VENV)/.dev
-	$(PY) -m pytest
+	@$(PY) -m pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc; }
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

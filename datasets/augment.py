@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 # contact words and their disguises
 _CONTACT_VARIANTS = {
-    "微信": ["薇信", "V信", "vx", "VX", "威信", "微❤信", "wei信", "➕V"],
+    "微信": ["薇信", "V信", "vx", "VX", "徽信", "微❤信", "wei信", "➕V"],
     "QQ": ["扣扣", "🐧", "Q", "企鹅", "扣"],
     "qq": ["扣扣", "🐧", "q", "企鹅"],
     "加群": ["加裙", "咖群", "+群"],

@@ -111,7 +111,8 @@ def drop_duplicates(corpus_dir, dupes: list[NearDuplicate], records: list[dict])
     """Remove, for each pair, the record of the less held-out split (train before dev), rewriting the files."""
     split_of = {r["id"]: r["split"] for r in records}
     drop = {min((d.a, d.b), key=lambda i: _SPLIT_RANK[split_of[i]]) for d in dupes}
-    for path in sorted(Path(corpus_dir).glob("*.jsonl")):
+    root = Path(corpus_dir)
+    for path in [root] if root.is_file() else sorted(root.glob("*.jsonl")):
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if not line.strip() or json.loads(line)["id"] not in drop]
         if len(kept) != len(lines):

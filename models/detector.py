@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .evidence import extract
 from .labels import FRAUD_HEAD, LABELS, DecisionThresholds
-from .normalize import normalize
+from .normalize import has_readable_text, normalize
 from .text import TextClassifier
 
 MAX_TEXT_CHARS = int(os.environ.get("FANZHA_MAX_TEXT_CHARS", 200_000))
@@ -29,7 +29,7 @@ class InputError(ValueError):
 class Verdict:
     fraud_score: float  # P(at least one scam label applies)
     scores: dict[str, float]  # per label
-    labels: list[str]  # labels at or over their threshold
+    labels: list[str]  # the kinds of lure: labels at or over their threshold, for review/block verdicts only
     decision: str  # pass / review / block
     evidence: list[dict]
     model_version: str
@@ -46,6 +46,8 @@ def validate_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise InputError("text is empty or whitespace only")
     if len(text) > max_chars:
         raise InputError(f"text has {len(text):,} characters; the limit is {max_chars:,} (FANZHA_MAX_TEXT_CHARS)")
+    if not has_readable_text(text):
+        raise InputError("text has no readable characters (only emoji, zero-width or control characters)")
     return text
 
 
@@ -100,5 +102,7 @@ class Detector:
         scores = {label: round(by_output[label], 4) for label in LABELS}
         # P(any label) can never be below P(one label): the binary head is kept consistent with the labels
         fraud_score = round(max(by_output[FRAUD_HEAD], *scores.values()), 4)
-        labels = [label for label in LABELS if scores[label] >= self.classifier.thresholds.get(label, 0.5)]
-        return Verdict(fraud_score, scores, labels, self.thresholds.decide(fraud_score), evidence, self.model_version, timings)
+        decision = self.thresholds.decide(fraud_score)
+        # a label names the kind of a flagged lure; a passed message carries none (its scores still show)
+        labels = [] if decision == "pass" else [label for label in LABELS if scores[label] >= self.classifier.thresholds.get(label, 0.5)]
+        return Verdict(fraud_score, scores, labels, decision, evidence, self.model_version, timings)

@@ -51,7 +51,7 @@ _TERM_PATTERNS = {
 }
 
 # numbers: a keyword context within a few characters decides which kind of handle a digit run is
-_QQ_GROUP = re.compile(r"(?:qq群|群号|群聊|进群|加群|入群|粉丝群|后援会|群)[^\d\n]{0,6}?(\d{6,11})(?!\d)")
+_QQ_GROUP = re.compile(r"(?:qq群|群号|群聊|进群|加群|入群|粉丝群|后援会|福利群|任务群)[^\d\n]{0,6}?(\d{6,11})(?!\d)")
 _QQ = re.compile(r"(?:qq|加q|q号)[^\d\n]{0,6}?([1-9]\d{4,10})(?!\d)")
 _WECHAT = re.compile(r"(?:微信号?|加微)[^a-z\d\n]{0,4}?([a-z][a-z\d_\-]{5,19}|1[3-9]\d{9})(?![a-z\d_\-])")
 _PHONE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")

@@ -41,12 +41,9 @@ class DecisionThresholds:
     @classmethod
     def from_env(cls, review: float | None = None, block: float | None = None) -> DecisionThresholds:
         """Environment overrides, else the given defaults (the model's tuned ones), else the class defaults."""
-        review = cls.review if review is None else review
-        block = max(cls.block if block is None else block, review)
-        return cls(
-            review=float(os.environ.get("FANZHA_REVIEW_THRESHOLD", review)),
-            block=float(os.environ.get("FANZHA_BLOCK_THRESHOLD", block)),
-        )
+        review = float(os.environ.get("FANZHA_REVIEW_THRESHOLD", cls.review if review is None else review))
+        block = float(os.environ.get("FANZHA_BLOCK_THRESHOLD", max(cls.block if block is None else block, review)))
+        return cls(review=review, block=block)
 
     def decide(self, fraud_score: float) -> str:
         if fraud_score >= self.block:

@@ -42,7 +42,6 @@ def _is_emoji(ch: str) -> bool:
         0x1F000 <= cp <= 0x1FAFF
         or 0x2600 <= cp <= 0x27BF
         or 0x2B00 <= cp <= 0x2BFF
-        or 0x1F900 <= cp <= 0x1F9FF
         or cp in (0x2B50, 0x2B55, 0x3030, 0x303D, 0x3297, 0x3299)
     )
 
@@ -63,9 +62,9 @@ def _map_char(ch: str) -> str:
     category = unicodedata.category(ch)
     if category in ("Cc", "Cf", "Cs", "Co", "Cn"):
         return ""
-    if _is_emoji(ch):
-        return ""
     out = unicodedata.normalize("NFKC", ch)
+    if _is_emoji(ch) and not (out != ch and out.isascii()):  # 🅅 → v is a letter in disguise, 🎁 is decoration
+        return ""
     if out.isascii():
         out = out.lower()
     # NFKC turns some symbols into sequences with spaces (e.g. ㈠ → (一)); keep them, they are rare.
@@ -93,10 +92,16 @@ def _simplify_char(ch: str) -> str:
 
 
 # --- step 3: separators --------------------------------------------------------------------------
-_SEPARATORS = " .·•・-_*|/\\~^`'\"#@+=,:;…‧∙"
+_SEPARATORS = " .·•・-_*|/\\~^`'\"#@+=…‧∙"  # not , : ; — after NFKC those are real Chinese punctuation
 _CJK_SPLIT = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[" + re.escape(_SEPARATORS) + r"]{1,3}(?=[\u3400-\u9fff\uf900-\ufaff])")
-# digits split by spaces/dashes: at least 3 groups and 5 digits, so "3 元" or "2 3" stay alone
+# digits split by spaces/dashes: at least 3 groups and 5 digits (checked in _join_digits), so "3 元",
+# "1 2 3" or "2 3" stay alone while "1 2 3 4 5 6 7 8" and "138-1234-5678" become one number
 _DIGIT_SPLIT = re.compile(r"(?<![\d.])\d{1,4}(?:[ \-_*|·•]{1,2}\d{1,4}){2,}(?![\d])")
+
+
+def _join_digits(m: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", m.group())
+    return digits if len(digits) >= 5 else m.group()
 
 # --- step 4: variant lexicon (applied to lower-cased, simplified text) -----------------------------
 _SEP = r"[\s.\-_*·]?"
@@ -104,7 +109,7 @@ _LEXICON: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p), repl)
     for p, repl in [
         # WeChat
-        (r"(?:[薇威徽危嶶胃维唯]|微" + _SEP + r")信|(?<![a-z])v" + _SEP + r"信|(?<![a-z])(?:vx|wx|weixin|wechat|vchat)(?![a-z])|绿泡泡|微" + _SEP + r"x(?![a-z])|(?<![a-z])wei" + _SEP + r"信", "微信"),
+        (r"(?:[薇徽危嶶胃维唯]|微" + _SEP + r")信|(?<![a-z])v" + _SEP + r"信|(?<![a-z])(?:vx|wx|weixin|wechat|vchat)(?![a-z])|绿泡泡|微" + _SEP + r"x(?![a-z])|(?<![a-z])wei" + _SEP + r"信", "微信"),
         # QQ and QQ groups
         (r"扣" + _SEP + r"扣|抠抠|寇寇|企鹅号|(?<![a-z])q" + _SEP + r"q(?![a-z])|(?<![a-z])qq号?码", "qq"),
         (r"(?<![a-z])(?:q|扣)" + _SEP + r"(?:群|裙)", "qq群"),
@@ -113,7 +118,8 @@ _LEXICON: list[tuple[re.Pattern[str], str]] = [
         # pinyin or half-pinyin spellings of key words
         (r"jie" + _SEP + r"(?:冻|dong)|解" + _SEP + r"dong", "解冻"),
         (r"ji" + _SEP + r"活|激" + _SEP + r"huo|jihuo", "激活"),
-        (r"bao" + _SEP + r"证金?|保" + _SEP + r"zheng", "保证"),
+        (r"bao" + _SEP + r"证金|保" + _SEP + r"zheng" + _SEP + r"金", "保证金"),
+        (r"bao" + _SEP + r"证|保" + _SEP + r"zheng", "保证"),
         (r"shua" + _SEP + r"单|刷" + _SEP + r"dan|shuadan", "刷单"),
         (r"fan" + _SEP + r"(?:利|li)|返" + _SEP + r"li(?![a-z])|fanli", "返利"),
         (r"fan" + _SEP + r"佣|返" + _SEP + r"yong", "返佣"),
@@ -135,6 +141,11 @@ _LEXICON: list[tuple[re.Pattern[str], str]] = [
     ]
 ]
 _SPACES = re.compile(r"[ ]{2,}")
+
+
+def has_readable_text(text: str) -> bool:
+    """False when normalisation would leave nothing but whitespace (only emoji, zero-width, controls)."""
+    return any(_map_char(ch).strip() for ch in text)
 
 
 @dataclass(frozen=True)
@@ -210,7 +221,7 @@ def normalize(text: str) -> Normalized:
             b.chars = [_simplify_char(c) for c in b.chars]
 
     b = _rewrite(b.chars, b.starts, b.ends, _CJK_SPLIT, "")
-    b = _rewrite(b.chars, b.starts, b.ends, _DIGIT_SPLIT, lambda m: re.sub(r"\D", "", m.group()))
+    b = _rewrite(b.chars, b.starts, b.ends, _DIGIT_SPLIT, _join_digits)
     for pattern, repl in _LEXICON:
         b = _rewrite(b.chars, b.starts, b.ends, pattern, repl)
     b = _rewrite(b.chars, b.starts, b.ends, _SPACES, " ")

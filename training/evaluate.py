@@ -67,6 +67,13 @@ class _ModelScorer:
         return out
 
 
+def as_flags(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Flags as the Detector reports them: a label counts only on an item flagged as fraud."""
+    flags = scores >= thresholds
+    flags[:, 1:] &= flags[:, :1]
+    return flags
+
+
 def prf(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
     return {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4)}
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         return model.predict_proba([normalize(t).text for t in texts] if needs_norm else texts)
 
     def flags(name: str, texts: list[str]) -> np.ndarray:
-        return scores(name, texts) >= systems[name][1]
+        return as_flags(scores(name, texts), systems[name][1])
 
     metrics: dict = {"model_version": detector.model_version, "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)}, "systems": {}}
     test_texts = [r["text"] for r in test]
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("scoring %s (%.0fs)", name, time.time() - started)
         s = scores(name, test_texts)
         test_scores[name] = s
-        pred = s >= systems[name][1]
+        pred = as_flags(s, systems[name][1])
         m = {"test_fraud": prf(y_test[:, 0], pred[:, 0])}
         m["test_labels"] = {label: prf(y_test[:, 1 + k], pred[:, 1 + k]) for k, label in enumerate(LABELS)}
         m["test_label_macro_f1"] = round(float(np.mean([m["test_labels"][label]["f1"] for label in LABELS])), 4)
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["targets"] = check_targets(metrics["systems"])
     metrics["wall_time_s"] = round(time.time() - started, 1)
     plot_pr(test_scores, y_test, report_dir / "pr_curves.png")
-    plot_confusion(test_scores["fanzha"] >= thresholds, y_test, report_dir / "confusion.png")
+    plot_confusion(as_flags(test_scores["fanzha"], thresholds), y_test, report_dir / "confusion.png")
     (report_dir / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
     (report_dir / "REPORT.md").write_text(render(metrics, len(test), len(hard), bool(external)), encoding="utf-8")
     log.info("report written to %s (%.0fs)", report_dir, time.time() - started)

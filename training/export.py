@@ -131,7 +131,6 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
     out, work = Path(args.output_dir), Path(args.work_dir)
-    out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
 
     # 1. load and prune
@@ -145,8 +144,9 @@ def main(argv: list[str] | None = None) -> Path:
         log.info("vocabulary %d → %d pieces", before, len(keep))
 
     # 2. fp32 ONNX + metadata
-    raw, fp32, int8 = work / "model.raw.onnx", work / "model.fp32.onnx", out / "model.onnx"
-    tok_path = out / "tokenizer.json"
+    # everything is built in work_dir; the output dir is only touched once the parity gates pass
+    raw, fp32, int8 = work / "model.raw.onnx", work / "model.fp32.onnx", work / "model.onnx"
+    tok_path = work / "tokenizer.json"
     tokenizer.save(str(tok_path))
     export_fp32(model, raw, args.opset, args.exporter)
     fused = args.fuse and fuse_transformer_ops(raw, fp32, model.encoder.config)
@@ -202,10 +202,13 @@ def main(argv: list[str] | None = None) -> Path:
     }
     parity["macro_f1_drop_points"] = round(100 * (parity["macro_f1_fp32"] - parity["macro_f1_int8"]), 3)
     parity["passed"] = parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4 and parity["macro_f1_drop_points"] <= 0.5
-    (out / "parity.json").write_text(json.dumps(parity, indent=2))
+    (work / "parity.json").write_text(json.dumps(parity, indent=2))
     log.info("parity: %s (%.1fs)", parity, time.time() - started)
     if args.strict_parity and not parity["passed"]:
-        raise SystemExit(f"parity check failed: {parity}")
+        raise SystemExit(f"parity check failed (nothing written to {out}): {parity}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "tokenizer.json", "parity.json"):
+        shutil.copy(work / name, out / name)
     summary = Path(args.model_dir) / "training_summary.json"
     if summary.exists():
         shutil.copy(summary, out / "training_summary.json")
