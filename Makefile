@@ -30,11 +30,11 @@ lint: $(VENV)/.dev
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check
 
-## model: rebuild the default model from scratch (base → fine-tune → export → report), ~30 min on 2 cores
+## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card), ~40 min on 2 cores
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 train: $(VENV)/.dev
-	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 6
+	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 4
 export: $(VENV)/.dev
 	$(PY) -m fanzha.training.export --model_dir runs/model --output_dir models/default
 evaluate: $(VENV)/.dev

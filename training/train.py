@@ -38,7 +38,7 @@ class TrainArguments:
     base_model: str = field(default="runs/base", metadata={"help": "HF encoder checkpoint dir (build one with fanzha.training.build_base)"})
     output_dir: str = field(default="runs/model", metadata={"help": "where the best checkpoint is written"})
     corpus: str | None = field(default=None, metadata={"help": "corpus dir or JSONL file (default: datasets/corpus)"})
-    max_length: int = field(default=128, metadata={"help": "tokens per window (runtime windows long texts at the same length)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per training example (head-truncated); the runtime reads long texts in 64-token windows"})
     epochs: int = field(default=4, metadata={"help": "maximum epochs"})
     batch_size: int = field(default=16, metadata={"help": "examples per step"})
     learning_rate: float = field(default=6e-5, metadata={"help": "peak learning rate of the encoder"})

@@ -46,3 +46,12 @@ def test_benign_text_has_no_handles() -> None:
 def test_digits_inside_a_url_are_not_a_phone_number() -> None:
     k = kinds("打开 https://x-vip.cn/13812345678")
     assert "phone" not in k
+
+
+def test_group_numbers_need_a_group_handle_context() -> None:
+    assert "qq_group" not in kinds("群里有100000人在看直播")
+    assert kinds("进群 735122860 领")["qq_group"] == ["735122860"]
+
+
+def test_no_evidence_across_a_clause_boundary() -> None:
+    assert "giveaway_term" not in kinds("他说免费，领导不同意")

@@ -20,6 +20,9 @@ from fanzha.models.normalize import normalize
         ("免費領取簽名照", "免费领取签名照"),
         ("🎁免费🎁领🔥", "免费领"),
         ("加裙领取", "加群领取"),
+        ("交bao证金500元", "交保证金500元"),
+        ("加🅅🅇 abc12345", "加微信 abc12345"),
+        ("138-1234-5678", "13812345678"),
     ],
 )
 def test_evasions_are_undone(raw: str, expected: str) -> None:
@@ -54,3 +57,18 @@ def test_empty_and_long_text() -> None:
     long = "免费领取皮肤加薇信 " * 20_000
     out = normalize(long)
     assert out.text.count("微信") == 20_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["你好,明天见:周一", "老师很有威信", "比分1 2 3", "先交① ⓪元"],
+)
+def test_ordinary_punctuation_words_and_short_numbers_are_kept(text: str) -> None:
+    out = normalize(text).text
+    assert "微信" not in out
+    assert out.count(",") == text.count(",") and out.count(":") == text.count(":")
+    assert not any(len(run) >= 5 for run in __import__("re").findall(r"\d+", out))
+
+
+def test_full_width_punctuation_survives_between_chinese() -> None:
+    assert normalize("你好，明天见：周一").text == "你好,明天见:周一"

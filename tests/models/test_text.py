@@ -61,7 +61,8 @@ def test_missing_and_corrupt_model(tmp_path, tiny_model_dir) -> None:
 
 def test_detector_input_errors(clf) -> None:
     detector = Detector(clf, max_chars=1000)
-    for bad, message in [("", "empty"), ("   \n\t", "empty"), ("字" * 1001, "limit"), (None, "string")]:
+    for bad, message in [("", "empty"), ("   \n\t", "empty"), ("字" * 1001, "limit"), (None, "string"),
+                         ("\u200b\u200b", "readable"), ("🎁🎁🎁", "readable")]:
         with pytest.raises(InputError, match=message):
             detector.classify_text(bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="item 1"):
@@ -80,9 +81,22 @@ def test_verdict_is_consistent(clf) -> None:
     v = Detector(clf).classify_text("恭喜中奖，先交激活费")
     assert v.fraud_score >= max(v.scores.values())
     assert set(v.labels) <= set(v.scores)
+    passed = Detector(clf, DecisionThresholds(review=1.0, block=1.0)).classify_text("恭喜中奖，先交激活费")
+    assert passed.decision == "pass" and passed.labels == []  # a passed message names no kind of lure
+    flagged = Detector(clf, DecisionThresholds(review=0.0, block=1.0)).classify_text("恭喜中奖，先交激活费")
+    assert flagged.labels == [k for k, s in flagged.scores.items() if s >= clf.thresholds[k]]
     assert set(v.timings) == {"normalize_ms", "classify_ms", "evidence_ms"}
 
 
 def test_threshold_validation() -> None:
     with pytest.raises(ValueError):
         DecisionThresholds(review=0.9, block=0.5)
+
+
+def test_thresholds_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("FANZHA_REVIEW_THRESHOLD", "0.95")
+    monkeypatch.delenv("FANZHA_BLOCK_THRESHOLD", raising=False)
+    t = DecisionThresholds.from_env(review=0.5)
+    assert (t.review, t.block) == (0.95, 0.95)  # block follows a review threshold set above it
+    monkeypatch.setenv("FANZHA_BLOCK_THRESHOLD", "0.99")
+    assert DecisionThresholds.from_env(review=0.5).block == 0.99
