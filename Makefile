@@ -34,7 +34,7 @@ corpus-check: $(VENV)/.dev
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 train: $(VENV)/.dev
-	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 4
+	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 6
 export: $(VENV)/.dev
 	$(PY) -m fanzha.training.export --model_dir runs/model --output_dir models/default
 evaluate: $(VENV)/.dev

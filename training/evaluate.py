@@ -31,7 +31,7 @@ from transformers import HfArgumentParser  # noqa: E402
 from fanzha.datasets.augment import PERTURBATIONS  # noqa: E402
 from fanzha.datasets.corpus import load_corpus  # noqa: E402
 from fanzha.datasets.external import corpora_dir, load_msglog, load_telecom  # noqa: E402
-from fanzha.models import Detector  # noqa: E402
+from fanzha.models import Detector, InputError, validate_text  # noqa: E402
 from fanzha.models.labels import LABELS, OUTPUTS  # noqa: E402
 from fanzha.models.normalize import normalize  # noqa: E402
 
@@ -58,11 +58,20 @@ class _ModelScorer:
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
+        self.rejected = 0  # texts the Detector refuses (e.g. nothing readable): scored 0, i.e. not flagged
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), len(OUTPUTS)), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), 256), desc="fanzha", unit=" batches", leave=False, mininterval=5, disable=len(texts) < 1000):
-            for i, v in enumerate(self.detector.classify_texts(texts[start : start + 256]), start):
+        valid = []
+        for i, text in enumerate(texts):
+            try:
+                validate_text(text, self.detector.max_chars)
+                valid.append(i)
+            except InputError:
+                self.rejected += 1
+        for start in tqdm(range(0, len(valid), 256), desc="fanzha", unit=" batches", leave=False, mininterval=5, disable=len(valid) < 1000):
+            batch = valid[start : start + 256]
+            for i, v in zip(batch, self.detector.classify_texts([texts[i] for i in batch]), strict=True):
                 out[i] = [v.fraud_score, *(v.scores[label] for label in LABELS)]
         return out
 
@@ -163,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["systems"][name] = m
 
     metrics["targets"] = check_targets(metrics["systems"])
+    metrics["texts_rejected_by_detector"] = systems["fanzha"][0].rejected
     metrics["wall_time_s"] = round(time.time() - started, 1)
     plot_pr(test_scores, y_test, report_dir / "pr_curves.png")
     plot_confusion(as_flags(test_scores["fanzha"], thresholds), y_test, report_dir / "confusion.png")
