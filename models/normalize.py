@@ -79,13 +79,14 @@ def _t2s():
     return opencc.OpenCC("t2s")
 
 
-def _is_cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
+    """A CJK ideograph (URO, extension A, compatibility, extensions B+)."""
     cp = ord(ch)
     return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x2FA1F
 
 
 def _simplify_char(ch: str) -> str:
-    if not _is_cjk(ch):
+    if not is_cjk(ch):
         return ch
     out = _t2s().convert(ch)
     return out if len(out) == 1 else ch
@@ -212,7 +213,7 @@ def normalize(text: str) -> Normalized:
         if mapped:
             b.add(mapped, i, i + 1)
 
-    if any(_is_cjk(c) for c in b.chars):
+    if any(is_cjk(c) for c in b.chars):
         joined = "".join(b.chars)
         simplified = _t2s().convert(joined)
         if len(simplified) == len(joined):

@@ -33,6 +33,11 @@ def default_threads() -> int:
     return int(os.environ.get("FANZHA_THREADS", 0)) or (os.cpu_count() or 1)
 
 
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The padding id of an XLM-R-style (<pad>) or BERT-style ([PAD]) vocabulary, else 0."""
+    return next((i for t in ("<pad>", "[PAD]") if (i := tokenizer.token_to_id(t)) is not None), 0)
+
+
 class ModelError(RuntimeError):
     """The model files are missing, unreadable or do not belong together."""
 
@@ -74,7 +79,7 @@ class TextClassifier:
         bare = self.tokenizer.encode("x", add_special_tokens=False).ids
         cut = with_specials.index(bare[0]) if bare else len(with_specials)
         self._prefix, self._suffix = with_specials[:cut], with_specials[cut + len(bare) :]
-        self._pad = next((i for t in ("<pad>", "[PAD]") if (i := self.tokenizer.token_to_id(t)) is not None), 0)
+        self._pad = pad_token_id(self.tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, threads: int | None = None) -> TextClassifier:

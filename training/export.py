@@ -23,7 +23,6 @@ import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from sklearn.metrics import f1_score
 from transformers import HfArgumentParser
 
 from fanzha.datasets.corpus import load_corpus
@@ -32,7 +31,7 @@ from fanzha.models.normalize import normalize
 from fanzha.models.text import TextClassifier, tokenizer_sha256
 
 from .model import FraudClassifier, encode_batch, predict_logits
-from .train import targets
+from .train import dev_metrics, targets
 from .vocab import prune_model_vocab, prune_tokenizer, select_pieces
 
 log = logging.getLogger("fanzha.export")
@@ -122,10 +121,6 @@ def quantize_int8(fp32: Path, int8: Path, work: Path, per_channel: bool, reduce_
                      op_types_to_quantize=op_types, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def macro_f1(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> float:
-    return float(f1_score(y[:, 1:], probs[:, 1:] >= thresholds[1:], average="macro", zero_division=0))
-
-
 def main(argv: list[str] | None = None) -> Path:
     (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -185,14 +180,15 @@ def main(argv: list[str] | None = None) -> Path:
         diffs.append(float(np.abs(logits[0] - torch_logits[i]).max()))
     ort_int8 = TextClassifier(int8, tok_path)
     thresholds = np.array([config["thresholds"][o] for o in OUTPUTS], dtype=np.float32)
-    p_fp32, p_int8 = ort_fp32.predict(texts), ort_int8.predict(texts)
+    m_fp32 = dev_metrics(ort_fp32.predict(texts), y, thresholds)
+    m_int8 = dev_metrics(ort_int8.predict(texts), y, thresholds)
     parity = {
         "fp32_vs_torch_max_abs_logit_diff": max(diffs),
         "fp32_vs_torch_texts": len(sample),
-        "macro_f1_fp32": macro_f1(p_fp32, y, thresholds),
-        "macro_f1_int8": macro_f1(p_int8, y, thresholds),
-        "fraud_f1_fp32": float(f1_score(y[:, 0], p_fp32[:, 0] >= thresholds[0])),
-        "fraud_f1_int8": float(f1_score(y[:, 0], p_int8[:, 0] >= thresholds[0])),
+        "macro_f1_fp32": m_fp32["label_macro_f1"],
+        "macro_f1_int8": m_int8["label_macro_f1"],
+        "fraud_f1_fp32": m_fp32["fraud_f1"],
+        "fraud_f1_int8": m_int8["fraud_f1"],
         "held_out_texts": len(texts),
         "size_mb_fp32": round(fp32.stat().st_size / 2**20, 1),
         "size_mb_int8": round(int8.stat().st_size / 2**20, 1),

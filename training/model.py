@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer
 
 from fanzha.models.labels import OUTPUTS
+from fanzha.models.text import pad_token_id
 
 CONFIG_NAME = "fanzha_classifier.json"
 
@@ -72,18 +73,10 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
     return AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer  # converts slow vocabularies
 
 
-def pad_id(tokenizer: Tokenizer) -> int:
-    for token in ("<pad>", "[PAD]"):
-        idx = tokenizer.token_to_id(token)
-        if idx is not None:
-            return idx
-    return 0
-
-
 def encode_batch(tokenizer: Tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """Token ids (head-truncated to max_length, specials kept) padded to the longest text of the batch."""
     encodings = tokenizer.encode_batch(texts)
-    pid = pad_id(tokenizer)
+    pid = pad_token_id(tokenizer)
     ids = []
     for enc in encodings:
         seq = enc.ids

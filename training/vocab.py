@@ -16,10 +16,7 @@ from collections.abc import Iterable
 import torch
 from tokenizers import Tokenizer
 
-
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF
+from fanzha.models.normalize import is_cjk
 
 
 def _is_basic_symbol(ch: str) -> bool:
@@ -57,7 +54,7 @@ def select_pieces(tokenizer: Tokenizer, texts: Iterable[str], ascii_top: int = 6
         body = _strip(piece)
         if not body:
             keep.add(i)
-        elif all(_is_cjk(c) for c in body):
+        elif all(is_cjk(c) for c in body):
             keep.add(i)
         elif len(body) == 1 and _is_basic_symbol(body):
             keep.add(i)
