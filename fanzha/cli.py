@@ -2,6 +2,8 @@
 
     fanzha classify "恭喜你获得免费皮肤，先交10元激活费"        # one text → JSON on stdout
     fanzha classify --input in.jsonl --output out.jsonl        # {"id", "text"} per line → one result per line
+    fanzha scan poster.png chat.jpg clip.mp4 --draw flagged/   # images and videos → one JSON line per file
+    fanzha import-model                                        # the committed model → BentoML model store
 
 A bad input line (invalid JSON, invalid UTF-8, missing or empty text, too long) becomes an error record
 with its line number in the output and a message on stderr; every other line is still scored.
@@ -23,7 +25,7 @@ BATCH = 64  # lines scored together (the classifier batches windows inside)
 def _detector(args: argparse.Namespace):
     from fanzha.models import DecisionThresholds, Detector
 
-    detector = Detector.load(args.model_dir, threads=args.threads)
+    detector = Detector.load(args.model_dir, threads=args.threads, ocr_engine=getattr(args, "ocr_engine", None))
     if args.review_threshold is not None or args.block_threshold is not None:
         current = detector.thresholds
         review = current.review if args.review_threshold is None else args.review_threshold
@@ -141,6 +143,67 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failed and not scored else 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from fanzha.models import InputError, ModelError
+    from fanzha.models.ocr import OcrError
+
+    try:
+        detector = _detector(args)
+        _ = detector.ocr  # build the OCR engine now: a missing engine is one error, not one per file
+    except (ModelError, OcrError, ValueError) as e:
+        print(f"fanzha scan: {e}", file=sys.stderr)
+        return 2
+    scanned = failed = 0
+    for path in tqdm(args.files, desc="scan", unit=" files", disable=args.quiet or len(args.files) < 2, file=sys.stderr):
+        try:
+            verdict = detector.classify_file(path).to_dict()
+        except InputError as e:
+            failed += 1
+            print(f"fanzha scan: {path}: {e}", file=sys.stderr)
+            print(json.dumps({"path": path, "error": str(e)}, ensure_ascii=False), flush=True)
+            continue
+        scanned += 1
+        if args.draw and verdict.get("media", {}).get("kind") == "image":
+            verdict["drawing"] = _draw(path, verdict, Path(args.draw))
+        print(json.dumps({"path": path, **verdict}, ensure_ascii=False), flush=True)
+    return 1 if failed and not scanned else 0
+
+
+def _draw(path: str, verdict: dict, out_dir: Path) -> str:
+    import cv2
+
+    from fanzha.models.image import decode_image
+    from fanzha.models.render import draw_verdict
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{Path(path).stem}.{verdict['decision']}.png"
+    cv2.imwrite(str(target), draw_verdict(decode_image(Path(path).read_bytes()), verdict))
+    return str(target)
+
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    from fanzha.models import ModelError
+    from fanzha.serving.store import import_model
+
+    try:
+        tag = import_model(args.model_dir, force=args.force)
+    except ModelError as e:
+        print(f"fanzha import-model: {e}", file=sys.stderr)
+        return 2
+    print(tag)
+    return 0
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", default=None, help="model directory (model.onnx + tokenizer.json); default: the committed model")
+    p.add_argument("--review-threshold", type=float, default=None, help="fraud_score at which to send to review (default: the model's tuned threshold)")
+    p.add_argument("--block-threshold", type=float, default=None, help="fraud_score at which to block (default 0.9)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: FANZHA_THREADS or all cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fanzha", description="反诈: detect fraud lures aimed at young users in Chinese content")
     parser.add_argument("--version", action="version", version=f"fanzha {__version__}")
@@ -150,12 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("text", nargs="?", help="the text to classify")
     c.add_argument("--input", "-i", help="JSONL file with one {\"id\", \"text\"} object per line ('-' = stdin)")
     c.add_argument("--output", "-o", default="-", help="where to write JSONL results (default: stdout)")
-    c.add_argument("--model-dir", default=None, help="model directory (model.onnx + tokenizer.json); default: the committed model")
-    c.add_argument("--review-threshold", type=float, default=None, help="fraud_score at which to send to review (default: the model's tuned threshold)")
-    c.add_argument("--block-threshold", type=float, default=None, help="fraud_score at which to block (default 0.9)")
-    c.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: FANZHA_THREADS or all cores)")
-    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _common_options(c)
     c.set_defaults(func=cmd_classify)
+    sc = sub.add_parser("scan", help="classify image and video files (OCR + QR codes; videos get a timeline)",
+                       description="One JSON line per file: its path and its Verdict, with the OCR lines (boxes), QR payloads "
+                                   "and, for a video, the caption timeline. A bad file gets an {\"path\", \"error\"} line; "
+                                   "the others are still scanned.")
+    sc.add_argument("files", nargs="+", metavar="FILE", help="images (JPEG, PNG, WebP, GIF, BMP, TIFF) or videos (MP4, MOV, WebM, MKV, FLV)")
+    sc.add_argument("--draw", metavar="DIR", default=None, help="also write each image with its flagged boxes drawn into DIR")
+    sc.add_argument("--ocr-engine", choices=["rapidocr", "paddleocr"], default=None,
+                   help="OCR engine (default: FANZHA_OCR_ENGINE or rapidocr; paddleocr needs the paddle extra)")
+    _common_options(sc)
+    sc.set_defaults(func=cmd_scan)
+    im = sub.add_parser("import-model", help="put a model directory into the BentoML model store (the service serves it from there)")
+    im.add_argument("--model-dir", default=None, help="model directory (default: the committed model)")
+    im.add_argument("--force", action="store_true", help="replace the stored copy of the same version")
+    im.set_defaults(func=cmd_import_model)
     return parser
 
 

@@ -1,0 +1,139 @@
+"""One ASGI middleware in front of every endpoint: request ids, API keys, body limits, logs, latency.
+
+- Every request gets an id (the client's X-Request-ID, else a new one), echoed in the response header and
+  in the one structured log line written per request.
+- With FANZHA_API_KEYS set (comma-separated), every path but the health probes needs
+  `Authorization: Bearer <key>` or `X-API-Key: <key>`; without it the service is open (local use).
+- Bodies over the endpoint's limit are refused with 413 before they are read (Content-Length) or as soon
+  as they pass the limit (chunked uploads).
+- Error bodies are always one JSON object with an "error" field (BentoML wraps some in a list).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+
+from .metrics import metrics
+
+logger = logging.getLogger("fanzha.serving")
+OPEN_PATHS = ("/healthz", "/livez", "/readyz")
+MB = 1024 * 1024
+
+
+def _api_keys() -> list[bytes]:
+    return [k.strip().encode() for k in os.environ.get("FANZHA_API_KEYS", "").split(",") if k.strip()]
+
+
+class Gate:
+    def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB) -> None:
+        self.app = app
+        self.body_limits = body_limits
+        self.default_limit = default_limit
+        self.keys = _api_keys()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        status = {"code": 500}
+        error_body: list[bytes] = []
+
+        async def reply(code: int, message: str) -> None:
+            await self._send_json(send_with_id, code, {"error": message, "request_id": request_id})
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                if message["status"] >= 400 and _is_json(message):
+                    status["start"] = message  # held back: the error body is rewritten into one object
+                    return
+            elif message["type"] == "http.response.body" and "start" in status:
+                error_body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                body = _one_error_object(b"".join(error_body), request_id)
+                start = status.pop("start")
+                start["headers"] = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                start["headers"].append((b"content-length", str(len(body)).encode()))
+                await send(start)
+                message = {"type": "http.response.body", "body": body}
+            await send(message)
+
+        try:
+            if self.keys and path not in OPEN_PATHS and not self._authorised(headers):
+                return await reply(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+            limit = self.body_limits.get(path, self.default_limit)
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                return await reply(413, f"request body is {int(length):,} bytes; the limit for {path} is {limit:,}")
+            await self.app(scope, _limited(receive, limit, path), send_with_id)
+        except BodyTooLarge as e:
+            if status["code"] == 500 and "start" not in status:
+                await reply(413, str(e))
+        finally:
+            elapsed = time.perf_counter() - started
+            endpoint = path if path.count("/") <= 2 else "/" + path.strip("/").split("/")[0]
+            if path not in OPEN_PATHS and path != "/metrics":
+                metrics().latency.labels(endpoint).observe(elapsed)
+                if status["code"] >= 400:
+                    metrics().errors.labels(endpoint, str(status["code"])).inc()
+            logger.info(json.dumps({"request_id": request_id, "method": scope.get("method"), "path": path,
+                                    "status": status["code"], "ms": round(elapsed * 1000, 2)}))
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        offered = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return any(hmac.compare_digest(offered.encode(), key) for key in self.keys)
+
+    @staticmethod
+    async def _send_json(send, code: int, obj: dict) -> None:
+        body = json.dumps(obj, ensure_ascii=False).encode()
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive, limit: int, path: str):
+    seen = {"bytes": 0}
+
+    async def wrapped():
+        message = await receive()
+        if message["type"] == "http.request":
+            seen["bytes"] += len(message.get("body", b""))
+            if seen["bytes"] > limit:
+                raise BodyTooLarge(f"request body is over the limit for {path}: {limit:,} bytes")
+        return message
+
+    return wrapped
+
+
+def _is_json(start_message) -> bool:
+    return any(k.lower() == b"content-type" and b"json" in v for k, v in start_message.get("headers", []))
+
+
+def _one_error_object(body: bytes, request_id: str) -> bytes:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return body
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # BentoML 1.4 answers a 4xx BentoMLException as [{"error": ...}]
+    if isinstance(data, dict):
+        if isinstance(data.get("detail"), list) and data["detail"] and "msg" in data["detail"][0]:
+            # pydantic's "1 validation error for Input" says nothing: name the field and the problem instead
+            data["error"] = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])) or 'body'}: {d['msg']}" for d in data["detail"][:5])
+        data.setdefault("request_id", request_id)
+        return json.dumps(data, ensure_ascii=False).encode()
+    return body
