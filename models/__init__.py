@@ -1,6 +1,7 @@
 """Inference: everything a platform needs at request time. Never imports torch or transformers."""
 
-from .detector import Detector, InputError, Verdict, validate_text
+from .detector import Detector, Verdict, validate_text
+from .errors import InputError, LimitExceeded, UnsupportedMedia
 from .evidence import Evidence, extract
 from .labels import LABELS, DecisionThresholds
 from .normalize import Normalized, normalize
@@ -12,9 +13,11 @@ __all__ = [
     "Detector",
     "Evidence",
     "InputError",
+    "LimitExceeded",
     "ModelError",
     "Normalized",
     "TextClassifier",
+    "UnsupportedMedia",
     "Verdict",
     "extract",
     "normalize",

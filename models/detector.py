@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, LimitExceeded
 from .evidence import extract
 from .image import MAX_IMAGE_BYTES, Reading, decode_image, read_image
 from .labels import FRAUD_HEAD, LABELS, DecisionThresholds
@@ -108,7 +108,7 @@ class Detector:
         if sniff(head) == "video":
             return self.classify_video(path)
         if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise InputError(f"image is {path.stat().st_size:,} bytes; the limit is {MAX_IMAGE_BYTES:,} (FANZHA_MAX_IMAGE_BYTES)")
+            raise LimitExceeded(f"image is {path.stat().st_size:,} bytes; the limit is {MAX_IMAGE_BYTES:,} (FANZHA_MAX_IMAGE_BYTES)")
         return self.classify_image(path.read_bytes())
 
     def classify_image(self, data: bytes) -> Verdict:
@@ -129,11 +129,11 @@ class Detector:
         verdict.media = {"kind": "image", "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
         return verdict
 
-    def classify_video(self, source: str | Path | bytes) -> Verdict:
+    def classify_video(self, source: str | Path | bytes, max_seconds: float | None = None) -> Verdict:
         """OCR the frames where the picture changed; classify each caption, each caption with the next one
         (a lure split over two captions), and the whole transcript. The verdict takes the maximum."""
         t0 = time.perf_counter()
-        reading = read_video(source, self.ocr, self.sampling)
+        reading = read_video(source, self.ocr, self.sampling, max_seconds)
         t1 = time.perf_counter()
         segments = [s for s in reading.segments if has_readable_text(s.text)]
         pairs = [f"{a.text}\n{b.text}" for a, b in zip(segments, segments[1:], strict=False)]

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, LimitExceeded, UnsupportedMedia
 from .ocr import OcrEngine, OcrLine, Point, _box
 
 MAX_IMAGE_BYTES = int(os.environ.get("FANZHA_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
@@ -37,16 +37,16 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
     if not data:
         raise InputError("image is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise InputError(f"image is {len(data):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_IMAGE_BYTES)")
+        raise LimitExceeded(f"image is {len(data):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_IMAGE_BYTES)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:
-                raise InputError(f"unsupported image format {image.format}; send one of {', '.join(FORMATS)}")
+                raise UnsupportedMedia(f"unsupported image format {image.format}; send one of {', '.join(FORMATS)}")
             width, height = image.size
             if width * height > max_pixels:  # checked from the header, before any pixel is decoded
-                raise InputError(f"image is {width}×{height} = {width * height:,} pixels; the limit is "
+                raise LimitExceeded(f"image is {width}×{height} = {width * height:,} pixels, over the pixel limit "
                                  f"{max_pixels:,} (FANZHA_MAX_IMAGE_PIXELS)")
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -54,9 +54,10 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
     except InputError:
         raise
     except UnidentifiedImageError:
-        raise InputError(f"not an image file (or an unsupported format); send one of {', '.join(FORMATS)}") from None
+        raise UnsupportedMedia(f"not an image file (or an unsupported format); send one of {', '.join(FORMATS)}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"image rejected as a decompression bomb: {e}") from None
+        # Pillow's own guard fires at open() for twice its limit, before our header check can
+        raise LimitExceeded(f"image is over the pixel limit (a decompression bomb?): {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # Pillow reports truncated and corrupt data as OSError ("image file is truncated"), SyntaxError (bad
         # PNG chunks) or ValueError/EOFError from a codec

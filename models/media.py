@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import InputError
+from .errors import UnsupportedMedia
 
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 _VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3", b"FLV\x01")  # Matroska/WebM, FLV
@@ -17,4 +17,4 @@ def sniff(head: bytes) -> str:
         return "video"
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # QuickTime files without an ftyp box
         return "video"
-    raise InputError("unsupported media: not a JPEG/PNG/GIF/WebP/BMP/TIFF image or an MP4/MOV/WebM/MKV/FLV/AVI/TS video")
+    raise UnsupportedMedia("unsupported media: not a JPEG/PNG/GIF/WebP/BMP/TIFF image or an MP4/MOV/WebM/MKV/FLV/AVI/TS video")

@@ -28,17 +28,17 @@ from .text import default_threads
 Point = tuple[int, int]
 
 # rapidocr's own defaults upscale every image so its SHORT side is ≥ 736 px (limit_type "min"): a 720×1280
-# screenshot is detected at 736×1308 and a tall poster at several megapixels. Capping the LONG side at 960
-# keeps 13 px chat text legible (measured in bench/ocr.py) at a fraction of the cost. Recognition batches
-# more crops per call; the direction classifier runs only where text may be upside down (not video frames).
+# screenshot is detected at 736×1308 and a tall poster at several megapixels. Capping the LONG side at 736
+# instead keeps 15 px chat text legible at a fraction of the cost (bench/ocr.py compares defaults, 736 and 960). Recognition runs one crop per call: a batch pads
+# every crop to the widest one in it, which on a CPU costs more than batching saves (chat screenshot 0.57 s
+# unbatched vs 0.67 s at 16). The direction classifier (upside-down lines) runs on uploaded images, never on
+# video frames, where captions are upright.
 TUNED_SETTINGS: dict[str, object] = {
     "Det.limit_type": "max",
-    "Det.limit_side_len": 960,
-    "Rec.rec_batch_num": 16,
-    "Global.log_level": "warning",
+    "Det.limit_side_len": 736,
+    "Rec.rec_batch_num": 1,
+    "Global.log_level": "error",  # "no text found" is an answer, not a warning
 }
-# video frames: captions are large and upright, so a smaller detection input finds them just as well
-FRAME_LIMIT_SIDE = 736
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,7 @@ class OcrEngine(Protocol):
     def read(self, bgr: np.ndarray, *, frame: bool = False) -> list[OcrLine]:
         """Text lines of an H×W×3 uint8 BGR image in reading order.
 
-        `frame=True` marks a video frame: captions are upright and large, so engines may skip the
-        direction classifier and detect on a smaller input."""
+        `frame=True` marks a video frame: captions are upright, so engines may skip the direction classifier."""
         ...
 
 
@@ -132,8 +131,6 @@ class RapidOcrEngine:
 
     def read(self, bgr: np.ndarray, *, frame: bool = False) -> list[OcrLine]:
         with self._lock:
-            detector = self._ocr._load_det_model()  # rapidocr builds its pre-processing from this per call
-            detector.limit_side_len = FRAME_LIMIT_SIDE if frame else self.settings.get("Det.limit_side_len", 736)
             result = self._ocr(bgr, use_cls=not frame and bool(self.settings.get("Global.use_cls", True)))
         if getattr(result, "txts", None) is None or getattr(result, "boxes", None) is None:
             return []
@@ -220,3 +217,13 @@ def get_engine(name: str | None = None, threads: int | None = None) -> OcrEngine
     if name not in ENGINES:
         raise OcrError(f"unknown OCR engine {name!r}; choose one of {sorted(ENGINES)}")
     return ENGINES[name](threads=threads)
+
+
+def char_recall_precision(truth: str, read: str) -> tuple[float, float]:
+    """Order-free character recall and precision of OCR output (whitespace ignored), the OCR benchmark metric."""
+    from collections import Counter
+
+    want = Counter(c for c in truth if not c.isspace())
+    got = Counter(c for c in read if not c.isspace())
+    hit = sum((want & got).values())
+    return hit / max(1, sum(want.values())), hit / max(1, sum(got.values()))

@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, LimitExceeded
 from .image import Reading, read_image
 from .ocr import OcrEngine
 
@@ -82,14 +82,14 @@ def open_video(source: str | Path | bytes, max_bytes: int = MAX_VIDEO_BYTES) -> 
         if not source:
             raise InputError("video is empty (0 bytes)")
         if len(source) > max_bytes:
-            raise InputError(f"video is {len(source):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)")
+            raise LimitExceeded(f"video is {len(source):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)")
         target: str | io.BytesIO = io.BytesIO(source)
     else:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"no such file: {path}")
         if path.stat().st_size > max_bytes:
-            raise InputError(f"video is {path.stat().st_size:,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)")
+            raise LimitExceeded(f"video is {path.stat().st_size:,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)")
         target = str(path)
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
@@ -152,7 +152,7 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg's decoder
     if stream.width * stream.height > MAX_VIDEO_PIXELS:
-        raise InputError(f"video is {stream.width}×{stream.height}; the limit is {MAX_VIDEO_PIXELS:,} pixels per frame "
+        raise LimitExceeded(f"video is {stream.width}×{stream.height}; the limit is {MAX_VIDEO_PIXELS:,} pixels per frame "
                          "(FANZHA_MAX_VIDEO_PIXELS)")
     thumb_h = max(2, round(sampling.thumb_width * stream.height / max(1, stream.width)))
     stats = stats if stats is not None else {}
@@ -164,10 +164,11 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
         for frame in container.decode(stream):
             stats["frames_decoded"] += 1
             if stats["frames_decoded"] > MAX_VIDEO_FRAMES:
-                raise InputError(f"video has more than {MAX_VIDEO_FRAMES:,} frames (FANZHA_MAX_VIDEO_FRAMES)")
+                raise LimitExceeded(f"video has more than {MAX_VIDEO_FRAMES:,} frames (FANZHA_MAX_VIDEO_FRAMES)")
             t = float(frame.time) if frame.time is not None else stats["frames_decoded"] / float(stream.average_rate or 25)
+            stats["last_time"] = t
             if t > MAX_VIDEO_SECONDS:
-                raise InputError(f"video is longer than {MAX_VIDEO_SECONDS:g} s (FANZHA_MAX_VIDEO_SECONDS)")
+                raise LimitExceeded(f"video is longer than {MAX_VIDEO_SECONDS:g} s (FANZHA_MAX_VIDEO_SECONDS)")
             if t - last_check < sampling.check_every:
                 continue
             last_check = t
@@ -200,14 +201,19 @@ def _squash(text: str) -> str:
     return "".join(text.split())
 
 
-def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling = Sampling()) -> VideoReading:
-    """Sample changed frames, OCR them, merge the same caption across frames into timed segments."""
+def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling = Sampling(),
+               max_seconds: float | None = None) -> VideoReading:
+    """Sample changed frames, OCR them, merge the same caption across frames into timed segments.
+
+    `max_seconds` (default FANZHA_MAX_VIDEO_SECONDS) refuses longer videos before any frame is decoded."""
     container = open_video(source)
     try:
         stream = container.streams.video[0]
         duration = _duration(container, stream)
-        if duration > MAX_VIDEO_SECONDS:
-            raise InputError(f"video is {duration:.1f} s; the limit is {MAX_VIDEO_SECONDS:g} s (FANZHA_MAX_VIDEO_SECONDS)")
+        limit = MAX_VIDEO_SECONDS if max_seconds is None else min(max_seconds, MAX_VIDEO_SECONDS)
+        if duration > limit:
+            raise LimitExceeded(f"video is {duration:.1f} s; the limit is {limit:g} s"
+                                + (" (FANZHA_MAX_VIDEO_SECONDS)" if limit == MAX_VIDEO_SECONDS else ""))
         reading = VideoReading([], duration, stream.width, stream.height)
         stats: dict = {}
         current: Segment | None = None
@@ -233,6 +239,10 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
             current.end = end
         reading.duration = duration or end
         reading.truncated = stats.get("truncated")
+        last = stats.get("last_time", 0.0)
+        if reading.truncated is None and duration and last < duration - 1.0:
+            # the container promised more than the stream held: an upload cut short
+            reading.truncated = f"the stream ends at {last:.1f} s of the {duration:.1f} s the container declares"
         return reading
     finally:
         container.close()

@@ -19,7 +19,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from pydantic import Field
 
-from fanzha.models import Detector, InputError
+from fanzha.models import Detector, InputError, LimitExceeded, UnsupportedMedia
 from fanzha.models.media import sniff
 
 from .gate import MB, Gate
@@ -56,7 +56,7 @@ BODY_LIMITS = {
 }
 
 
-class UnsupportedMedia(BentoMLException):
+class UnsupportedMediaType(BentoMLException):
     error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
@@ -65,13 +65,12 @@ class TooLarge(BentoMLException):
 
 
 def _bad_input(e: InputError) -> BentoMLException:
-    """Map the Detector's InputError to the right 4xx."""
-    message = str(e)
-    if message.startswith("unsupported media") or message.startswith("unsupported image format") or message.startswith("not an image"):
-        return UnsupportedMedia(message)
-    if "the limit is" in message:
-        return TooLarge(message)
-    return bentoml.exceptions.InvalidArgument(message)
+    """The Detector's InputError as the right 4xx: 413 over a limit, 415 not media we read, else 400."""
+    if isinstance(e, LimitExceeded):
+        return TooLarge(str(e))
+    if isinstance(e, UnsupportedMedia):
+        return UnsupportedMediaType(str(e))
+    return bentoml.exceptions.InvalidArgument(str(e))
 
 
 @bentoml.service(workers=WORKERS, traffic={"timeout": 600}, http={"port": 3000})
@@ -137,15 +136,17 @@ class Fanzha:
         try:
             kind = sniff(data[:512])
             if kind != expected:
-                raise InputError(f"unsupported media: this endpoint takes a{'n' if expected == 'image' else ''} {expected}, "
+                raise UnsupportedMedia(f"unsupported media: this endpoint takes a{'n' if expected == 'image' else ''} {expected}, "
                                  f"the upload is a{'n' if kind == 'image' else ''} {kind}")
             if kind == "image":
                 verdict = self.detector.classify_image(data)
             else:
-                verdict = self.detector.classify_video(data)
-                if max_seconds is not None and verdict.media["duration"] > max_seconds:
-                    raise TooLarge(f"video is {verdict.media['duration']:.0f} s; this endpoint takes up to {max_seconds:g} s "
-                                   "(FANZHA_MAX_SYNC_VIDEO_SECONDS): submit it to /scan_video/submit")
+                verdict = self.detector.classify_video(data, max_seconds=max_seconds)
+        except LimitExceeded as e:
+            if max_seconds is not None and "s; the limit is" in str(e):
+                e = LimitExceeded(f"{e}: this endpoint answers synchronously (FANZHA_MAX_SYNC_VIDEO_SECONDS); "
+                                  "submit longer videos to /scan_video/submit")
+            raise _bad_input(e) from None
         except InputError as e:
             raise _bad_input(e) from None
         return self._verdict(verdict, endpoint, ids)

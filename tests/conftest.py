@@ -72,3 +72,20 @@ def tiny_model_dir(tmp_path_factory, tiny_trained, tiny_corpus) -> Path:
     export.main(["--model_dir", str(tiny_trained), "--output_dir", str(out), "--work_dir", str(out / "work"),
                  "--corpus", str(tiny_corpus), "--version", "tiny-test", "--strict_parity", "false"])
     return out
+
+
+MEDIA = REPO / "tests" / "fixtures" / "media"
+
+
+@pytest.fixture(scope="session")
+def media_manifest() -> dict:
+    """Ground truth for the committed media fixtures (written by tests/fixtures/make_media.py)."""
+    return json.loads((MEDIA / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def default_detector():
+    """The committed default model with the default OCR engine: one per test session."""
+    from fanzha.models import Detector
+
+    return Detector.load(threads=2)

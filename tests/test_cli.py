@@ -92,3 +92,29 @@ def test_bad_model_dir(capsys, tmp_path) -> None:
 def test_threshold_flags(capsys, tiny_model_dir) -> None:
     code, out, _ = run(capsys, "classify", BENIGN, "--model-dir", str(tiny_model_dir), "--review-threshold", "0", "--block-threshold", "0")
     assert code == 0 and json.loads(out)["decision"] == "block"
+
+
+def test_scan_images_and_videos_one_line_per_file(capsys, tmp_path) -> None:
+    from .conftest import MEDIA
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes((MEDIA / "poster.png").read_bytes()[:3000])
+    files = [MEDIA / "poster.png", bad, MEDIA / "photo.jpg", MEDIA / "flash_scam.mp4", tmp_path / "missing.jpg"]
+    code, out, err = run(capsys, "scan", *map(str, files), "--draw", str(tmp_path / "drawn"), "-q")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, files))
+    poster, broken, photo, video, missing = lines
+    assert poster["decision"] == "block" and poster["ocr"] and poster["media"]["kind"] == "image"
+    assert (tmp_path / "drawn" / "poster.block.png").is_file() and poster["drawing"].endswith("poster.block.png")
+    assert "corrupt or truncated" in broken["error"] and "no such file" in missing["error"]
+    assert photo["decision"] == "pass" and photo["ocr"] == []
+    assert video["media"]["kind"] == "video" and any(entry["triggered"] for entry in video["timeline"])
+    assert "broken.png" in err and "missing.jpg" in err
+
+
+def test_scan_rejects_files_that_are_not_media(capsys, tmp_path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("这不是图片也不是视频", encoding="utf-8")
+    code, out, _ = run(capsys, "scan", str(text), "-q")
+    assert code == 1 and "unsupported media" in json.loads(out)["error"]
