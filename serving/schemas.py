@@ -20,10 +20,10 @@ _ID = Field(default=None, max_length=256)
 class TextItem(BaseModel):
     """One message to classify. The ids travel back unchanged with its verdict."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"id": "msg-1", "text": "恭喜你成为幸运粉丝！加QQ群 83726154 免费领签名照，先交29元激活费", "account_id": "u123", "source": "comment"}]})
+    model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="the message, up to FANZHA_MAX_TEXT_CHARS characters")
+    text: str = Field(description="the message, up to FANZHA_MAX_TEXT_CHARS characters",
+                      examples=["恭喜你成为幸运粉丝！加QQ群 83726154 免费领签名照，先交29元激活费"])
     id: str | None = _ID
     account_id: str | None = _ID
     group_id: str | None = _ID

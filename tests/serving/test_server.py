@@ -1,0 +1,136 @@
+"""Against a real `bentoml serve` process on loopback, with API keys on: batching under concurrency, tasks, /metrics."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from ..conftest import BENIGN, MEDIA, SCAM
+
+KEY = "test-key-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url: str, body: bytes | None = None, headers: dict | None = None, key: str | None = KEY) -> tuple[int, bytes]:
+    headers = dict(headers or {})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, dict]:
+    boundary = "fanzha-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def server(model_tag, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    env = {**os.environ, "FANZHA_API_KEYS": KEY, "FANZHA_THREADS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "fanzha.serving.service:Fanzha", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{Path(log).read_text()[-3000:]}")
+        try:
+            if request(url + "/readyz", key=None)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.25)
+    else:
+        proc.kill()
+        pytest.fail(f"server not ready in 90 s:\n{Path(log).read_text()[-3000:]}")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def classify(url: str, texts: list[str], key: str | None = KEY) -> tuple[int, list]:
+    body = json.dumps({"items": [{"text": t, "id": str(i)} for i, t in enumerate(texts)]}).encode()
+    status, raw = request(url + "/classify_text", body, {"Content-Type": "application/json"}, key=key)
+    return status, json.loads(raw)
+
+
+def test_keys_are_enforced(server) -> None:
+    assert classify(server, [BENIGN], key=None)[0] == 401
+    assert classify(server, [BENIGN], key="nope")[0] == 401
+    assert request(server + "/healthz", key=None)[0] == 200
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(server) -> None:
+    def one(i: int) -> tuple[int, list]:
+        return classify(server, [SCAM, BENIGN] if i % 2 else [BENIGN])
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(32)))
+    for i, (status, verdicts) in enumerate(answers):
+        assert status == 200
+        expected = ["block", "pass"] if i % 2 else ["pass"]
+        assert [v["decision"] != "pass" for v in verdicts] == [d != "pass" for d in expected]
+        assert [v["id"] for v in verdicts] == [str(j) for j in range(len(expected))]
+
+
+def test_video_task_submit_status_get(server) -> None:
+    body, headers = multipart("flash_scam.mp4", (MEDIA / "flash_scam.mp4").read_bytes())
+    status, raw = request(server + "/scan_video/submit", body, headers)
+    assert status == 200, raw
+    task_id = json.loads(raw)["task_id"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = json.loads(request(f"{server}/scan_video/status?task_id={task_id}")[1])["status"]
+        if state in ("completed", "failed"):
+            break
+        time.sleep(0.3)
+    assert state == "completed"
+    verdict = json.loads(request(f"{server}/scan_video/get?task_id={task_id}")[1])
+    assert verdict["decision"] != "pass" and [s["triggered"] for s in verdict["timeline"]] == [False, True, False]
+
+
+def test_archive_task_records_per_item_errors(server) -> None:
+    import base64
+
+    items = [{"type": "text", "text": SCAM, "id": "a"}, {"type": "image", "data": base64.b64encode(b"junk").decode(), "id": "b"}]
+    status, raw = request(server + "/classify_archive/submit", json.dumps({"items": items}).encode(), {"Content-Type": "application/json"})
+    task_id = json.loads(raw)["task_id"]
+    for _ in range(100):
+        if json.loads(request(f"{server}/classify_archive/status?task_id={task_id}")[1])["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+    job = json.loads(request(f"{server}/classify_archive/get?task_id={task_id}")[1])
+    assert (job["scored"], job["failed"]) == (1, 1) and "unsupported media" in job["results"][1]["error"]
+
+
+def test_metrics_count_our_decisions_next_to_bentoml(server) -> None:
+    classify(server, [SCAM, BENIGN])
+    status, raw = request(server + "/metrics")
+    text = raw.decode()
+    assert status == 200 and "bentoml_service_request_duration_seconds" in text
+    assert 'fanzha_decisions_total{decision="block",endpoint="classify_text"}' in text
+    assert 'fanzha_labels_total{endpoint="classify_text",label="fake_giveaway"}' in text
+    assert 'fanzha_request_seconds_count{endpoint="/classify_text"}' in text
+    assert 'fanzha_request_errors_total{endpoint="/classify_text",status="401"}' in text
