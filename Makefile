@@ -4,7 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint corpus-check base train export evaluate card bench model clean
+.PHONY: run test lint corpus-check base train export evaluate card bench bench-media bench-serve bento media-fixtures model clean
+
+export BENTOML_DO_NOT_TRACK ?= true
 
 $(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +18,16 @@ $(VENV)/.dev: pyproject.toml
 	$(PIP) -e ".[train,dev]"
 	@touch $@ $(VENV)/.core
 
-## run: classify the demo messages with the committed default model (the service will take over this target)
+## run: serve the committed default model on http://localhost:3000 (imports it into the BentoML store first)
 run: $(VENV)/.core
-	$(VENV)/bin/fanzha classify --input examples/messages.jsonl --quiet
+	$(VENV)/bin/fanzha import-model
+	$(VENV)/bin/bentoml serve fanzha.serving.service:Fanzha --host 127.0.0.1 --port 3000
+
+## bento: a deployable Bento (service + fanzha wheel + model from the store): bentoml serve fanzha:latest
+bento: $(VENV)/.core
+	$(VENV)/bin/fanzha import-model
+	rm -rf dist && $(PY) -m pip wheel --quiet --no-deps -w dist .
+	$(VENV)/bin/bentoml build
 
 ## test: the whole test suite (tiny models built on the fly; the committed model for behaviour)
 test: $(VENV)/.dev
@@ -47,5 +56,18 @@ model: base train export evaluate bench card
 bench: $(VENV)/.dev
 	$(PY) bench/text.py --checkpoint runs/model --fp32 runs/export/model.fp32.onnx --json reports/bench_text.json
 
+## bench-media: OCR settings side by side + memory over 1,000 images; the 60-second video vs naive sampling
+bench-media: $(VENV)/.dev
+	$(PY) bench/ocr.py --memory 1000 --json reports/bench_ocr.json
+	$(PY) bench/video.py --json reports/bench_video.json
+
+## bench-serve: the real service under 1/8/32 clients, images, and a 10,000-request memory soak (loopback)
+bench-serve: $(VENV)/.dev
+	$(PY) bench/serve_load.py --json reports/bench_serve.json
+
+## media-fixtures: regenerate tests/fixtures/media and bench/media (installs CJK fonts when missing)
+media-fixtures: $(VENV)/.dev
+	$(PY) tests/fixtures/make_media.py
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs dist .pytest_cache

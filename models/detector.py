@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError, LimitExceeded
 from .evidence import extract
-from .image import MAX_IMAGE_BYTES, Reading, decode_image, read_image
+from .image import MAX_IMAGE_BYTES, Reading, decode_image, piece_starts, read_image
 from .labels import FRAUD_HEAD, LABELS, DecisionThresholds
 from .media import sniff
 from .normalize import has_readable_text, normalize
@@ -94,10 +94,6 @@ class Detector:
     def classify_text(self, text: str) -> Verdict:
         return self.classify_texts([text])[0]
 
-    def classify_media(self, data: bytes) -> Verdict:
-        """An uploaded file, image or video, told apart by its first bytes."""
-        return self.classify_image(data) if sniff(data[:512]) == "image" else self.classify_video(data)
-
     def classify_file(self, path: str | Path) -> Verdict:
         """An image or video file on disk (videos are streamed from disk, not read into memory)."""
         path = Path(path)
@@ -151,7 +147,7 @@ class Detector:
             verdict = self._verdict(rows.max(axis=0), [e.to_dict() for e in extract(transcript)], {})
             timeline, trigger = self._timeline(segments, rows, n_pairs=len(pairs), flagged=verdict.decision != "pass")
             verdict.timeline, media["trigger"] = timeline, trigger
-            starts = _piece_starts([s.text for s in segments])
+            starts = piece_starts([s.text for s in segments])
             for e in verdict.evidence:
                 i = max(0, bisect_right(starts, e["start"]) - 1)
                 e["locations"] = [{"source": "segment", "index": i, "start": round(segments[i].start, 2), "end": round(segments[i].end, 2)}]
@@ -197,7 +193,8 @@ class Detector:
         out = []
         for i, code in enumerate(reading.qr):
             invite = any(h in code.payload.lower() for h in _INVITE_HOSTS)
-            out.append({"kind": "qr_group_invite" if invite else "qr", "value": code.payload, "start": None, "end": None,
+            start, end = reading.qr_span(i)
+            out.append({"kind": "qr_group_invite" if invite else "qr", "value": code.payload, "start": start, "end": end,
                         "text": code.payload, "locations": [{"source": "qr", "index": i, "box": [list(p) for p in code.box]}]})
         return out
 
@@ -251,11 +248,3 @@ class Detector:
 def _ms(t0: float, t1: float) -> float:
     return round((t1 - t0) * 1000, 3)
 
-
-def _piece_starts(pieces: list[str]) -> list[int]:
-    """Offsets of each piece in "\\n".join(pieces)."""
-    starts, offset = [], 0
-    for piece in pieces:
-        starts.append(offset)
-        offset += len(piece) + 1
-    return starts

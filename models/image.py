@@ -116,15 +116,15 @@ class Reading:
     piece_starts: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        pieces = [("ocr", i, line.text) for i, line in enumerate(self.lines)]
-        pieces += [("qr", i, code.payload) for i, code in enumerate(self.qr)]
-        text, offset = [], 0
-        for kind, index, piece in pieces:
-            self.sources.append((kind, index))
-            self.piece_starts.append(offset)
-            text.append(piece)
-            offset += len(piece) + 1  # one newline between pieces
-        self.text = "\n".join(text)
+        pieces = [line.text for line in self.lines] + [code.payload for code in self.qr]
+        self.sources = [("ocr", i) for i in range(len(self.lines))] + [("qr", i) for i in range(len(self.qr))]
+        self.piece_starts = piece_starts(pieces)
+        self.text = "\n".join(pieces)
+
+    def qr_span(self, index: int) -> tuple[int, int]:
+        """Where QR code `index`'s payload sits in `text`."""
+        start = self.piece_starts[len(self.lines) + index]
+        return start, start + len(self.qr[index].payload)
 
     def locate(self, start: int, end: int) -> list[dict]:
         """The OCR lines / QR codes a text span [start, end) falls on, with their boxes."""
@@ -137,6 +137,15 @@ class Reading:
             box = self.lines[index].box if kind == "ocr" else self.qr[index].box
             found.append({"source": kind, "index": index, "box": [list(p) for p in box]})
         return found
+
+
+def piece_starts(pieces: list[str]) -> list[int]:
+    """Offsets of each piece in "\\n".join(pieces): how spans in the joined text map back to their pieces."""
+    starts, offset = [], 0
+    for piece in pieces:
+        starts.append(offset)
+        offset += len(piece) + 1
+    return starts
 
 
 def read_image(rgb: np.ndarray, engine: OcrEngine, *, frame: bool = False, qr: bool = True) -> Reading:

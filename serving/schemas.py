@@ -41,8 +41,8 @@ class TextItem(BaseModel):
 class Evidence(BaseModel):
     kind: str
     value: str
-    start: int | None = Field(description="span in `text` (or the request text), [start, end)")
-    end: int | None
+    start: int = Field(description="span in the request's text, or in the verdict's `text` for images/videos: [start, end)")
+    end: int
     text: str
     locations: list[dict] | None = Field(default=None, description="OCR lines / QR codes (with boxes) or video segments (with times)")
 

@@ -38,7 +38,9 @@ from .store import MODEL_NAME
 
 logger = logging.getLogger("fanzha.serving")
 
-WORKERS = int(os.environ.get("FANZHA_WORKERS", 1))
+# two workers with one onnxruntime thread each beat one with two on 2 cores (bench/serve_load.py): the
+# Python side of a request (HTTP, validation, JSON) runs in parallel too
+WORKERS = int(os.environ.get("FANZHA_WORKERS", 2))
 # onnxruntime ignores OMP_NUM_THREADS: each worker gets its share of the cores explicitly
 THREADS = int(os.environ.get("FANZHA_THREADS", 0)) or max(1, (os.cpu_count() or 1) // WORKERS)
 MODEL_TAG = os.environ.get("FANZHA_MODEL_TAG", f"{MODEL_NAME}:latest")
@@ -171,3 +173,9 @@ class Fanzha:
 
 
 Fanzha.add_asgi_middleware(Gate, body_limits=BODY_LIMITS)
+
+# BentoML 1.4.40 works out a JSON response's media type by generating the output's JSON Schema again for
+# every response: a third of the server's CPU under load (py-spy, bench/serve_load.py). Every answer here
+# is JSON, so say so once.
+for _api in Fanzha.apis.values():
+    _api.output_spec.media_type = "application/json"

@@ -9,8 +9,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_runtime_imports_neither_torch_nor_transformers() -> None:
     code = (
-        "import sys, fanzha.models, fanzha.serving, fanzha.cli\n"
+        "import os, sys, tempfile\n"
+        "os.environ.update(BENTOML_HOME=tempfile.mkdtemp(), BENTOML_DO_NOT_TRACK='true')\n"
+        "import fanzha.models, fanzha.serving.service, fanzha.cli\n"
         "from fanzha.models import Detector\n"
+        "from fanzha.models.ocr import get_engine\n"
+        "get_engine('rapidocr', 1)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(','.join(bad))"
     )
