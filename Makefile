@@ -15,7 +15,7 @@ $(VENV)/.core: pyproject.toml
 
 $(VENV)/.dev: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[train,dev]"
+	$(PIP) -e ".[train,dev,distributed]"
 	@touch $@ $(VENV)/.core
 
 ## run: serve the committed default model on http://localhost:3000 (imports it into the BentoML store first)

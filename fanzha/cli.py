@@ -4,6 +4,8 @@
     fanzha classify --input in.jsonl --output out.jsonl        # {"id", "text"} per line → one result per line
     fanzha scan poster.png chat.jpg clip.mp4 --draw flagged/   # images and videos → one JSON line per file
     fanzha import-model                                        # the committed model → BentoML model store
+    fanzha score posts.jsonl shots/ -o verdicts.parquet        # archives, resumable; --engine ray for Ray Data
+    fanzha report verdicts.parquet --format html -o report.html
 
 A bad input line (invalid JSON, invalid UTF-8, missing or empty text, too long) becomes an error record
 with its line number in the output and a message on stderr; every other line is still scored.
@@ -196,6 +198,45 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from fanzha.models import ModelError
+    from fanzha.serving.archive import ArchiveError, Columns, score_archive
+
+    columns = Columns(text=args.text_column, id=args.id_column, image=args.image_column, video=args.video_column)
+    try:
+        summary = score_archive(args.inputs, args.output, engine=args.engine, chunk_size=args.chunk_size, columns=columns,
+                                model_dir=args.model_dir, threads=args.threads, overwrite=args.overwrite,
+                                progress=not args.quiet, ray_address=args.ray_address, actors=args.actors)
+    except (ArchiveError, ModelError) as e:
+        print(f"fanzha score: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fanzha score: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    s = summary.to_dict()
+    rate = f", {s['records_per_s']:,.1f} records/s" if s["records_per_s"] else ""
+    print(f"{s['rows']:,} rows → {args.output}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s["decisions"].items()))
+          + f", errors {s['errors']:,}; labels: " + (", ".join(f"{k} {v:,}" for k, v in sorted(s["labels"].items())) or "none")
+          + f"; scored {s['scored_this_run']:,} this run in {s['seconds']:.1f} s{rate}", file=sys.stderr)
+    return 1 if s["errors"] == s["rows"] and s["rows"] else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fanzha.serving.archive_report import render_report
+
+    path = Path(args.scored)
+    if not path.is_file():
+        print(f"fanzha report: no such file: {path}", file=sys.stderr)
+        return 2
+    text = render_report(path, fmt=args.format, top=args.top)
+    if args.output == "-":
+        print(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"report → {args.output}", file=sys.stderr)
+    return 0
+
+
 def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", default=None, help="model directory (model.onnx + tokenizer.json); default: the committed model")
     p.add_argument("--review-threshold", type=float, default=None, help="fraud_score at which to send to review (default: the model's tuned threshold)")
@@ -225,6 +266,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OCR engine (default: FANZHA_OCR_ENGINE or rapidocr; paddleocr needs the paddle extra)")
     _common_options(sc)
     sc.set_defaults(func=cmd_scan)
+    scp = sub.add_parser("score", help="score archives: JSONL/CSV/Parquet files and folders or globs of images and videos",
+                         description="Streams the inputs in chunks through the Detector; one output row per input record "
+                                     "(id, source, scores, labels, decision, evidence, model_version, error). Interrupted? "
+                                     "Run the same command again: finished chunks are skipped, no record is lost or repeated.")
+    scp.add_argument("inputs", nargs="+", metavar="INPUT", help="files (.jsonl .csv .parquet), folders or globs of images/videos")
+    scp.add_argument("--output", "-o", required=True, help="output file: .parquet (default format) or .jsonl")
+    scp.add_argument("--engine", choices=["local", "ray"], default="local", help="local (this process) or ray (Ray Data actors; distributed extra)")
+    scp.add_argument("--chunk-size", type=int, default=2000, help="records per chunk (the unit of resuming)")
+    scp.add_argument("--text-column", default="text")
+    scp.add_argument("--id-column", default="id")
+    scp.add_argument("--image-column", default="image", help="column with image paths (relative to the table file)")
+    scp.add_argument("--video-column", default="video", help="column with video paths (relative to the table file)")
+    scp.add_argument("--overwrite", action="store_true", help="replace a finished output, or drop an unfinished job with other options")
+    scp.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: local mode)")
+    scp.add_argument("--actors", type=int, default=None, help="Ray scoring actors (default: cores - 1, at least 1)")
+    _common_options(scp)
+    scp.set_defaults(func=cmd_score)
+    rp = sub.add_parser("report", help="a Markdown or HTML summary of a scored output: histogram, counts, top flagged items")
+    rp.add_argument("scored", help="the output of fanzha score (.parquet or .jsonl)")
+    rp.add_argument("--format", choices=["md", "html"], default="md")
+    rp.add_argument("--top", type=int, default=20, help="how many of the highest-scoring items to list")
+    rp.add_argument("--output", "-o", default="-", help="where to write (default: stdout)")
+    rp.set_defaults(func=cmd_report)
     im = sub.add_parser("import-model", help="put a model directory into the BentoML model store (the service serves it from there)")
     im.add_argument("--model-dir", default=None, help="model directory (default: the committed model)")
     im.add_argument("--force", action="store_true", help="replace the stored copy of the same version")

@@ -4,6 +4,8 @@
   in the one structured log line written per request.
 - With FANZHA_API_KEYS set (comma-separated), every path but the health probes needs
   `Authorization: Bearer <key>` or `X-API-Key: <key>`; without it the service is open (local use).
+- With FANZHA_MODERATOR_KEYS set, the moderator paths (reading and resolving fraud reports) need one of
+  those keys (401 without a key, 403 with another key); a moderator key also opens every other path.
 - Bodies over the endpoint's limit are refused with 413 before they are read (Content-Length) or as soon
   as they pass the limit (chunked uploads).
 - Error bodies are always one JSON object with an "error" field (BentoML wraps some in a list).
@@ -25,16 +27,19 @@ OPEN_PATHS = ("/healthz", "/livez", "/readyz")
 MB = 1024 * 1024
 
 
-def _api_keys() -> list[bytes]:
-    return [k.strip().encode() for k in os.environ.get("FANZHA_API_KEYS", "").split(",") if k.strip()]
+def _api_keys(variable: str = "FANZHA_API_KEYS") -> list[bytes]:
+    return [k.strip().encode() for k in os.environ.get(variable, "").split(",") if k.strip()]
 
 
 class Gate:
-    def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB) -> None:
+    def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB, moderator_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.body_limits = body_limits
         self.default_limit = default_limit
-        self.keys = _api_keys()
+        self.moderator_keys = _api_keys("FANZHA_MODERATOR_KEYS")
+        platform_keys = _api_keys()
+        self.keys = platform_keys + self.moderator_keys if platform_keys else []  # unset: open, but for moderator paths
+        self.moderator_paths = moderator_paths
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -71,6 +76,9 @@ class Gate:
         try:
             if self.keys and path not in OPEN_PATHS and not self._authorised(headers):
                 return await reply(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+            if self.moderator_keys and path in self.moderator_paths and not self._authorised(headers, self.moderator_keys):
+                offered = self._offered(headers)
+                return await reply(403 if offered else 401, f"{path} is for moderators: send a moderator key (FANZHA_MODERATOR_KEYS)")
             limit = self.body_limits.get(path, self.default_limit)
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > limit:
@@ -89,9 +97,13 @@ class Gate:
             logger.info(json.dumps({"request_id": request_id, "method": scope.get("method"), "path": path,
                                     "status": status["code"], "ms": round(elapsed * 1000, 2)}))
 
-    def _authorised(self, headers: dict[str, str]) -> bool:
-        offered = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return any(hmac.compare_digest(offered.encode(), key) for key in self.keys)
+    @staticmethod
+    def _offered(headers: dict[str, str]) -> str:
+        return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+    def _authorised(self, headers: dict[str, str], keys: list[bytes] | None = None) -> bool:
+        offered = self._offered(headers).encode()
+        return any(hmac.compare_digest(offered, key) for key in (self.keys if keys is None else keys))
 
     @staticmethod
     async def _send_json(send, code: int, obj: dict) -> None:

@@ -67,6 +67,8 @@ class Verdict(BaseModel):
     qr: list[dict] | None = None
     timeline: list[dict] | None = None
     media: dict | None = None
+    alerts: list[dict] | None = Field(default=None, description="early-warning alerts THIS item raised: its account, group or "
+                                      "campaign cluster crossed a threshold (see /alerts)")
 
 
 class BatchItem(BaseModel):

@@ -22,6 +22,7 @@ from pydantic import Field
 from fanzha.models import Detector, InputError, LimitExceeded, UnsupportedMedia
 from fanzha.models.media import sniff
 
+from .duties import DUTY_BODY_LIMITS, MODERATOR_PATHS, PlatformDuties
 from .gate import MB, Gate
 from .metrics import count_verdict
 from .schemas import (
@@ -76,13 +77,14 @@ def _bad_input(e: InputError) -> BentoMLException:
 
 
 @bentoml.service(workers=WORKERS, traffic={"timeout": 600}, http={"port": 3000})
-class Fanzha:
+class Fanzha(PlatformDuties):  # + account/group risk, alerts and fraud reports (duties.py)
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
         self.detector = Detector.load(self.model.path, threads=THREADS)
         self.tag = str(self.model.tag)
         _ = self.detector.ocr  # build the OCR engine now, not on the first image request
+        self._open_platform_stores()  # risk state and reports: FANZHA_DATABASE_URL or the default SQLite file
         logger.info("fanzha model %s (%s), %d onnxruntime threads", self.tag, self.detector.model_version, THREADS)
 
     def __is_ready__(self) -> bool:
@@ -132,7 +134,7 @@ class Fanzha:
 
     def _texts(self, items: list[TextItem], endpoint: str) -> list[Verdict]:
         verdicts = self.detector.classify_texts([item.text for item in items])
-        return [self._verdict(v, endpoint, item.model_dump(exclude={"text"})) for item, v in zip(items, verdicts, strict=True)]
+        return self._track([self._verdict(v, endpoint, item.model_dump(exclude={"text"})) for item, v in zip(items, verdicts, strict=True)])
 
     def _media(self, data: bytes, expected: str, endpoint: str, ids: dict, max_seconds: float | None = None) -> Verdict:
         try:
@@ -151,7 +153,7 @@ class Fanzha:
             raise _bad_input(e) from None
         except InputError as e:
             raise _bad_input(e) from None
-        return self._verdict(verdict, endpoint, ids)
+        return self._track([self._verdict(verdict, endpoint, ids)])[0]
 
     def _mixed(self, items: list[BatchItem], endpoint: str) -> list[BatchResult]:
         results: list[BatchResult | None] = [None] * len(items)
@@ -172,7 +174,7 @@ class Fanzha:
         return [r for r in results if r is not None]
 
 
-Fanzha.add_asgi_middleware(Gate, body_limits=BODY_LIMITS)
+Fanzha.add_asgi_middleware(Gate, body_limits={**BODY_LIMITS, **DUTY_BODY_LIMITS}, moderator_paths=MODERATOR_PATHS)
 
 # BentoML 1.4.40 works out a JSON response's media type by generating the output's JSON Schema again for
 # every response: a third of the server's CPU under load (py-spy, bench/serve_load.py). Every answer here

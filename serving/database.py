@@ -1,0 +1,309 @@
+"""The database behind account/group risk and fraud reports: SQLite by default, PostgreSQL by URL.
+
+    from fanzha.serving.database import Database
+    db = Database()                                        # FANZHA_DATABASE_URL, else the default SQLite file
+    db = Database("sqlite:////var/lib/fanzha/fanzha.db")   # a file of your choice
+    db = Database("postgresql://fanzha:…@db/fanzha")       # PostgreSQL (pip install -e ".[postgres]")
+
+The default file is `$FANZHA_DATA_DIR/fanzha.db`, else `$XDG_DATA_HOME/fanzha/fanzha.db`, else
+`~/.local/share/fanzha/fanzha.db`: embedded and zero-setup. SQLite runs in WAL mode (readers never block the
+writer) with a 30 s busy timeout, and every write transaction starts with BEGIN IMMEDIATE: it takes the write
+lock up front, so two processes never deadlock upgrading a read lock (SQLITE_BUSY that no timeout cures).
+
+The schema is versioned: MIGRATIONS is an ordered list, and opening a database applies the steps it lacks in
+one locked transaction (two service workers starting at once apply them once). A database written by a newer
+fanzha is refused rather than misread. The migrations are the one definition of the schema: the tables the
+stores query are reflected from the database after migrating.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger("fanzha.database")
+
+SQLITE_BUSY_TIMEOUT_S = 30
+# PostgreSQL: one advisory-lock key per kind of serialised work (the numbers only need to be stable)
+PG_LOCKS = {"migrate": 0x66616E01, "ingest": 0x66616E02}
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used: unreachable, or its schema is newer than this fanzha."""
+
+
+def default_database_path() -> Path:
+    if os.environ.get("FANZHA_DATA_DIR"):
+        return Path(os.environ["FANZHA_DATA_DIR"]) / "fanzha.db"
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "fanzha" / "fanzha.db"
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else FANZHA_DATABASE_URL, else the default SQLite file."""
+    url = url or os.environ.get("FANZHA_DATABASE_URL")
+    if not url:
+        return f"sqlite:///{default_database_path()}"
+    # the bare scheme means psycopg2 to SQLAlchemy; the `postgres` extra installs psycopg 3
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url[len(bare):]
+    return url
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    memory = url.database in (None, "", ":memory:")
+    if not memory:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+                              **({"poolclass": StaticPool} if memory else {}))
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below), the driver must not
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable at checkpoints, never corrupt
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("fanzha_write") else "BEGIN")
+
+    return engine
+
+
+def create_engine(url: str | None = None) -> Engine:
+    parsed = sa.make_url(database_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE or postgresql://…")
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except ModuleNotFoundError as e:
+        raise DatabaseError(f"{e}: install the PostgreSQL driver with `pip install -e \".[postgres]\"`") from None
+
+
+# -- migrations ---------------------------------------------------------------------------------------------
+# Each step is frozen once released: a change to the schema is a NEW step appended here, never an edit of an
+# old one, so every database reaches the same schema whichever version it started from.
+
+def _v1_risk_state(conn: Connection) -> None:
+    md = sa.MetaData()
+    ts = sa.Float  # epoch seconds: the same arithmetic (decay, windows) on every backend
+    sa.Table(
+        "entities", md,  # accounts and groups: one table, `kind` says which
+        sa.Column("kind", sa.String(16), primary_key=True),
+        sa.Column("id", sa.String(256), primary_key=True),
+        sa.Column("first_seen", ts, nullable=False),
+        sa.Column("last_seen", ts, nullable=False),
+        sa.Column("items", sa.Integer, nullable=False),
+        sa.Column("flagged", sa.Integer, nullable=False),
+        sa.Column("risk", sa.Float, nullable=False),  # decayed sum of flagged fraud scores, as of risk_ts
+        sa.Column("risk_ts", ts, nullable=False),
+        sa.Column("labels", sa.Text, nullable=False),  # JSON {label: count}
+        sa.Column("recent_flags", sa.Text, nullable=False),  # JSON: the last few flagged times (window rule)
+        sa.Column("cluster_id", sa.Integer, nullable=True, index=True),  # accounts only
+    )
+    sa.Table(
+        "handles", md,  # contact handles pushed: qq:…, qq_group:…, wechat:…, phone:…, url:…, qr:…
+        sa.Column("handle", sa.String(600), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("value", sa.String(512), nullable=False),
+        sa.Column("first_seen", ts, nullable=False),
+        sa.Column("last_seen", ts, nullable=False),
+        sa.Column("items", sa.Integer, nullable=False),
+        sa.Column("flagged", sa.Integer, nullable=False),
+        sa.Column("cluster_id", sa.Integer, nullable=True, index=True),
+    )
+    sa.Table(
+        "entity_handles", md,
+        sa.Column("entity_kind", sa.String(16), primary_key=True),
+        sa.Column("entity_id", sa.String(256), primary_key=True),
+        sa.Column("handle", sa.String(600), primary_key=True, index=True),
+        sa.Column("first_seen", ts, nullable=False),
+        sa.Column("last_seen", ts, nullable=False),
+        sa.Column("items", sa.Integer, nullable=False),
+        sa.Column("flagged", sa.Integer, nullable=False),
+    )
+    sa.Table(
+        "clusters", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("accounts", sa.Integer, nullable=False),
+        sa.Column("handles", sa.Integer, nullable=False),
+        sa.Column("created", ts, nullable=False),
+        sa.Column("updated", ts, nullable=False),
+    )
+    sa.Table(
+        "flagged_items", md,  # the reasons behind a risk: which items, when, how sure, which labels
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("entity_kind", sa.String(16), nullable=False),
+        sa.Column("entity_id", sa.String(256), nullable=False),
+        sa.Column("item_id", sa.String(256), nullable=True),
+        sa.Column("source", sa.String(64), nullable=True),
+        sa.Column("ts", ts, nullable=False),
+        sa.Column("fraud_score", sa.Float, nullable=False),
+        sa.Column("decision", sa.String(16), nullable=False),
+        sa.Column("labels", sa.Text, nullable=False),
+        sa.Column("handles", sa.Text, nullable=False),
+        sa.Index("ix_flagged_items_entity_ts", "entity_kind", "entity_id", "ts"),
+        sa.Index("ix_flagged_items_ts", "ts"),
+    )
+    sa.Table(
+        "alerts", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("ts", ts, nullable=False),
+        sa.Column("rule", sa.String(32), nullable=False),
+        sa.Column("entity_kind", sa.String(16), nullable=True),
+        sa.Column("entity_id", sa.String(256), nullable=True),
+        sa.Column("cluster_id", sa.Integer, nullable=True),
+        sa.Column("item_id", sa.String(256), nullable=True),
+        sa.Column("value", sa.Float, nullable=False),
+        sa.Column("threshold", sa.Float, nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Index("ix_alerts_entity", "entity_kind", "entity_id"),
+    )
+    md.create_all(conn)
+
+
+def _v2_reports(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "reports", md,
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("reporter_id", sa.String(256), nullable=False, index=True),
+        sa.Column("idempotency_key", sa.String(128), nullable=True),
+        sa.Column("target_type", sa.String(16), nullable=False),
+        sa.Column("target_text", sa.Text, nullable=True),  # the text, or what was read from the image
+        sa.Column("target_media_sha256", sa.String(64), nullable=True),
+        sa.Column("target_account_id", sa.String(256), nullable=True, index=True),
+        sa.Column("target_group_id", sa.String(256), nullable=True, index=True),
+        sa.Column("target_source", sa.String(64), nullable=True),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("status_reason", sa.Text, nullable=True),
+        sa.Column("labels", sa.Text, nullable=True),  # JSON: the moderator's labels when confirming
+        sa.Column("moderator_id", sa.String(256), nullable=True),
+        sa.Column("verdict", sa.Text, nullable=True),  # JSON: the verdict at intake
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("reporter_id", "idempotency_key", name="uq_reports_reporter_key"),
+        sa.Index("ix_reports_status_created", "status", "created_at"),
+    )
+    sa.Table(
+        "report_events", md,  # the history a reporter sees: received → in_review → confirmed / rejected
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("report_id", sa.String(40), sa.ForeignKey("reports.id"), nullable=False, index=True),
+        sa.Column("ts", sa.Float, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("actor", sa.String(256), nullable=True),
+        sa.Column("note", sa.Text, nullable=True),
+    )
+    md.create_all(conn)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "risk state: entities, handles, clusters, flagged items, alerts", _v1_risk_state),
+    Migration(2, "fraud reports and their status events", _v2_reports),
+)
+LATEST = MIGRATIONS[-1].version
+
+_VERSION_MD = sa.MetaData()
+SCHEMA_VERSION = sa.Table(
+    "schema_version", _VERSION_MD,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+class Database:
+    """An engine, its migrated schema, and transactions that serialise writers the right way per backend."""
+
+    def __init__(self, url: str | None = None, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+        self.url = database_url(url)
+        self.engine = create_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # one writer at a time inside this process: threads queue on a lock instead of spinning in SQLite's
+        # busy handler (which sleeps up to 100 ms a try); other processes still wait through busy_timeout
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        try:
+            self.version = migrate(self, migrations)
+        except sa.exc.OperationalError as e:
+            raise DatabaseError(f"cannot open the database {self.safe_url}: {e.orig}") from None
+        self.tables = reflect(self.engine)
+
+    @property
+    def safe_url(self) -> str:
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def write(self, lock: str | None = None) -> Iterator[Connection]:
+        """A write transaction: BEGIN IMMEDIATE on SQLite; on PostgreSQL an advisory lock named by `lock`."""
+        if self._write_lock is not None:
+            self._write_lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(fanzha_write=True)
+                with conn.begin():
+                    if lock and not self.is_sqlite:
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCKS[lock]})
+                    yield conn
+        finally:
+            if self._write_lock is not None:
+                self._write_lock.release()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply the steps the database lacks; returns its version. Safe to call from several processes at once."""
+    with db.write(lock="migrate") as conn:
+        SCHEMA_VERSION.create(conn, checkfirst=True)
+        current = conn.execute(sa.select(sa.func.max(SCHEMA_VERSION.c.version))).scalar() or 0
+        known = max((m.version for m in migrations), default=0)
+        if current > known:
+            raise DatabaseError(f"the database {db.safe_url} has schema version {current}, newer than this fanzha "
+                                f"knows ({known}): upgrade fanzha")
+        for step in sorted(migrations, key=lambda m: m.version):
+            if step.version > current:
+                step.apply(conn)
+                conn.execute(SCHEMA_VERSION.insert().values(version=step.version, description=step.description,
+                                                            applied_at=time.time()))
+                log.info("database %s: applied migration %d (%s)", db.safe_url, step.version, step.description)
+                current = step.version
+    return current
+
+
+def reflect(engine: Engine) -> dict[str, sa.Table]:
+    md = sa.MetaData()
+    md.reflect(engine)
+    return dict(md.tables)

@@ -1,0 +1,282 @@
+"""Fraud reports with feedback to the reporter, and their export as labelled training examples.
+
+    from fanzha.serving.reports import NewReport, ReportStore
+    store = ReportStore()                                   # the same database as the risk state
+    report, created = store.create(NewReport(reporter_id="user-7", target_type="text", reason="骗我交激活费",
+                                             target_text="…", verdict=verdict_dict))
+    store.resolve(report["report_id"], "in_review", moderator_id="mod-1")
+    store.resolve(report["report_id"], "confirmed", moderator_id="mod-1", reason="虚假赠送，已封号")
+    store.status(report["report_id"], reporter_id="user-7")   # what the reporter sees: status, reason, history
+    records, stats = store.feedback_records()                 # confirmed → fraud, rejected → hard negative
+
+A report moves received → in_review → confirmed | rejected (a moderator may also decide straight from
+received); confirmed and rejected are final. Every change is an event in the history the reporter sees,
+with the moderator's reason — the feedback the regulator asks for — but never the moderator's id.
+
+An optional idempotency key (per reporter) makes intake safe to retry: the same key returns the report
+already stored instead of a second one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+
+from fanzha.datasets.corpus import SOURCES, validate
+from fanzha.models.errors import InputError
+from fanzha.models.labels import LABELS
+from fanzha.models.normalize import normalize
+
+from .database import Database
+
+STATUSES = ("received", "in_review", "confirmed", "rejected")
+TRANSITIONS = {"received": ("in_review", "confirmed", "rejected"), "in_review": ("confirmed", "rejected"),
+               "confirmed": (), "rejected": ()}
+TARGET_TYPES = ("text", "image", "account", "group")
+MAX_REASON_CHARS = 2000
+# where a reported message was seen → the corpus's register; anything else: a private message (text) or a poster (image)
+SOURCE_ALIASES = {**{s: s for s in SOURCES}, "dm": "private_message", "group_chat": "qq_group", "group": "qq_group",
+                  "chat": "private_message", "caption": "video_caption", "image": "poster", "screenshot": "poster"}
+
+
+class UnknownReport(LookupError):
+    """No such report (or not this reporter's): HTTP 404."""
+
+
+class InvalidTransition(RuntimeError):
+    """The report's status cannot change that way (it is final, or already there): HTTP 409."""
+
+
+@dataclass
+class NewReport:
+    reporter_id: str
+    target_type: str
+    reason: str
+    target_text: str | None = None  # a text target, or what was read from an image
+    target_media_sha256: str | None = None
+    target_account_id: str | None = None  # the reported account, or who posted the reported content
+    target_group_id: str | None = None
+    target_source: str | None = None
+    idempotency_key: str | None = None
+    verdict: dict | None = None  # the verdict at intake (text and image targets)
+
+    def check(self) -> None:
+        if self.target_type not in TARGET_TYPES:
+            raise InputError(f"target type must be one of {TARGET_TYPES}, got {self.target_type!r}")
+        if not self.reporter_id or len(self.reporter_id) > 256:
+            raise InputError("reporter_id must be 1–256 characters")
+        if not self.reason.strip() or len(self.reason) > MAX_REASON_CHARS:
+            raise InputError(f"reason must be 1–{MAX_REASON_CHARS:,} characters")
+        needs = {"text": self.target_text, "image": self.target_media_sha256, "account": self.target_account_id,
+                 "group": self.target_group_id}[self.target_type]
+        if not needs:
+            raise InputError(f"a {self.target_type} report needs its target")
+
+
+def _new_id() -> str:
+    return "r" + secrets.token_hex(12)  # 96 random bits: a report id is not guessable
+
+
+class ReportStore:
+    def __init__(self, db: Database | str | None = None, clock=time.time) -> None:
+        self.db = db if isinstance(db, Database) else Database(db)
+        self.reports, self.events = self.db.tables["reports"], self.db.tables["report_events"]
+        self.clock = clock
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- intake -------------------------------------------------------------------------------------------------
+    def find(self, reporter_id: str, idempotency_key: str) -> dict | None:
+        r = self.reports
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(r).where(r.c.reporter_id == reporter_id, r.c.idempotency_key == idempotency_key)).first()
+            return self._view(conn, row) if row else None
+
+    def create(self, report: NewReport) -> tuple[dict, bool]:
+        """Store a report (status `received`); returns (the moderator's view of it, whether it is new)."""
+        report.check()
+        r, now = self.reports, self.clock()
+        row = {k: v for k, v in asdict(report).items() if k != "verdict"}
+        row.update(id=_new_id(), status="received", created_at=now, updated_at=now,
+                   verdict=json.dumps(report.verdict, ensure_ascii=False) if report.verdict is not None else None)
+        try:
+            with self.db.write() as conn:
+                if report.idempotency_key:
+                    existing = conn.execute(sa.select(r).where(r.c.reporter_id == report.reporter_id,
+                                                               r.c.idempotency_key == report.idempotency_key)).first()
+                    if existing:
+                        return self._view(conn, existing), False
+                conn.execute(r.insert().values(**row))
+                conn.execute(self.events.insert().values(report_id=row["id"], ts=now, status="received", actor=report.reporter_id))
+                return self._view(conn, conn.execute(sa.select(r).where(r.c.id == row["id"])).one()), True
+        except sa.exc.IntegrityError:  # PostgreSQL: the same key raced in from another connection
+            existing = self.find(report.reporter_id, report.idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, False
+
+    # -- moderation ---------------------------------------------------------------------------------------------
+    def resolve(self, report_id: str, status: str, moderator_id: str, reason: str | None = None,
+                labels: list[str] | None = None) -> dict:
+        """Move a report on; InvalidTransition if it cannot go there, InputError for a bad request."""
+        if status not in STATUSES[1:]:
+            raise InputError(f"status must be one of {STATUSES[1:]}, got {status!r}")
+        if not moderator_id or len(moderator_id) > 256:
+            raise InputError("moderator_id must be 1–256 characters")
+        reason = (reason or "").strip() or None
+        if reason and len(reason) > MAX_REASON_CHARS:
+            raise InputError(f"reason must be at most {MAX_REASON_CHARS:,} characters")
+        if status in ("confirmed", "rejected") and not reason:
+            raise InputError(f"a {status} report needs a reason: it is the reporter's feedback")
+        if labels and status != "confirmed":
+            raise InputError("labels go with `confirmed` only")
+        unknown = [label for label in labels or () if label not in LABELS]
+        if unknown:
+            raise InputError(f"unknown labels {unknown}; known: {list(LABELS)}")
+        r, now = self.reports, self.clock()
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(r).where(r.c.id == report_id).with_for_update()).first()
+            if row is None:
+                raise UnknownReport(f"unknown report {report_id!r}")
+            if status not in TRANSITIONS[row.status]:
+                allowed = TRANSITIONS[row.status]
+                raise InvalidTransition(f"report {report_id} is {row.status}; it cannot become {status}"
+                                        + (f" (it can become {' or '.join(allowed)})" if allowed else " (that is final)"))
+            verdict_labels = json.loads(row.verdict).get("labels") if row.verdict else None
+            if status == "confirmed" and row.target_type in ("text", "image") and not labels and not verdict_labels:
+                raise InputError("the model found no label in this content: say which kind of fraud it is (`labels`)")
+            conn.execute(r.update().where(r.c.id == report_id).values(
+                status=status, status_reason=reason or row.status_reason, moderator_id=moderator_id, updated_at=now,
+                labels=json.dumps(labels) if labels else row.labels))
+            conn.execute(self.events.insert().values(report_id=report_id, ts=now, status=status, actor=moderator_id, note=reason))
+            return self._view(conn, conn.execute(sa.select(r).where(r.c.id == report_id)).one())
+
+    # -- queries ------------------------------------------------------------------------------------------------
+    def get(self, report_id: str) -> dict:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(self.reports).where(self.reports.c.id == report_id)).first()
+            if row is None:
+                raise UnknownReport(f"unknown report {report_id!r}")
+            return self._view(conn, row)
+
+    def status(self, report_id: str, reporter_id: str) -> dict:
+        """The reporter's view: status, the moderator's reason, the history. Another reporter's report is
+        answered exactly like an unknown one, so ids cannot be probed."""
+        r = self.reports
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(r).where(r.c.id == report_id, r.c.reporter_id == reporter_id)).first()
+            if row is None:
+                raise UnknownReport(f"no report {report_id!r} from reporter {reporter_id!r}")
+            history = self._history(conn, report_id)
+        return {"report_id": row.id, "status": row.status, "status_reason": row.status_reason, "target_type": row.target_type,
+                "created_at": row.created_at, "updated_at": row.updated_at,
+                "history": [{k: e[k] for k in ("status", "ts", "note")} for e in history]}
+
+    def list_reports(self, status: str | None = None, limit: int = 50, after: str | None = None, reporter_id: str | None = None,
+             account_id: str | None = None, group_id: str | None = None) -> list[dict]:
+        """Reports oldest first (a moderation queue); `after` = the last report id of the previous page."""
+        r = self.reports
+        query = sa.select(r)
+        for column, value in ((r.c.status, status), (r.c.reporter_id, reporter_id), (r.c.target_account_id, account_id),
+                              (r.c.target_group_id, group_id)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.db.read() as conn:
+            if after is not None:
+                cursor = conn.execute(sa.select(r.c.created_at).where(r.c.id == after)).scalar()
+                if cursor is None:
+                    raise UnknownReport(f"unknown report {after!r} (the `after` cursor)")
+                query = query.where(sa.tuple_(r.c.created_at, r.c.id) > sa.tuple_(sa.literal(cursor), sa.literal(after)))
+            rows = conn.execute(query.order_by(r.c.created_at, r.c.id).limit(limit)).all()
+            return [self._view(conn, row) for row in rows]
+
+    def count(self) -> int:
+        with self.db.read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(self.reports)).scalar_one()
+
+    def _history(self, conn, report_id: str) -> list[dict]:
+        e = self.events
+        return [dict(x._mapping) for x in conn.execute(sa.select(e.c.status, e.c.ts, e.c.actor, e.c.note)
+                                                        .where(e.c.report_id == report_id).order_by(e.c.id))]
+
+    def _view(self, conn, row) -> dict:
+        d = dict(row._mapping)
+        return {"report_id": d.pop("id"), **d, "labels": json.loads(d["labels"]) if d["labels"] else None,
+                "verdict": json.loads(d["verdict"]) if d["verdict"] else None, "history": self._history(conn, row.id)}
+
+    # -- the loop back to training ------------------------------------------------------------------------------
+    def feedback_records(self, since: float | None = None) -> tuple[list[dict], dict[str, int]]:
+        """Resolved text and image reports as corpus records (split `train`): confirmed → its labels (the
+        moderator's, else the verdict's), rejected → a benign hard negative. The same text resolved both ways
+        is left out (a conflict for moderators, not a label); repeats of one text become one record."""
+        r = self.reports
+        query = (sa.select(r).where(r.c.status.in_(("confirmed", "rejected")), r.c.target_type.in_(("text", "image")))
+                 .order_by(r.c.updated_at, r.c.id))
+        if since is not None:
+            query = query.where(r.c.updated_at >= since)
+        stats: Counter = Counter()
+        by_text: dict[str, list] = {}
+        with self.db.read() as conn:
+            for row in conn.execute(query):
+                if not (row.target_text or "").strip():
+                    stats["no_text"] += 1  # an image in which nothing was read
+                    continue
+                by_text.setdefault(normalize(row.target_text).text, []).append(row)
+        records = []
+        for rows in by_text.values():
+            if len({row.status for row in rows}) > 1:
+                stats["conflicting"] += len(rows)
+                continue
+            row = rows[-1]  # the latest decision on this text
+            stats["repeats"] += len(rows) - 1
+            records.append(feedback_record(row))
+            stats[row.status] += 1
+        return records, dict(stats)
+
+
+def feedback_record(row) -> dict:
+    """One resolved report as a corpus record (datasets/corpus.py), validated."""
+    confirmed = row.status == "confirmed"
+    verdict = json.loads(row.verdict) if row.verdict else {}
+    labels = (json.loads(row.labels) if row.labels else verdict.get("labels") or []) if confirmed else []
+    default_source = "poster" if row.target_type == "image" else "private_message"
+    record = {
+        "id": f"report-{row.id}", "text": row.target_text, "labels": sorted(labels, key=LABELS.index),
+        "source": SOURCE_ALIASES.get((row.target_source or "").lower(), default_source), "script": script_of(row.target_text),
+        "split": "train", "hard_negative": not confirmed, "provenance": f"user_report:{row.id}",
+    }
+    return validate(record, f"report {row.id}")
+
+
+def script_of(text: str) -> str:
+    """zh-Hant when OpenCC's Traditional → Simplified conversion changes a fifth of the CJK characters or more."""
+    converted = _t2s().convert(text)
+    cjk = sum("\u4e00" <= c <= "\u9fff" for c in text)
+    changed = sum(a != b for a, b in zip(text, converted, strict=False))
+    return "zh-Hant" if cjk and changed * 5 >= cjk else "zh-Hans"
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    import opencc  # a C++ extension: loaded when the first record is exported
+
+    return opencc.OpenCC("t2s")
+
+
+def write_feedback(records: list[dict], path: str) -> None:
+    import sys
+
+    out = sys.stdout if path == "-" else open(path, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()

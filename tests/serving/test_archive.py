@@ -1,0 +1,167 @@
+"""`fanzha score` / `fanzha report`: formats, bad records, chunking, resuming after SIGKILL."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fanzha.cli import main
+from fanzha.serving.archive import ArchiveError, Columns, plan, read_chunk, score_archive
+
+from ..conftest import BENIGN, MEDIA, SCAM
+
+
+def write_jsonl(path: Path, rows: list, extra_lines: list[bytes] = ()) -> Path:
+    with open(path, "wb") as f:
+        for row in rows:
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+        for line in extra_lines:
+            f.write(line)
+    return path
+
+
+def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def mixed_inputs(tmp_path) -> list[str]:
+    jsonl = write_jsonl(tmp_path / "posts.jsonl", [
+        {"id": "s1", "text": SCAM, "account_id": "u1", "group_id": "g1"},
+        {"id": "b1", "text": BENIGN},
+        {"id": "poster", "image": str(MEDIA / "poster.png")},
+        {"id": "empty", "text": ""},
+        {"id": "num", "text": 42},
+        {"id": "gone", "image": "missing.png"},
+    ], [b"{not json\n", b"\xff\xfe bad bytes\n", b"[1, 2]\n"])
+    table = tmp_path / "comments.csv"
+    with open(table, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text", "account_id"])
+        writer.writerow(["c1", "第一行\n" + SCAM, "u2"])  # a newline inside a quoted field
+        writer.writerow(["c2", BENIGN, ""])
+    parquet = tmp_path / "old.parquet"
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": [SCAM, BENIGN]}), parquet, row_group_size=1)
+    return [str(jsonl), str(table), str(parquet), str(MEDIA / "static.mp4")]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_every_record_gets_one_row_and_bad_ones_an_error(tmp_path, mixed_inputs, tiny_model_dir, suffix) -> None:
+    out = tmp_path / f"scored{suffix}"
+    summary = score_archive(mixed_inputs, out, chunk_size=2, model_dir=str(tiny_model_dir), progress=False)
+    rows = read_rows(out)
+    assert len(rows) == summary.rows == 9 + 2 + 2 + 1 and not (tmp_path / f"scored{suffix}.parts").exists()
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["s1"]["account_id"] == "u1" and by_id["s1"]["group_id"] == "g1" and by_id["s1"]["error"] is None
+    assert by_id["poster"]["kind"] == "image" and by_id["poster"]["decision"] in ("pass", "review", "block")
+    assert by_id["c1"]["account_id"] == "u2" and by_id["c1"]["source"] == "comments.csv:record 1"
+    assert by_id["p2"]["source"] == "old.parquet:row 2" and by_id[str(MEDIA / "static.mp4")]["kind"] == "video"
+    errors = {r["source"]: r["error"] for r in rows if r["error"]}
+    assert errors == {
+        "posts.jsonl:line 4": "field 'text' is empty",
+        "posts.jsonl:line 5": "field 'text' must be a string, got int",
+        "posts.jsonl:line 6": f"no such file: {Path(mixed_inputs[0]).parent / 'missing.png'}",
+        "posts.jsonl:line 7": "invalid JSON: Expecting property name enclosed in double quotes (column 2)",
+        "posts.jsonl:line 8": "invalid UTF-8 at byte 0",
+        "posts.jsonl:line 9": "expected a JSON object, got list",
+    }
+    assert summary.errors == 6 and sum(summary.decisions.values()) == len(rows) - 6
+    ok = by_id["s1"]
+    assert set(ok) >= {"fraud_score", "score_fake_giveaway", "labels", "decision", "evidence", "model_version"}
+    evidence = json.loads(ok["evidence"]) if isinstance(ok["evidence"], str) else ok["evidence"]
+    assert any(e["kind"] == "qq_group" for e in evidence)
+
+
+def test_chunks_cover_every_record_once(tmp_path) -> None:
+    lines = [{"id": str(i), "text": f"第{i}条"} for i in range(25)]
+    path = write_jsonl(tmp_path / "a.jsonl", lines)
+    chunks = plan([str(path)], 4)
+    assert [c.count for c in chunks] == [4] * 6 + [1]
+    ids = [r.id for c in chunks for r in read_chunk(c, Columns())]
+    assert ids == [str(i) for i in range(25)]
+
+
+def test_a_finished_or_different_job_is_not_clobbered(tmp_path, tiny_model_dir) -> None:
+    src = write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": BENIGN}])
+    out = tmp_path / "o.parquet"
+    score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False)
+    with pytest.raises(ArchiveError, match="exists"):
+        score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False)
+    assert score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False, overwrite=True).rows == 1
+    with pytest.raises(ArchiveError, match="no such file"):
+        score_archive([str(tmp_path / "nope.jsonl")], tmp_path / "x.parquet", model_dir=str(tiny_model_dir), progress=False)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ArchiveError, match="unknown format"):
+        score_archive([str(tmp_path / "notes.txt")], tmp_path / "x.parquet", model_dir=str(tiny_model_dir), progress=False)
+
+
+def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_model_dir) -> None:
+    n = 3000
+    src = write_jsonl(tmp_path / "big.jsonl", [{"id": f"r{i}", "text": (SCAM if i % 3 else BENIGN) + f" #{i}"} for i in range(n)])
+    out = tmp_path / "big.parquet"
+    cmd = [sys.executable, "-m", "fanzha.cli", "score", str(src), "-o", str(out), "--chunk-size", "100", "-q",
+           "--model-dir", str(tiny_model_dir), "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = tmp_path / "big.parquet.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts.glob("part-*.parquet")))
+    assert 5 <= done_before < 30 and not out.exists(), "the job must be killed mid-run"
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert len(ids) == n and len(set(ids)) == n and set(ids) == {f"r{i}" for i in range(n)}
+    assert f"scored {n - done_before * 100:,} this run" in resumed.stderr
+
+
+def test_report_markdown_and_html(tmp_path, mixed_inputs, tiny_model_dir, capsys) -> None:
+    out = tmp_path / "s.parquet"
+    score_archive(mixed_inputs, out, model_dir=str(tiny_model_dir), progress=False)
+    assert main(["report", str(out), "--top", "3"]) == 0
+    md = capsys.readouterr().out
+    assert "| rows | 14 |" in md and "## fraud_score histogram" in md and "invalid JSON" in md
+    html_path = tmp_path / "r.html"
+    assert main(["report", str(out), "--format", "html", "-o", str(html_path)]) == 0
+    assert html_path.read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def test_score_command_summary_and_errors(tmp_path, tiny_model_dir, capsys) -> None:
+    src = write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": SCAM}, {"id": "2", "text": BENIGN}])
+    code = main(["score", str(src), "-o", str(tmp_path / "a.jsonl.out.jsonl"), "--model-dir", str(tiny_model_dir), "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and "2 rows →" in err and "errors 0" in err
+    assert main(["score", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.parquet"), "-q"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_folders_and_globs_of_media(tmp_path, tiny_model_dir) -> None:
+    out = tmp_path / "media.jsonl"
+    score_archive([str(MEDIA), str(MEDIA / "*.mp4")], out, model_dir=str(tiny_model_dir), progress=False)
+    rows = read_rows(out)
+    images = [r for r in rows if r["kind"] == "image"]
+    videos = [r for r in rows if r["kind"] == "video"]
+    assert len(images) == 11 and len(videos) == 8 and all(r["error"] is None for r in rows)
+    assert {r["id"] for r in images} >= {"poster.png", "qr.png"}
+
+
+@pytest.mark.ray
+def test_ray_local_mode_writes_the_same_rows_as_the_local_engine(tmp_path, mixed_inputs, tiny_model_dir) -> None:
+    pytest.importorskip("ray", reason="the distributed extra is not installed")
+    inputs = mixed_inputs[:3] + [str(MEDIA / "poster.png")]
+    local, distributed = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    score_archive(inputs, local, chunk_size=3, model_dir=str(tiny_model_dir), progress=False)
+    summary = score_archive(inputs, distributed, engine="ray", chunk_size=3, model_dir=str(tiny_model_dir), progress=False)
+    assert summary.scored_this_run == 14
+    assert read_rows(distributed) == read_rows(local)
