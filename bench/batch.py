@@ -21,30 +21,16 @@ import time
 from pathlib import Path
 
 import psutil
+from common import batched_throughput, messages
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def generate(path: Path, lines: int) -> None:
-    from fanzha.datasets.corpus import load_corpus
-
-    pool = [r["text"] for r in load_corpus(splits=["test"])]
+    pool = messages(1000)
     with open(path, "w", encoding="utf-8") as f:
         for i in range(lines):
             f.write(json.dumps({"id": f"m{i}", "text": pool[i % len(pool)], "account_id": f"u{i % 5000}"}, ensure_ascii=False) + "\n")
-
-
-def bare_throughput(path: Path, threads: int, limit: int = 6400) -> float:
-    from fanzha.models import Detector
-
-    with open(path, encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for _, line in zip(range(limit), f, strict=False)]
-    detector = Detector.load(threads=threads)
-    detector.classify_texts(texts[:64])
-    t0 = time.perf_counter()
-    for i in range(0, len(texts), 64):
-        detector.classify_texts(texts[i:i + 64])
-    return len(texts) / (time.perf_counter() - t0)
 
 
 def tree_rss_mb(proc: psutil.Process) -> float:
@@ -86,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fanzha-batch-") as tmp:
         src = Path(tmp) / "archive.jsonl"
         generate(src, args.lines)
-        bare = bare_throughput(src, args.threads)
+        bare = batched_throughput(messages(6400), args.threads, 64)
         runs = [run_score(src, Path(tmp) / "out.parquet", args.threads, "local")]
         if args.ray:
             runs.append(run_score(src, Path(tmp) / "out_ray.parquet", args.threads, "ray"))

@@ -30,26 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from common import batched_throughput, messages
+
 REPO = Path(__file__).resolve().parents[1]
 FRAME = REPO / "tests" / "fixtures" / "media" / "frame_720p.png"
-
-
-def messages(n: int) -> list[str]:
-    from fanzha.datasets.corpus import load_corpus
-
-    pool = [r["text"] for r in load_corpus(splits=["test"])]
-    return (pool * (n // len(pool) + 1))[:n]
-
-
-def in_process_throughput(texts: list[str], threads: int) -> float:
-    from fanzha.models import Detector
-
-    detector = Detector.load(threads=threads)
-    detector.classify_texts(texts[:32])
-    t0 = time.perf_counter()
-    for i in range(0, len(texts), 32):
-        detector.classify_texts(texts[i:i + 32])
-    return len(texts) / (time.perf_counter() - t0)
 
 
 class Client:
@@ -152,7 +136,7 @@ def main() -> None:
 
     texts = messages(max(args.requests, 640))
     # the same total compute as the server: workers × threads onnxruntime threads
-    inproc = in_process_throughput(texts[:640], args.workers * args.threads)
+    inproc = batched_throughput(texts[:640], args.workers * args.threads, 32)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -134,22 +134,26 @@ def plan(inputs: list[str], chunk_size: int) -> list[Chunk]:
     return chunks
 
 
-def _line_chunks(path: str, chunk_size: int) -> list[tuple[int, int, int]]:
-    """(byte offset, first line number, lines) for every `chunk_size` lines: one buffered pass, no parsing."""
-    chunks, offset, start, first, count, line_no = [], 0, 0, 1, 0, 0
-    with open(path, "rb") as f:
-        for line in f:
-            line_no += 1
-            if count == 0:
-                start, first = offset, line_no
-            offset += len(line)
-            count += 1
-            if count == chunk_size:
-                chunks.append((start, first, count))
-                count = 0
+def _chunk_offsets(records, offset: int, chunk_size: int) -> list[tuple[int, int, int]]:
+    """(byte offset, number of the first record, records) for every `chunk_size` raw records."""
+    chunks, start, first, count = [], offset, 1, 0
+    for n, record in enumerate(records, 1):
+        if count == 0:
+            start, first = offset, n
+        offset += len(record)
+        count += 1
+        if count == chunk_size:
+            chunks.append((start, first, count))
+            count = 0
     if count:
         chunks.append((start, first, count))
     return chunks
+
+
+def _line_chunks(path: str, chunk_size: int) -> list[tuple[int, int, int]]:
+    """JSONL chunks from one buffered pass over the lines, no parsing."""
+    with open(path, "rb") as f:
+        return _chunk_offsets(f, 0, chunk_size)
 
 
 def _csv_records(f) -> Iterator[bytes]:
@@ -173,19 +177,7 @@ def _csv_chunks(path: str, chunk_size: int) -> tuple[tuple[str, ...], list[tuple
         except StopIteration:
             return (), []
         header = tuple(next(csv.reader([raw_header.decode("utf-8-sig")])))
-        chunks, offset, start, first, count, n = [], len(raw_header), 0, 1, 0, 0
-        for record in records:
-            n += 1
-            if count == 0:
-                start, first = offset, n
-            offset += len(record)
-            count += 1
-            if count == chunk_size:
-                chunks.append((start, first, count))
-                count = 0
-        if count:
-            chunks.append((start, first, count))
-    return header, chunks
+        return header, _chunk_offsets(records, len(raw_header), chunk_size)
 
 
 # -- reading ------------------------------------------------------------------------------------------------
