@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint corpus-check base train export evaluate card bench bench-media bench-serve bento media-fixtures model clean
+.PHONY: run test lint corpus-check base train export evaluate card bench bench-media bench-serve bench-accounts bento media-fixtures model clean
 
 export BENTOML_DO_NOT_TRACK ?= true
 
@@ -60,6 +60,10 @@ bench: $(VENV)/.dev
 bench-media: $(VENV)/.dev
 	$(PY) bench/ocr.py --memory 1000 --json reports/bench_ocr.json
 	$(PY) bench/video.py --json reports/bench_video.json
+
+## bench-accounts: risk-state ingest (items/s), alert latency, 8 writers × 10,000 reports with a restart (SQLite)
+bench-accounts: $(VENV)/.dev
+	$(PY) bench/accounts.py --json reports/bench_accounts.json
 
 ## bench-serve: the real service under 1/8/32 clients, images, and a 10,000-request memory soak (loopback)
 bench-serve: $(VENV)/.dev

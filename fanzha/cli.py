@@ -4,6 +4,7 @@
     fanzha classify --input in.jsonl --output out.jsonl        # {"id", "text"} per line → one result per line
     fanzha scan poster.png chat.jpg clip.mp4 --draw flagged/   # images and videos → one JSON line per file
     fanzha import-model                                        # the committed model → BentoML model store
+    fanzha export-feedback -o feedback.jsonl                   # resolved fraud reports → labelled training examples
     fanzha score posts.jsonl shots/ -o verdicts.parquet        # archives, resumable; --engine ray for Ray Data
     fanzha report verdicts.parquet --format html -o report.html
 
@@ -198,6 +199,39 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_feedback(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from fanzha.serving.database import Database, DatabaseError, database_url
+    from fanzha.serving.reports import ReportStore, write_feedback
+
+    url = sa.make_url(database_url(args.database_url))
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+        print(f"fanzha export-feedback: no database at {url.database} (set --database-url or FANZHA_DATABASE_URL)", file=sys.stderr)
+        return 2
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since).timestamp()
+        except ValueError:
+            print(f"fanzha export-feedback: --since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}", file=sys.stderr)
+            return 2
+    try:
+        store = ReportStore(Database(args.database_url))
+    except DatabaseError as e:
+        print(f"fanzha export-feedback: {e}", file=sys.stderr)
+        return 2
+    records, stats = store.feedback_records(since=since)
+    store.close()
+    write_feedback(records, args.output)
+    print(f"{len(records):,} examples → {args.output}: {stats.get('confirmed', 0):,} confirmed (fraud), "
+          f"{stats.get('rejected', 0):,} rejected (hard negatives); left out: {stats.get('conflicting', 0):,} with conflicting "
+          f"decisions, {stats.get('repeats', 0):,} repeats, {stats.get('no_text', 0):,} images without text", file=sys.stderr)
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from fanzha.models import ModelError
     from fanzha.serving.archive import ArchiveError, Columns, score_archive
@@ -206,7 +240,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     try:
         summary = score_archive(args.inputs, args.output, engine=args.engine, chunk_size=args.chunk_size, columns=columns,
                                 model_dir=args.model_dir, threads=args.threads, overwrite=args.overwrite,
-                                progress=not args.quiet, ray_address=args.ray_address, actors=args.actors)
+                                progress=not args.quiet, ray_address=args.ray_address, actors=args.actors, track=args.track)
     except (ArchiveError, ModelError) as e:
         print(f"fanzha score: {e}", file=sys.stderr)
         return 2
@@ -217,7 +251,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     rate = f", {s['records_per_s']:,.1f} records/s" if s["records_per_s"] else ""
     print(f"{s['rows']:,} rows → {args.output}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s["decisions"].items()))
           + f", errors {s['errors']:,}; labels: " + (", ".join(f"{k} {v:,}" for k, v in sorted(s["labels"].items())) or "none")
-          + f"; scored {s['scored_this_run']:,} this run in {s['seconds']:.1f} s{rate}", file=sys.stderr)
+          + f"; scored {s['scored_this_run']:,} this run in {s['seconds']:.1f} s{rate}"
+          + (f"; {s['alerts']:,} early-warning alerts raised" if args.track else ""), file=sys.stderr)
     return 1 if s["errors"] == s["rows"] and s["rows"] else 0
 
 
@@ -279,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     scp.add_argument("--image-column", default="image", help="column with image paths (relative to the table file)")
     scp.add_argument("--video-column", default="video", help="column with video paths (relative to the table file)")
     scp.add_argument("--overwrite", action="store_true", help="replace a finished output, or drop an unfinished job with other options")
+    scp.add_argument("--track", action="store_true",
+                     help="update account/group risk state and raise alerts (FANZHA_DATABASE_URL), as the service does")
     scp.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: local mode)")
     scp.add_argument("--actors", type=int, default=None, help="Ray scoring actors (default: cores - 1, at least 1)")
     _common_options(scp)
@@ -293,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--model-dir", default=None, help="model directory (default: the committed model)")
     im.add_argument("--force", action="store_true", help="replace the stored copy of the same version")
     im.set_defaults(func=cmd_import_model)
+    fb = sub.add_parser("export-feedback", help="resolved fraud reports → labelled examples in the corpus format (for training --feedback)",
+                        description="Confirmed text/image reports become fraud examples (the moderator's labels, else the verdict's), "
+                                    "rejected ones benign hard negatives; split `train`, provenance user_report:<id>. Retrain with "
+                                    "`python -m fanzha.training.train … --feedback FILE`.")
+    fb.add_argument("--output", "-o", required=True, help="JSONL file to write ('-' = stdout)")
+    fb.add_argument("--database-url", default=None, help="the service's database (default: FANZHA_DATABASE_URL, else the default SQLite file)")
+    fb.add_argument("--since", default=None, help="only reports resolved since this date (ISO 8601, local time)")
+    fb.set_defaults(func=cmd_export_feedback)
     return parser
 
 

@@ -394,10 +394,11 @@ class Summary:
     labels: Counter = field(default_factory=Counter)
     scored_this_run: int = 0
     seconds: float = 0.0
+    alerts: int = 0  # early-warning alerts raised by this run (with track)
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "errors": self.errors, "decisions": dict(self.decisions), "labels": dict(self.labels),
-                "scored_this_run": self.scored_this_run, "seconds": round(self.seconds, 2),
+                "scored_this_run": self.scored_this_run, "seconds": round(self.seconds, 2), "alerts": self.alerts,
                 "records_per_s": round(self.scored_this_run / self.seconds, 1) if self.seconds else None}
 
 
@@ -435,23 +436,37 @@ def iter_output(output: Path, columns: list[str] | None = None, batch_size: int 
         yield batch
 
 
-def run_local(detector, chunks: list[Chunk], parts_dir: Path, fmt: str, columns: Columns, progress=None) -> int:
-    """Score the pending chunks in this process; returns the records scored."""
-    scored = 0
+def process_chunk(detector, chunk: Chunk, columns: Columns, parts_dir: Path, fmt: str, tracker=None) -> tuple[int, int]:
+    """Read, score, (track,) write one chunk: what both engines do per chunk. Returns (records, alerts)."""
+    rows = score_records(detector, read_chunk(chunk, columns))
+    alerts = 0
+    if tracker is not None:
+        # before the part is written: a crash in between re-ingests this chunk on resume (at least once)
+        alerts = len(tracker.ingest_verdicts(_jsonl_row(row) for row in rows))
+    write_part(rows, parts_dir, chunk, fmt)
+    return len(rows), alerts
+
+
+def run_local(detector, chunks: list[Chunk], parts_dir: Path, fmt: str, columns: Columns, progress=None,
+              tracker=None) -> tuple[int, int]:
+    """Score the pending chunks in this process; returns (records scored, alerts raised)."""
+    scored = alerts = 0
     for chunk in chunks:
-        rows = score_records(detector, read_chunk(chunk, columns))
-        write_part(rows, parts_dir, chunk, fmt)
-        scored += len(rows)
+        n, raised = process_chunk(detector, chunk, columns, parts_dir, fmt, tracker)
+        scored, alerts = scored + n, alerts + raised
         if progress is not None:
-            progress.update(len(rows))
-    return scored
+            progress.update(n)
+    return scored, alerts
 
 
 def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local", chunk_size: int = 2000,
                   columns: Columns = Columns(), model_dir: str | None = None, threads: int | None = None,
                   overwrite: bool = False, progress: bool = True, ray_address: str | None = None,
-                  actors: int | None = None) -> Summary:
-    """Plan, resume, score, merge, summarise: the whole `fanzha score` job."""
+                  actors: int | None = None, track: bool = False) -> Summary:
+    """Plan, resume, score, merge, summarise: the whole `fanzha score` job.
+
+    `track` also feeds every scored record that names an account or group to the risk store
+    (FANZHA_DATABASE_URL), as the service does, so archives raise early-warning alerts too."""
     from tqdm.auto import tqdm
 
     from fanzha.models import Detector
@@ -469,16 +484,21 @@ def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local
     started = time.perf_counter()
     with tqdm(total=total, initial=done, desc="score", unit=" records", disable=not progress, smoothing=0.05) as bar:
         if engine == "local":
-            scored = run_local(detector, todo, parts_dir, fmt, columns, bar)
+            tracker = None
+            if track:
+                from .risk import RiskStore
+
+                tracker = RiskStore.from_env()
+            scored, alerts = run_local(detector, todo, parts_dir, fmt, columns, bar, tracker)
         elif engine == "ray":
             from .ray_engine import run_ray
 
-            scored = run_ray(todo, parts_dir, fmt, columns, model_dir, address=ray_address, actors=actors,
-                             threads=threads or 1, progress=bar)
+            scored, alerts = run_ray(todo, parts_dir, fmt, columns, model_dir, address=ray_address, actors=actors,
+                                     threads=threads or 1, progress=bar, track=track)
         else:
             raise ArchiveError(f"unknown engine {engine!r}: local or ray")
     seconds = time.perf_counter() - started
     merge_parts(parts_dir, chunks, output, fmt)
     summary = summarize(output)
-    summary.scored_this_run, summary.seconds = scored, seconds
+    summary.scored_this_run, summary.seconds, summary.alerts = scored, seconds, alerts
     return summary

@@ -64,7 +64,7 @@ def database_url(url: str | None = None) -> str:
 def _sqlite_engine(url: sa.URL) -> Engine:
     memory = url.database in (None, "", ":memory:")
     if not memory:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
                               **({"poolclass": StaticPool} if memory else {}))
 

@@ -57,7 +57,7 @@ def _as_http_errors() -> Iterator[None]:
     try:
         yield
     except (UnknownEntity, UnknownReport) as e:
-        raise NotFound(str(e).strip("'\"")) from None
+        raise NotFound(str(e)) from None
     except InvalidTransition as e:
         raise Conflict(str(e)) from None
     except InputError as e:
@@ -69,8 +69,8 @@ class PlatformDuties:
 
     def _open_platform_stores(self) -> None:
         self.database = Database()  # FANZHA_DATABASE_URL, else the default SQLite file; migrates on open
-        self.risk = RiskStore.from_env(self.database)
-        self.reports = ReportStore(self.database)
+        self.risk_store = RiskStore.from_env(self.database)
+        self.report_store = ReportStore(self.database)
         logger.info("risk state and reports in %s (schema version %d)", self.database.safe_url, self.database.version)
 
     def _track(self, verdicts: list[Verdict]) -> list[Verdict]:
@@ -84,7 +84,7 @@ class PlatformDuties:
         items = [ScoredItem.from_verdict(v.model_dump(include={"id", "account_id", "group_id", "source", "fraud_score",
                                                                 "decision", "labels", "evidence"})) for _, v in named]
         try:
-            alerts = self.risk.ingest_many(items)
+            alerts = self.risk_store.ingest_many(items)
         except Exception:
             logger.exception("risk state not updated for %d verdicts", len(items))
             return verdicts
@@ -98,19 +98,19 @@ class PlatformDuties:
     def account_risk(self, account_id: Id) -> EntityRisk:
         """An account's risk now, why (flagged items, labels, handles pushed, cluster, reports), and its alerts."""
         with _as_http_errors():
-            return EntityRisk(**self.risk.entity("account", account_id))
+            return EntityRisk(**self.risk_store.entity("account", account_id))
 
     @bentoml.api
     def group_risk(self, group_id: Id) -> EntityRisk:
         """A group chat's risk now, and why."""
         with _as_http_errors():
-            return EntityRisk(**self.risk.entity("group", group_id))
+            return EntityRisk(**self.risk_store.entity("group", group_id))
 
     @bentoml.api
     def clusters(self, min_accounts: Annotated[int, Field(ge=2, le=100_000)] = 2,
                  limit: Annotated[int, Field(ge=1, le=500)] = 50) -> list[Cluster]:
         """Campaign clusters: accounts linked by handles they pushed in flagged items, largest first."""
-        return [Cluster(**c) for c in self.risk.clusters(min_accounts=min_accounts, limit=limit)]
+        return [Cluster(**c) for c in self.risk_store.clusters(min_accounts=min_accounts, limit=limit)]
 
     @bentoml.api
     def alerts(self, after_id: Annotated[int, Field(ge=0)] = 0, limit: Annotated[int, Field(ge=1, le=1000)] = 100,
@@ -120,7 +120,7 @@ class PlatformDuties:
         if account_id and group_id:
             raise InvalidArgument("filter by account_id or by group_id, not both")
         kind, entity = ("account", account_id) if account_id else ("group", group_id) if group_id else (None, None)
-        return [Alert(**a) for a in self.risk.alerts(after_id=after_id, limit=limit, rule=rule, entity_kind=kind, entity_id=entity)]
+        return [Alert(**a) for a in self.risk_store.alerts(after_id=after_id, limit=limit, rule=rule, entity_kind=kind, entity_id=entity)]
 
     # -- fraud reports --------------------------------------------------------------------------------------------
     @bentoml.api
@@ -132,7 +132,7 @@ class PlatformDuties:
         with _as_http_errors():
             if not reason.strip():
                 raise InputError("reason is empty or whitespace only")
-            if idempotency_key and (stored := self.reports.find(reporter_id, idempotency_key)):
+            if idempotency_key and (stored := self.report_store.find(reporter_id, idempotency_key)):
                 return self._receipt(stored, duplicate=True)
             verdict, sha256 = self._score_target(target)
             new = NewReport(reporter_id=reporter_id, target_type=target.type, reason=reason, idempotency_key=idempotency_key,
@@ -140,14 +140,14 @@ class PlatformDuties:
                             target_media_sha256=sha256, target_account_id=target.account_id, target_group_id=target.group_id,
                             target_source=target.source,
                             verdict=verdict.model_dump(exclude_none=True, exclude={"timings", "alerts"}) if verdict else None)
-            stored, created = self.reports.create(new)
+            stored, created = self.report_store.create(new)
             return self._receipt(stored, duplicate=not created, verdict=verdict)
 
     @bentoml.api
     def report_status(self, report_id: Annotated[str, Field(min_length=1, max_length=64)], reporter_id: Id) -> ReportStatus:
         """The reporter's view: received → in_review → confirmed / rejected, with the moderator's reason."""
         with _as_http_errors():
-            return ReportStatus(**self.reports.status(report_id, reporter_id))
+            return ReportStatus(**self.report_store.status(report_id, reporter_id))
 
     @bentoml.api
     def reports(self, status: Literal["received", "in_review", "confirmed", "rejected"] | None = None,
@@ -157,7 +157,7 @@ class PlatformDuties:
         """Moderators: reports oldest first, filtered by status, reporter or reported account/group.
         Page with `after` = the last report id of the previous page."""
         with _as_http_errors():
-            return [Report(**r) for r in self.reports.list_reports(status=status, limit=limit, after=after, reporter_id=reporter_id,
+            return [Report(**r) for r in self.report_store.list_reports(status=status, limit=limit, after=after, reporter_id=reporter_id,
                                                                    account_id=account_id, group_id=group_id)]
 
     @bentoml.api
@@ -169,7 +169,7 @@ class PlatformDuties:
         (and, to confirm content the model found no label in, the kind of fraud). 409 when the report cannot
         move that way: confirmed and rejected are final."""
         with _as_http_errors():
-            resolved = self.reports.resolve(report_id, status, moderator_id=moderator_id, reason=reason, labels=labels)
+            resolved = self.report_store.resolve(report_id, status, moderator_id=moderator_id, reason=reason, labels=labels)
         if status == "confirmed":
             self._confirmed_alerts(resolved)
         return Report(**resolved)
@@ -191,7 +191,7 @@ class PlatformDuties:
         kind = {"account": "account", "group": "group"}.get(stored["target_type"])
         if kind:
             try:
-                risk = EntityRisk(**self.risk.entity(kind, stored[f"target_{kind}_id"]))
+                risk = EntityRisk(**self.risk_store.entity(kind, stored[f"target_{kind}_id"]))
             except UnknownEntity:
                 risk = None  # reported before fanzha scored anything from it: the report is still stored
         return ReportReceipt(report_id=stored["report_id"], status=stored["status"], created_at=stored["created_at"],
@@ -201,7 +201,7 @@ class PlatformDuties:
         for kind in ("account", "group"):
             entity = report[f"target_{kind}_id"]
             if entity:
-                self.risk.record_alert(RiskAlert(
+                self.risk_store.record_alert(RiskAlert(
                     rule="report_confirmed", ts=report["updated_at"], value=1, threshold=1, entity_kind=kind, entity_id=entity,
                     item_id=(report["verdict"] or {}).get("id"),
                     message=f"{kind} {entity}: report {report['report_id']} confirmed by a moderator ({report['status_reason']})",

@@ -15,40 +15,46 @@ import logging
 import os
 from dataclasses import asdict
 
-from .archive import Chunk, Columns, read_chunk, score_records, write_part
+from .archive import Chunk, Columns, process_chunk
 
 
 class ChunkScorer:
     """A Ray actor: one Detector, many chunks."""
 
-    def __init__(self, model_dir: str | None, parts_dir: str, fmt: str, columns: dict, threads: int) -> None:
+    def __init__(self, model_dir: str | None, parts_dir: str, fmt: str, columns: dict, threads: int, track: bool) -> None:
         from pathlib import Path
 
         from fanzha.models import Detector
 
         self.detector = Detector.load(model_dir, threads=threads)
         self.parts_dir, self.fmt, self.columns = Path(parts_dir), fmt, Columns(**columns)
+        self.tracker = None
+        if track:  # every actor writes to the shared risk database (PostgreSQL on a cluster)
+            from .risk import RiskStore
+
+            self.tracker = RiskStore.from_env()
 
     def __call__(self, batch: dict) -> dict:
-        done = []
+        records, alerts = [], []
         for spec in batch["chunk"]:
             chunk = Chunk(**{**spec, "files": tuple(spec["files"]), "header": tuple(spec["header"])})
-            rows = score_records(self.detector, read_chunk(chunk, self.columns))
-            write_part(rows, self.parts_dir, chunk, self.fmt)
-            done.append(len(rows))
-        return {"records": done}
+            n, raised = process_chunk(self.detector, chunk, self.columns, self.parts_dir, self.fmt, self.tracker)
+            records.append(n)
+            alerts.append(raised)
+        return {"records": records, "alerts": alerts}
 
 
 def run_ray(chunks: list[Chunk], parts_dir, fmt: str, columns: Columns, model_dir: str | None, *,
-            address: str | None = None, actors: int | None = None, threads: int = 1, progress=None) -> int:
-    """Score `chunks` on a Ray actor pool; returns the records scored."""
+            address: str | None = None, actors: int | None = None, threads: int = 1, progress=None,
+            track: bool = False) -> tuple[int, int]:
+    """Score `chunks` on a Ray actor pool; returns (records scored, alerts raised)."""
     try:
         import ray
         from ray.data import ActorPoolStrategy
     except ImportError as e:
         raise RuntimeError('--engine ray needs the distributed extra: pip install -e ".[distributed]"') from e
     if not chunks:
-        return 0
+        return 0, 0
     started_here = not ray.is_initialized()
     if started_here:
         # local mode unless told otherwise; no dashboard, worker logs stay out of the progress bar
@@ -69,14 +75,15 @@ def run_ray(chunks: list[Chunk], parts_dir, fmt: str, columns: Columns, model_di
         scored = dataset.map_batches(
             ChunkScorer, batch_size=1, num_cpus=threads, compute=ActorPoolStrategy(size=size),
             fn_constructor_kwargs={"model_dir": model_dir, "parts_dir": str(parts_dir), "fmt": fmt,
-                                   "columns": asdict(columns), "threads": threads},
+                                   "columns": asdict(columns), "threads": threads, "track": track},
         )
-        total = 0
+        total = alerts = 0
         for row in scored.iter_rows():
             total += row["records"]
+            alerts += row["alerts"]
             if progress is not None:
                 progress.update(row["records"])
-        return total
+        return total, alerts
     finally:
         if started_here:
             ray.shutdown()

@@ -88,15 +88,16 @@ class ReportStore:
         self.db = db if isinstance(db, Database) else Database(db)
         self.reports, self.events = self.db.tables["reports"], self.db.tables["report_events"]
         self.clock = clock
+        r = self.reports  # built once: intake is the hot path
+        self._by_key = sa.select(r).where(r.c.reporter_id == sa.bindparam("reporter"), r.c.idempotency_key == sa.bindparam("key"))
 
     def close(self) -> None:
         self.db.close()
 
     # -- intake -------------------------------------------------------------------------------------------------
     def find(self, reporter_id: str, idempotency_key: str) -> dict | None:
-        r = self.reports
         with self.db.read() as conn:
-            row = conn.execute(sa.select(r).where(r.c.reporter_id == reporter_id, r.c.idempotency_key == idempotency_key)).first()
+            row = conn.execute(self._by_key, {"reporter": reporter_id, "key": idempotency_key}).first()
             return self._view(conn, row) if row else None
 
     def create(self, report: NewReport) -> tuple[dict, bool]:
@@ -104,18 +105,18 @@ class ReportStore:
         report.check()
         r, now = self.reports, self.clock()
         row = {k: v for k, v in asdict(report).items() if k != "verdict"}
-        row.update(id=_new_id(), status="received", created_at=now, updated_at=now,
+        row.update(id=_new_id(), status="received", status_reason=None, labels=None, moderator_id=None, created_at=now, updated_at=now,
                    verdict=json.dumps(report.verdict, ensure_ascii=False) if report.verdict is not None else None)
         try:
             with self.db.write() as conn:
                 if report.idempotency_key:
-                    existing = conn.execute(sa.select(r).where(r.c.reporter_id == report.reporter_id,
-                                                               r.c.idempotency_key == report.idempotency_key)).first()
+                    existing = conn.execute(self._by_key, {"reporter": report.reporter_id, "key": report.idempotency_key}).first()
                     if existing:
                         return self._view(conn, existing), False
-                conn.execute(r.insert().values(**row))
-                conn.execute(self.events.insert().values(report_id=row["id"], ts=now, status="received", actor=report.reporter_id))
-                return self._view(conn, conn.execute(sa.select(r).where(r.c.id == row["id"])).one()), True
+                conn.execute(r.insert(), row)  # parameters apart from the statement: compiled once, cached
+                event = {"status": "received", "ts": now, "actor": report.reporter_id, "note": None}
+                conn.execute(self.events.insert(), {"report_id": row["id"], **event})
+            return self._as_view(row, [event]), True
         except sa.exc.IntegrityError:  # PostgreSQL: the same key raced in from another connection
             existing = self.find(report.reporter_id, report.idempotency_key or "")
             if existing is None:
@@ -195,21 +196,32 @@ class ReportStore:
                     raise UnknownReport(f"unknown report {after!r} (the `after` cursor)")
                 query = query.where(sa.tuple_(r.c.created_at, r.c.id) > sa.tuple_(sa.literal(cursor), sa.literal(after)))
             rows = conn.execute(query.order_by(r.c.created_at, r.c.id).limit(limit)).all()
-            return [self._view(conn, row) for row in rows]
+            histories = self._histories(conn, [row.id for row in rows])
+            return [self._as_view(dict(row._mapping), histories.get(row.id, [])) for row in rows]
 
     def count(self) -> int:
         with self.db.read() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(self.reports)).scalar_one()
 
     def _history(self, conn, report_id: str) -> list[dict]:
-        e = self.events
-        return [dict(x._mapping) for x in conn.execute(sa.select(e.c.status, e.c.ts, e.c.actor, e.c.note)
-                                                        .where(e.c.report_id == report_id).order_by(e.c.id))]
+        return self._histories(conn, [report_id]).get(report_id, [])
+
+    def _histories(self, conn, report_ids: list[str]) -> dict[str, list[dict]]:
+        e, out = self.events, {}
+        for i in range(0, len(report_ids), 500):
+            for x in conn.execute(sa.select(e.c.report_id, e.c.status, e.c.ts, e.c.actor, e.c.note)
+                                  .where(e.c.report_id.in_(report_ids[i : i + 500])).order_by(e.c.id)):
+                out.setdefault(x.report_id, []).append({"status": x.status, "ts": x.ts, "actor": x.actor, "note": x.note})
+        return out
 
     def _view(self, conn, row) -> dict:
-        d = dict(row._mapping)
+        return self._as_view(dict(row._mapping), self._history(conn, row.id))
+
+    @staticmethod
+    def _as_view(d: dict, history: list[dict]) -> dict:
+        d = dict(d)
         return {"report_id": d.pop("id"), **d, "labels": json.loads(d["labels"]) if d["labels"] else None,
-                "verdict": json.loads(d["verdict"]) if d["verdict"] else None, "history": self._history(conn, row.id)}
+                "verdict": json.loads(d["verdict"]) if d["verdict"] else None, "history": history}
 
     # -- the loop back to training ------------------------------------------------------------------------------
     def feedback_records(self, since: float | None = None) -> tuple[list[dict], dict[str, int]]:

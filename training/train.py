@@ -25,6 +25,7 @@ from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
 from fanzha.datasets.augment import augment
 from fanzha.datasets.corpus import load_corpus
+from fanzha.datasets.feedback import join_feedback, load_feedback
 from fanzha.models.labels import LABELS, OUTPUTS
 from fanzha.models.normalize import normalize
 
@@ -52,6 +53,8 @@ class TrainArguments:
     seed: int = field(default=13, metadata={"help": "random seed (data order, augmentation, init)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the train split (quick runs, tests)"})
+    feedback: list[str] | None = field(default=None, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated user reports): "
+                                                                      "added to the train split only, never to dev/test"})
 
 
 def targets(records: list[dict]) -> np.ndarray:
@@ -115,6 +118,10 @@ def main(argv: list[str] | None = None) -> Path:
     dev = load_corpus(args.corpus, splits=["dev"])
     if args.max_train_samples:
         train = random.Random(args.seed).sample(train, min(args.max_train_samples, len(train)))
+    feedback_stats = None
+    if args.feedback:  # after truncation: a quick run still learns from every moderated report
+        train, feedback_stats = join_feedback(train, load_corpus(args.corpus, splits=["dev", "test"]), load_feedback(args.feedback))
+        log.info("feedback from %s: %s", ", ".join(args.feedback), feedback_stats)
     if not train or not dev:
         raise SystemExit(f"need train and dev records, got {len(train)} train / {len(dev)} dev")
     y_train, y_dev = targets(train), targets(dev)
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> Path:
     summary = {"args": asdict(args), "best_epoch": best_epoch, "best_dev_score": best_score, "history": history,
                "wall_time_s": round(wall, 1), "train_size": len(train),
                "num_layers": getattr(model.encoder.config, "num_hidden_layers", None), "dev_size": len(dev), "pos_weight": pos_weight.tolist()}
+    summary["feedback"] = feedback_stats
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     log.info("best epoch %d (dev score %.4f); wall time %.1f min; saved to %s", best_epoch, best_score, wall / 60, out)
     return out

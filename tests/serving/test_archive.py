@@ -165,3 +165,19 @@ def test_ray_local_mode_writes_the_same_rows_as_the_local_engine(tmp_path, mixed
     summary = score_archive(inputs, distributed, engine="ray", chunk_size=3, model_dir=str(tiny_model_dir), progress=False)
     assert summary.scored_this_run == 14
     assert read_rows(distributed) == read_rows(local)
+
+
+def test_track_feeds_the_risk_store_like_the_service(tmp_path, monkeypatch) -> None:
+    from fanzha.serving.risk import RiskStore
+
+    monkeypatch.setenv("FANZHA_DATABASE_URL", f"sqlite:///{tmp_path / 'risk.db'}")
+    monkeypatch.setenv("FANZHA_ALERT_FLAGGED", "3")
+    # 4 lures from one account pushing one QQ group, one benign message from another
+    rows = [{"id": f"s{i}", "text": SCAM, "account_id": "scammer", "group_id": "g1"} for i in range(4)]
+    src = write_jsonl(tmp_path / "a.jsonl", [*rows, {"id": "b", "text": BENIGN, "account_id": "kid"}])
+    summary = score_archive([str(src)], tmp_path / "o.parquet", progress=False, track=True)  # the committed model
+    store = RiskStore.from_env()
+    scammer, kid = store.entity("account", "scammer"), store.entity("account", "kid")
+    assert (scammer["items"], scammer["flagged"], kid["items"], kid["flagged"]) == (4, 4, 1, 0)
+    alerts = store.alerts()
+    assert summary.alerts == len(alerts) >= 1 and alerts[0]["item_id"] == "s2"  # the third flagged item crosses 3
