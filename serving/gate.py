@@ -94,8 +94,8 @@ class Gate:
                 metrics().latency.labels(endpoint).observe(elapsed)
                 if status["code"] >= 400:
                     metrics().errors.labels(endpoint, str(status["code"])).inc()
-            logger.info(json.dumps({"request_id": request_id, "method": scope.get("method"), "path": path,
-                                    "status": status["code"], "ms": round(elapsed * 1000, 2)}))
+            logger.info("request", extra={"fields": {"request_id": request_id, "method": scope.get("method"), "path": path,
+                                                     "status": status["code"], "ms": round(elapsed * 1000, 2)}})
 
     @staticmethod
     def _offered(headers: dict[str, str]) -> str:
@@ -111,6 +111,28 @@ class Gate:
         await send({"type": "http.response.start", "status": code,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's `fields` (request logs)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
+                 **getattr(record, "fields", {})}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str | None = None) -> None:
+    """fanzha's own loggers write JSON lines to stderr (BentoML keeps its own access log)."""
+    root = logging.getLogger("fanzha")
+    if not any(isinstance(h.formatter, JsonLogFormatter) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        root.addHandler(handler)
+    root.setLevel(level or os.environ.get("FANZHA_LOG_LEVEL", "INFO"))
+    root.propagate = False
 
 
 class BodyTooLarge(Exception):

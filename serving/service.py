@@ -23,7 +23,7 @@ from fanzha.models import Detector, InputError, LimitExceeded, UnsupportedMedia
 from fanzha.models.media import sniff
 
 from .duties import DUTY_BODY_LIMITS, MODERATOR_PATHS, PlatformDuties
-from .gate import MB, Gate
+from .gate import MB, Gate, configure_logging
 from .metrics import count_verdict
 from .schemas import (
     MAX_ARCHIVE_ITEMS,
@@ -38,6 +38,7 @@ from .schemas import (
 from .store import MODEL_NAME
 
 logger = logging.getLogger("fanzha.serving")
+configure_logging()
 
 # two workers with one onnxruntime thread each beat one with two on 2 cores (bench/serve_load.py): the
 # Python side of a request (HTTP, validation, JSON) runs in parallel too

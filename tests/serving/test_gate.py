@@ -60,3 +60,24 @@ def test_body_limits_by_content_length_and_while_streaming(gate) -> None:
 def test_error_bodies_are_one_object_with_the_request_id(gate) -> None:
     r = gate().post("/fail", headers={"X-Request-ID": "abc"})
     assert r.status_code == 400 and r.json() == {"error": "bad thing", "request_id": "abc"} and r.headers["x-request-id"] == "abc"
+
+
+def test_one_structured_log_line_per_request(gate) -> None:
+    import logging
+
+    from fanzha.serving.gate import JsonLogFormatter
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("fanzha.serving")
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        gate().post("/classify_text", content=b"{}", headers={"X-Request-ID": "req-9"})
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    line = json.loads(JsonLogFormatter().format(records[-1]))
+    assert (line["request_id"], line["path"], line["status"], line["level"]) == ("req-9", "/classify_text", 200, "INFO")
