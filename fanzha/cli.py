@@ -159,6 +159,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"fanzha scan: {e}", file=sys.stderr)
         return 2
     scanned = failed = 0
+    drawn: set[str] = set()
     for path in tqdm(args.files, desc="scan", unit=" files", disable=args.quiet or len(args.files) < 2, file=sys.stderr):
         try:
             verdict = detector.classify_file(path).to_dict()
@@ -169,19 +170,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
             continue
         scanned += 1
         if args.draw and verdict.get("media", {}).get("kind") == "image":
-            verdict["drawing"] = _draw(path, verdict, Path(args.draw))
+            verdict["drawing"] = _draw(path, verdict, Path(args.draw), drawn)
         print(json.dumps({"path": path, **verdict}, ensure_ascii=False), flush=True)
     return 1 if failed and not scanned else 0
 
 
-def _draw(path: str, verdict: dict, out_dir: Path) -> str:
+def _draw(path: str, verdict: dict, out_dir: Path, taken: set[str]) -> str:
     import cv2
 
     from fanzha.models.image import decode_image
     from fanzha.models.render import draw_verdict
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{Path(path).stem}.{verdict['decision']}.png"
+    name, n = f"{Path(path).stem}.{verdict['decision']}.png", 1
+    while name in taken:  # a/x.png and b/x.png in one run: keep both drawings
+        n += 1
+        name = f"{Path(path).stem}-{n}.{verdict['decision']}.png"
+    taken.add(name)
+    target = out_dir / name
     cv2.imwrite(str(target), draw_verdict(decode_image(Path(path).read_bytes()), verdict))
     return str(target)
 
@@ -241,7 +247,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         summary = score_archive(args.inputs, args.output, engine=args.engine, chunk_size=args.chunk_size, columns=columns,
                                 model_dir=args.model_dir, threads=args.threads, overwrite=args.overwrite,
                                 progress=not args.quiet, ray_address=args.ray_address, actors=args.actors, track=args.track)
-    except (ArchiveError, ModelError) as e:
+    except (ArchiveError, ModelError, RuntimeError) as e:  # RuntimeError: --engine ray without Ray
         print(f"fanzha score: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

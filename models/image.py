@@ -151,5 +151,8 @@ def piece_starts(pieces: list[str]) -> list[int]:
 def read_image(rgb: np.ndarray, engine: OcrEngine, *, frame: bool = False, qr: bool = True) -> Reading:
     """OCR + QR on one RGB picture (a video frame with `frame=True`)."""
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    lines = engine.read(bgr, frame=frame)
+    try:
+        lines = engine.read(bgr, frame=frame)
+    except Exception as e:  # e.g. rapidocr refuses extreme aspect ratios (a 3000×4 strip): the picture's fault
+        raise InputError(f"the OCR engine cannot read this picture ({rgb.shape[1]}×{rgb.shape[0]}): {e}") from None
     return Reading(lines, decode_qr(rgb) if qr else [])

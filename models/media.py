@@ -8,9 +8,13 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"B
 _VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3", b"FLV\x01")  # Matroska/WebM, FLV
 
 
+_IMAGE_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")  # ISO-BMFF stills
+
+
 def sniff(head: bytes) -> str:
     """"image" or "video" from a file's first 16+ bytes; InputError for anything else."""
-    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") \
+            or (head[4:8] == b"ftyp" and head[8:12] in _IMAGE_BRANDS):
         return "image"
     if head.startswith(_VIDEO_MAGIC) or head[4:8] == b"ftyp" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ") \
             or head[:1] == b"\x47" and len(head) > 188 and head[188:189] == b"\x47":  # MPEG-TS sync bytes

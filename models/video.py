@@ -142,7 +142,8 @@ def _text_change(a: np.ndarray, b: np.ndarray, sampling: Sampling) -> float:
     return np.count_nonzero(differ & text) / n_text
 
 
-def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict | None = None,
+                        max_seconds: float = MAX_VIDEO_SECONDS) -> Iterator[tuple[float, np.ndarray]]:
     """(time the picture changed, RGB frame) for each frame worth OCR'ing; enforces the duration/size/frame limits as it goes.
 
     Thumbnails are compared every `check_every` seconds. An abrupt change between two checks (a caption
@@ -165,10 +166,15 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
             stats["frames_decoded"] += 1
             if stats["frames_decoded"] > MAX_VIDEO_FRAMES:
                 raise LimitExceeded(f"video has more than {MAX_VIDEO_FRAMES:,} frames (FANZHA_MAX_VIDEO_FRAMES)")
-            t = float(frame.time) if frame.time is not None else stats["frames_decoded"] / float(stream.average_rate or 25)
+            raw_t = float(frame.time) if frame.time is not None else stats["frames_decoded"] / float(stream.average_rate or 25)
+            start = stats.setdefault("first_time", raw_t)  # timelines start at 0 (a TS cut may start at 700 s)
+            t = raw_t - start
             stats["last_time"] = t
-            if t > MAX_VIDEO_SECONDS:
-                raise LimitExceeded(f"video is longer than {MAX_VIDEO_SECONDS:g} s (FANZHA_MAX_VIDEO_SECONDS)")
+            if t > max_seconds:  # checked on the frames too: a stream may declare no duration, or a false one
+                raise LimitExceeded(f"video is longer than {max_seconds:g} s")
+            if frame.width * frame.height > MAX_VIDEO_PIXELS:  # a stream may change resolution mid-way
+                raise LimitExceeded(f"video frame at {t:.1f} s is {frame.width}×{frame.height}; the limit is "
+                                    f"{MAX_VIDEO_PIXELS:,} pixels per frame (FANZHA_MAX_VIDEO_PIXELS)")
             if t - last_check < sampling.check_every:
                 continue
             last_check = t
@@ -209,7 +215,9 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
     container = open_video(source)
     try:
         stream = container.streams.video[0]
-        duration = _duration(container, stream)
+        # some containers count the duration from 0 although the first frame is later (a cut from a broadcast)
+        start = container.start_time / av.time_base if container.start_time else 0.0
+        duration = max(0.0, _duration(container, stream) - start)
         limit = MAX_VIDEO_SECONDS if max_seconds is None else min(max_seconds, MAX_VIDEO_SECONDS)
         if duration > limit:
             raise LimitExceeded(f"video is {duration:.1f} s; the limit is {limit:g} s"
@@ -217,7 +225,7 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
         reading = VideoReading([], duration, stream.width, stream.height)
         stats: dict = {}
         current: Segment | None = None
-        for t, rgb in iter_changed_frames(container, sampling, stats):
+        for t, rgb in iter_changed_frames(container, sampling, stats, limit):
             frame_reading = read_image(rgb, engine, frame=True)
             reading.ocr_calls += 1
             reading.samples.append(t)
@@ -234,7 +242,7 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
         reading.frames_decoded = stats.get("frames_decoded", 0)
         if reading.frames_decoded == 0:
             raise InputError("video has no decodable frames")
-        end = max(duration, reading.samples[-1] if reading.samples else 0.0)
+        end = max(duration, stats.get("last_time", 0.0))  # a header without a duration: the stream's own end
         if current is not None:
             current.end = end
         reading.duration = duration or end

@@ -18,6 +18,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import time
@@ -31,6 +32,8 @@ import pyarrow.parquet as pq
 
 from fanzha.models import InputError, validate_text
 from fanzha.models.labels import LABELS
+
+log = logging.getLogger("fanzha.archive")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".flv", ".avi", ".ts", ".m4v"}
@@ -112,16 +115,24 @@ def discover(inputs: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 def plan(inputs: list[str], chunk_size: int) -> list[Chunk]:
+    if chunk_size < 1:
+        raise ArchiveError(f"chunk size must be at least 1, got {chunk_size}")
     chunks: list[Chunk] = []
     for i, (path, kind, files) in enumerate(discover(inputs)):
         if kind == "jsonl":
             starts = [(offset, first, count) for offset, first, count in _line_chunks(path, chunk_size)]
             chunks += [Chunk(i, k, path, kind, offset, count, first) for k, (offset, first, count) in enumerate(starts)]
         elif kind == "csv":
-            header, starts = _csv_chunks(path, chunk_size)
+            try:
+                header, starts = _csv_chunks(path, chunk_size)
+            except UnicodeDecodeError as e:
+                raise ArchiveError(f"{path}: the CSV header is not UTF-8 (byte {e.start})") from None
             chunks += [Chunk(i, k, path, kind, offset, count, first, header=header) for k, (offset, first, count) in enumerate(starts)]
         elif kind == "parquet":
-            meta = pq.ParquetFile(path).metadata
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except (pa.ArrowException, OSError) as e:
+                raise ArchiveError(f"{path}: not a readable Parquet file: {e}") from None
             first = 0
             for g in range(meta.num_row_groups):
                 rows = meta.row_group(g).num_rows
@@ -157,15 +168,38 @@ def _line_chunks(path: str, chunk_size: int) -> list[tuple[int, int, int]]:
 
 
 def _csv_records(f) -> Iterator[bytes]:
-    """Raw CSV records from a binary file: a newline inside double quotes does not end a record."""
-    pending = b""
+    """Raw CSV records from a binary file, by the csv module's own quoting rule: a quote opens a quoted field
+    only at the start of a field, `""` inside one is a literal quote, and only a newline outside quotes
+    ends a record (a stray quote in `5" screen` does not swallow the lines after it)."""
+    pending, quoted = b"", False
     for line in f:
         pending += line
-        if pending.count(b'"') % 2 == 0:
+        if b'"' in line or quoted:
+            quoted = _still_quoted(line, quoted)
+        if not quoted:
             yield pending
             pending = b""
     if pending:
         yield pending
+
+
+def _still_quoted(line: bytes, quoted: bool) -> bool:
+    """Whether a quoted field is still open at the end of `line`, given whether one was open at its start."""
+    at_field_start = not quoted
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i:i + 1]
+        if quoted:
+            if c == b'"':
+                if line[i + 1:i + 2] == b'"':
+                    i += 1  # an escaped quote
+                else:
+                    quoted = False
+        elif c == b'"' and at_field_start:
+            quoted = True
+        at_field_start = c == b"," and not quoted
+        i += 1
+    return quoted
 
 
 def _csv_chunks(path: str, chunk_size: int) -> tuple[tuple[str, ...], list[tuple[int, int, int]]]:
@@ -220,13 +254,16 @@ def read_chunk(chunk: Chunk, columns: Columns = Columns()) -> list[Record]:
 
 def _parse(raw: bytes, chunk: Chunk, where: str, columns: Columns) -> Record:
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark on the first line is not content
     except UnicodeDecodeError as e:
         return Record(id=where, source=where, error=f"invalid UTF-8 at byte {e.start}")
     if not line.strip():
         return Record(id=where, source=where, error="blank line")
     if chunk.kind == "csv":
-        values = next(csv.reader(io.StringIO(line)), [])
+        rows = list(csv.reader(io.StringIO(line)))
+        if len(rows) != 1:  # never drop rows silently
+            return Record(id=where, source=where, error=f"one record read as {len(rows)} CSV rows")
+        values = rows[0]
         if len(values) != len(chunk.header):
             return Record(id=where, source=where, error=f"expected {len(chunk.header)} columns, got {len(values)}")
         return _from_mapping(dict(zip(chunk.header, values, strict=True)), where, Path(chunk.path).parent, columns)
@@ -286,6 +323,9 @@ def score_records(detector, records: list[Record]) -> list[dict]:
                 continue
             except InputError as e:
                 r.error = str(e)
+            except Exception as e:  # a decoder or OCR failure on one file must not stop the archive
+                log.exception("%s: could not be scored", r.source)
+                r.error = f"could not be scored: {type(e).__name__}: {e}"
         rows[i] = _row(r, None)
     return rows  # type: ignore[return-value]
 
@@ -351,11 +391,24 @@ class JobSpec:
     columns: dict
     model_version: str
     format: str
-    input_sizes: list[int] = field(default_factory=list)
+    input_identity: list[str] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _identity(inputs: list[str]) -> list[str]:
+    """What each input is now: a table's size and modification time, a media input's file list with theirs."""
+    def stamp(path: str) -> str:
+        st = Path(path).stat()
+        return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+    out = []
+    for path, kind, files in discover(inputs):
+        listing = [stamp(f) for f in files] if kind == "media" else [stamp(path)]
+        out.append(hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16])
+    return out
 
 
 def prepare(spec: JobSpec, output: Path, overwrite: bool) -> Path:
@@ -475,8 +528,7 @@ def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local
     fmt = output_format(str(output))
     chunks = plan(inputs, chunk_size)
     detector = Detector.load(model_dir, threads=threads)
-    spec = JobSpec(list(inputs), chunk_size, asdict(columns), detector.model_version, fmt,
-                   [Path(p).stat().st_size if Path(p).is_file() else len(c) for p, _, c in discover(inputs)])
+    spec = JobSpec(list(inputs), chunk_size, asdict(columns), detector.model_version, fmt, _identity(inputs))
     parts_dir = prepare(spec, output, overwrite)
     todo = pending(chunks, parts_dir, fmt)
     total = sum(c.count for c in chunks)

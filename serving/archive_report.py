@@ -42,7 +42,7 @@ def collect(path: Path, top: int) -> dict:
             decisions[batch["decision"][i]] += 1
             labels.update(batch["labels"][i] or [])
             hist[min(BINS - 1, int(score * BINS))] += 1
-            if batch["decision"][i] != "pass":
+            if batch["decision"][i] != "pass" and top > 0:
                 item = {k: batch[k][i] for k in ("id", "source", "fraud_score", "labels", "decision", "evidence")}
                 entry = (score, rows, item)
                 if len(best) < top:

@@ -32,8 +32,10 @@ def _api_keys(variable: str = "FANZHA_API_KEYS") -> list[bytes]:
 
 
 class Gate:
-    def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB, moderator_paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB, moderator_paths: tuple[str, ...] = (),
+                 refused_paths: dict[str, str] | None = None) -> None:
         self.app = app
+        self.refused_paths = refused_paths or {}  # path → what to use instead (404 with that hint)
         self.body_limits = body_limits
         self.default_limit = default_limit
         self.moderator_keys = _api_keys("FANZHA_MODERATOR_KEYS")
@@ -50,11 +52,21 @@ class Gate:
         request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]
         status = {"code": 500}
         error_body: list[bytes] = []
+        too_large: dict[str, str] = {}  # set by the body counter: the app's own answer is replaced by a 413
 
         async def reply(code: int, message: str) -> None:
             await self._send_json(send_with_id, code, {"error": message, "request_id": request_id})
 
         async def send_with_id(message) -> None:
+            if too_large.get("message"):
+                # the app caught BodyTooLarge inside its own error handler (BentoML answers any exception with a
+                # 500): whatever it sends instead, the client gets one 413
+                if not too_large.get("sent"):
+                    too_large["sent"] = "yes"
+                    status["code"] = 413
+                    await self._send_json(send, 413, {"error": too_large["message"], "request_id": request_id},
+                                          [(b"x-request-id", request_id.encode())])
+                return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
@@ -79,17 +91,24 @@ class Gate:
             if self.moderator_keys and path in self.moderator_paths and not self._authorised(headers, self.moderator_keys):
                 offered = self._offered(headers)
                 return await reply(403 if offered else 401, f"{path} is for moderators: send a moderator key (FANZHA_MODERATOR_KEYS)")
+            if path in self.refused_paths:
+                return await reply(404, f"{path} is not served: {self.refused_paths[path]}")
             limit = self.body_limits.get(path, self.default_limit)
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 return await reply(413, f"request body is {int(length):,} bytes; the limit for {path} is {limit:,}")
-            await self.app(scope, _limited(receive, limit, path), send_with_id)
-        except BodyTooLarge as e:
-            if status["code"] == 500 and "start" not in status:
-                await reply(413, str(e))
+            await self.app(scope, _limited(receive, limit, path, too_large), send_with_id)
+        except BodyTooLarge:
+            if not too_large.get("sent") and "start" not in status:
+                too_large["sent"] = "yes"
+                status["code"] = 413
+                await self._send_json(send, 413, {"error": too_large["message"], "request_id": request_id},
+                                      [(b"x-request-id", request_id.encode())])
         finally:
             elapsed = time.perf_counter() - started
-            endpoint = path if path.count("/") <= 2 else "/" + path.strip("/").split("/")[0]
+            # a label per known route only: arbitrary paths must not grow the metric series without bound
+            known = path in self.body_limits or path in self.moderator_paths
+            endpoint = path if known else "other"
             if path not in OPEN_PATHS and path != "/metrics":
                 metrics().latency.labels(endpoint).observe(elapsed)
                 if status["code"] >= 400:
@@ -106,10 +125,11 @@ class Gate:
         return any(hmac.compare_digest(offered, key) for key in (self.keys if keys is None else keys))
 
     @staticmethod
-    async def _send_json(send, code: int, obj: dict) -> None:
+    async def _send_json(send, code: int, obj: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
         body = json.dumps(obj, ensure_ascii=False).encode()
         await send({"type": "http.response.start", "status": code,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *extra_headers]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -139,7 +159,7 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _limited(receive, limit: int, path: str):
+def _limited(receive, limit: int, path: str, too_large: dict[str, str]):
     seen = {"bytes": 0}
 
     async def wrapped():
@@ -147,7 +167,8 @@ def _limited(receive, limit: int, path: str):
         if message["type"] == "http.request":
             seen["bytes"] += len(message.get("body", b""))
             if seen["bytes"] > limit:
-                raise BodyTooLarge(f"request body is over the limit for {path}: {limit:,} bytes")
+                too_large["message"] = f"request body is over the limit for {path}: {limit:,} bytes"
+                raise BodyTooLarge(too_large["message"])
         return message
 
     return wrapped

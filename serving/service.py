@@ -167,7 +167,8 @@ class Fanzha(PlatformDuties):  # + account/group risk, alerts and fraud reports 
                 continue
             ids = item.model_dump(include={"id", "account_id", "group_id", "source"})
             try:
-                results[i] = BatchResult(id=item.id, verdict=self._media(item.payload(), item.type, endpoint, ids))
+                sync = MAX_SYNC_VIDEO_SECONDS if endpoint == "classify_batch" else None  # a task may take longer
+                results[i] = BatchResult(id=item.id, verdict=self._media(item.payload(), item.type, endpoint, ids, max_seconds=sync))
             except InputError as e:
                 results[i] = BatchResult(id=item.id, error=str(e))
             except BentoMLException as e:
@@ -175,7 +176,10 @@ class Fanzha(PlatformDuties):  # + account/group risk, alerts and fraud reports 
         return [r for r in results if r is not None]
 
 
-Fanzha.add_asgi_middleware(Gate, body_limits={**BODY_LIMITS, **DUTY_BODY_LIMITS}, moderator_paths=MODERATOR_PATHS)
+# BentoML also routes a task's plain POST /<task> and runs it synchronously: only /<task>/submit is ours
+REFUSED_PATHS = {f"/{task}": f"submit it to /{task}/submit, then poll /{task}/status" for task in ("scan_video", "classify_archive")}
+Fanzha.add_asgi_middleware(Gate, body_limits={**BODY_LIMITS, **DUTY_BODY_LIMITS}, moderator_paths=MODERATOR_PATHS,
+                           refused_paths=REFUSED_PATHS)
 
 # BentoML 1.4.40 works out a JSON response's media type by generating the output's JSON Schema again for
 # every response: a third of the server's CPU under load (py-spy, bench/serve_load.py). Every answer here

@@ -85,3 +85,13 @@ def test_evidence_points_back_to_boxes_and_qr_codes(default_detector, media_mani
 def test_a_photo_with_no_text_passes_without_scoring(default_detector) -> None:
     verdict = default_detector.classify_image((MEDIA / "photo.jpg").read_bytes())
     assert verdict.decision == "pass" and verdict.fraud_score == 0.0 and verdict.text == "" and verdict.ocr == []
+
+
+def test_pictures_the_ocr_engine_refuses_are_input_errors(default_detector) -> None:
+    strip = encode(Image.new("RGB", (3000, 4), (255, 255, 255)))  # rapidocr refuses such aspect ratios
+    try:
+        verdict = default_detector.classify_image(strip)
+    except InputError as e:
+        assert "OCR engine cannot read this picture (3000×4)" in str(e)
+    else:  # an engine that copes must still answer sensibly
+        assert verdict.decision == "pass"

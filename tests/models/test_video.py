@@ -131,3 +131,20 @@ def test_limits(monkeypatch, default_detector) -> None:
         default_detector.classify_video(MEDIA / "subtitles.mp4")
     with pytest.raises(LimitExceeded, match="the limit is 4 s"):
         default_detector.classify_video(MEDIA / "static.mp4", max_seconds=4)
+
+
+def test_timelines_start_at_zero_when_the_stream_does_not(tmp_path, default_detector) -> None:
+    # a clip cut from a long broadcast: its first frame is at 700 s
+    src, shifted = MEDIA / "static.mp4", tmp_path / "shifted.mkv"
+    with av.open(str(src)) as inp, av.open(str(shifted), "w", format="matroska") as out:
+        stream_in = inp.streams.video[0]
+        stream_out = out.add_stream_from_template(stream_in)
+        offset = int(700 / stream_in.time_base)
+        for packet in inp.demux(stream_in):
+            if packet.dts is None:
+                continue
+            packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+            packet.stream = stream_out
+            out.mux(packet)
+    verdict = default_detector.classify_video(shifted)
+    assert verdict.timeline[0]["start"] == 0.0 and verdict.timeline[-1]["end"] <= 8.5

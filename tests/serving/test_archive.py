@@ -181,3 +181,40 @@ def test_track_feeds_the_risk_store_like_the_service(tmp_path, monkeypatch) -> N
     assert (scammer["items"], scammer["flagged"], kid["items"], kid["flagged"]) == (4, 4, 1, 0)
     alerts = store.alerts()
     assert summary.alerts == len(alerts) >= 1 and alerts[0]["item_id"] == "s2"  # the third flagged item crosses 3
+
+
+def test_csv_quotes_follow_the_csv_rules_and_a_bom_is_not_content(tmp_path, tiny_model_dir) -> None:
+    table = tmp_path / "t.csv"
+    table.write_bytes(b'id,text\n1,he said 5" screen\n2,hello\n3,"quoted, with ""escaped"" quotes\nand a newline"\n4,bye\n')
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "bom", "text": BENIGN}).encode() + b"\n")
+    out = tmp_path / "o.jsonl"
+    score_archive([str(table), str(jsonl)], out, model_dir=str(tiny_model_dir), progress=False)
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == ["1", "2", "3", "4", "bom"] and all(r["error"] is None for r in rows)
+
+
+def test_a_changed_media_folder_is_a_different_job(tmp_path, tiny_model_dir) -> None:
+    import shutil
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    shutil.copy(MEDIA / "photo.jpg", folder / "a.jpg")
+    out = tmp_path / "o.parquet"
+    from fanzha.serving.archive import JobSpec, _identity, prepare
+
+    spec = JobSpec([str(folder)], 10, {}, "v", "parquet", _identity([str(folder)]))
+    prepare(spec, out, overwrite=False)
+    (folder / "a.jpg").rename(folder / "b.jpg")  # same count, other files
+    changed = JobSpec([str(folder)], 10, {}, "v", "parquet", _identity([str(folder)]))
+    with pytest.raises(ArchiveError, match="unfinished job with other inputs"):
+        prepare(changed, out, overwrite=False)
+
+
+def test_unreadable_inputs_are_clear_errors(tmp_path, tiny_model_dir) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(ArchiveError, match="not a readable Parquet file"):
+        plan([str(bad)], 10)
+    with pytest.raises(ArchiveError, match="chunk size must be at least 1"):
+        plan([str(bad)], 0)

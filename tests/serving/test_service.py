@@ -114,3 +114,17 @@ def test_request_id_is_echoed(client) -> None:
     r = client.post("/classify_text", json={"items": [{"text": BENIGN}]}, headers={"X-Request-ID": "trace-123"})
     assert r.headers["x-request-id"] == "trace-123"
     assert json.loads(r.text)[0]["decision"] == "pass"
+
+
+def test_streamed_oversized_bodies_are_413_not_500(client) -> None:
+    def chunks(total: int):
+        for _ in range(total // 2**20):
+            yield b"x" * 2**20
+
+    r = client.post("/classify_text", content=chunks(9 * 2**20), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit for /classify_text" in r.json()["error"], r.text
+
+
+def test_plain_task_routes_are_refused(client) -> None:
+    r = client.post("/scan_video", files={"file": ("a.mp4", (MEDIA / "static.mp4").read_bytes(), "video/mp4")})
+    assert r.status_code == 404 and "/scan_video/submit" in r.json()["error"]
