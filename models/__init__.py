@@ -1,7 +1,7 @@
 """Inference: everything a platform needs at request time. Never imports torch or transformers."""
 
 from .detector import Detector, Verdict, validate_text
-from .errors import InputError, LimitExceeded, UnsupportedMedia
+from .errors import DurationExceeded, InputError, LimitExceeded, UnsupportedMedia
 from .evidence import Evidence, extract
 from .labels import LABELS, DecisionThresholds
 from .normalize import Normalized, normalize
@@ -11,6 +11,7 @@ __all__ = [
     "LABELS",
     "DecisionThresholds",
     "Detector",
+    "DurationExceeded",
     "Evidence",
     "InputError",
     "LimitExceeded",

@@ -9,5 +9,9 @@ class LimitExceeded(InputError):
     """The input is over a configured size, pixel, duration or frame limit (HTTP 413)."""
 
 
+class DurationExceeded(LimitExceeded):
+    """A video longer than the limit the caller set (or FANZHA_MAX_VIDEO_SECONDS)."""
+
+
 class UnsupportedMedia(InputError):
     """Not an image or video we read: unknown bytes or a format we do not take (HTTP 415)."""

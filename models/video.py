@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import InputError, LimitExceeded
+from .errors import DurationExceeded, InputError, LimitExceeded
 from .image import Reading, read_image
 from .ocr import OcrEngine
 
@@ -171,7 +171,7 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
             t = raw_t - start
             stats["last_time"] = t
             if t > max_seconds:  # checked on the frames too: a stream may declare no duration, or a false one
-                raise LimitExceeded(f"video is longer than {max_seconds:g} s")
+                raise DurationExceeded(f"video is longer than {max_seconds:g} s")
             if frame.width * frame.height > MAX_VIDEO_PIXELS:  # a stream may change resolution mid-way
                 raise LimitExceeded(f"video frame at {t:.1f} s is {frame.width}×{frame.height}; the limit is "
                                     f"{MAX_VIDEO_PIXELS:,} pixels per frame (FANZHA_MAX_VIDEO_PIXELS)")
@@ -220,7 +220,7 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
         duration = max(0.0, _duration(container, stream) - start)
         limit = MAX_VIDEO_SECONDS if max_seconds is None else min(max_seconds, MAX_VIDEO_SECONDS)
         if duration > limit:
-            raise LimitExceeded(f"video is {duration:.1f} s; the limit is {limit:g} s"
+            raise DurationExceeded(f"video is {duration:.1f} s; the limit is {limit:g} s"
                                 + (" (FANZHA_MAX_VIDEO_SECONDS)" if limit == MAX_VIDEO_SECONDS else ""))
         reading = VideoReading([], duration, stream.width, stream.height)
         stats: dict = {}

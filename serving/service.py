@@ -19,7 +19,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from pydantic import Field
 
-from fanzha.models import Detector, InputError, LimitExceeded, UnsupportedMedia
+from fanzha.models import Detector, DurationExceeded, InputError, LimitExceeded, UnsupportedMedia
 from fanzha.models.media import sniff
 
 from .duties import DUTY_BODY_LIMITS, MODERATOR_PATHS, PlatformDuties
@@ -112,7 +112,7 @@ class Fanzha(PlatformDuties):  # + account/group risk, alerts and fraud reports 
     @bentoml.api
     def classify_batch(self, items: Annotated[list[BatchItem], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]) -> list[BatchResult]:
         """A bounded list of mixed items; a bad item gets its own error and the others are still scored."""
-        return self._mixed(items, "classify_batch")
+        return self._mixed(items, "classify_batch", MAX_SYNC_VIDEO_SECONDS)
 
     # -- long jobs ------------------------------------------------------------------------------------------
     @bentoml.task
@@ -147,16 +147,16 @@ class Fanzha(PlatformDuties):  # + account/group risk, alerts and fraud reports 
                 verdict = self.detector.classify_image(data)
             else:
                 verdict = self.detector.classify_video(data, max_seconds=max_seconds)
-        except LimitExceeded as e:
-            if max_seconds is not None and "s; the limit is" in str(e):
-                e = LimitExceeded(f"{e}: this endpoint answers synchronously (FANZHA_MAX_SYNC_VIDEO_SECONDS); "
-                                  "submit longer videos to /scan_video/submit")
+        except DurationExceeded as e:
+            if max_seconds is not None:
+                e = DurationExceeded(f"{e}: this endpoint answers synchronously (FANZHA_MAX_SYNC_VIDEO_SECONDS); "
+                                     "submit longer videos to /scan_video/submit")
             raise _bad_input(e) from None
         except InputError as e:
             raise _bad_input(e) from None
         return self._track([self._verdict(verdict, endpoint, ids)])[0]
 
-    def _mixed(self, items: list[BatchItem], endpoint: str) -> list[BatchResult]:
+    def _mixed(self, items: list[BatchItem], endpoint: str, max_seconds: float | None = None) -> list[BatchResult]:
         results: list[BatchResult | None] = [None] * len(items)
         texts = [i for i, item in enumerate(items) if item.type == "text"]
         if texts:
@@ -167,11 +167,8 @@ class Fanzha(PlatformDuties):  # + account/group risk, alerts and fraud reports 
                 continue
             ids = item.model_dump(include={"id", "account_id", "group_id", "source"})
             try:
-                sync = MAX_SYNC_VIDEO_SECONDS if endpoint == "classify_batch" else None  # a task may take longer
-                results[i] = BatchResult(id=item.id, verdict=self._media(item.payload(), item.type, endpoint, ids, max_seconds=sync))
-            except InputError as e:
-                results[i] = BatchResult(id=item.id, error=str(e))
-            except BentoMLException as e:
+                results[i] = BatchResult(id=item.id, verdict=self._media(item.payload(), item.type, endpoint, ids, max_seconds))
+            except (InputError, BentoMLException) as e:  # bad base64 / an upload _media refused
                 results[i] = BatchResult(id=item.id, error=str(e))
         return [r for r in results if r is not None]
 
