@@ -13,7 +13,11 @@ from pathlib import Path
 from fanzha.models.labels import LABELS
 
 CORPUS_DIR = Path(__file__).with_name("corpus")
-SOURCES = ("qq_group", "private_message", "comment", "video_caption", "poster", "danmaku", "sms")
+SOURCES = (
+    "qq_group", "private_message", "comment", "video_caption", "poster", "danmaku", "sms",
+    "post",  # 微博/论坛/小红书 posts and news items
+    "game_chat",  # 游戏内聊天: world, team, guild channels
+)
 SCRIPTS = ("zh-Hans", "zh-Hant")
 SPLITS = ("train", "dev", "test")
 FIELDS = ("id", "text", "labels", "source", "script", "split", "hard_negative", "provenance")
