@@ -36,7 +36,7 @@ from fanzha.models.labels import LABELS, OUTPUTS  # noqa: E402
 from fanzha.models.normalize import normalize  # noqa: E402
 
 from .baselines import KeywordRules, TfidfLogReg  # noqa: E402
-from .train import targets  # noqa: E402
+from .metrics import targets  # noqa: E402
 
 log = logging.getLogger("fanzha.evaluate")
 SYSTEMS = ("fanzha", "tfidf_lr", "keywords")

@@ -30,8 +30,8 @@ from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import TextClassifier, tokenizer_sha256
 
+from .metrics import dev_metrics, targets
 from .model import FraudClassifier, encode_batch, predict_logits
-from .train import dev_metrics, targets
 from .vocab import prune_model_vocab, prune_tokenizer, select_pieces
 
 log = logging.getLogger("fanzha.export")

@@ -13,22 +13,23 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
 from fanzha.datasets.augment import augment
 from fanzha.datasets.corpus import load_corpus
 from fanzha.datasets.feedback import join_feedback, load_feedback
-from fanzha.models.labels import LABELS, OUTPUTS
+from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 
+from .metrics import dev_metrics, sigmoid, targets, tune_thresholds
 from .model import FraudClassifier, encode_batch, load_tokenizer, predict_logits
 
 log = logging.getLogger("fanzha.train")
@@ -53,43 +54,9 @@ class TrainArguments:
     seed: int = field(default=13, metadata={"help": "random seed (data order, augmentation, init)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the train split (quick runs, tests)"})
+    resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoint-last when it exists (saved after every epoch)"})
     feedback: list[str] | None = field(default=None, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated user reports): "
                                                                       "added to the train split only, never to dev/test"})
-
-
-def targets(records: list[dict]) -> np.ndarray:
-    """(n, 5) multi-hot: fraud-any, then each label."""
-    y = np.zeros((len(records), len(OUTPUTS)), dtype=np.float32)
-    for i, r in enumerate(records):
-        y[i, 0] = float(bool(r["labels"]))
-        for label in r["labels"]:
-            y[i, 1 + LABELS.index(label)] = 1.0
-    return y
-
-
-def dev_metrics(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, float]:
-    t = np.full(probs.shape[1], 0.5) if thresholds is None else thresholds
-    pred = probs >= t
-    fraud_f1 = f1_score(y[:, 0], pred[:, 0], zero_division=0)
-    macro = f1_score(y[:, 1:], pred[:, 1:], average="macro", zero_division=0)
-    return {"fraud_f1": float(fraud_f1), "label_macro_f1": float(macro), "score": float((fraud_f1 + macro) / 2)}
-
-
-# The fraud head's threshold is the default review threshold: below 0.5 the model itself says "more likely
-# benign", and a review queue costs moderators' time, so it is only tuned upwards. Labels may go lower.
-FRAUD_THRESHOLD_RANGE = (0.5, 0.9)
-LABEL_THRESHOLD_RANGE = (0.2, 0.8)
-
-
-def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per output, the threshold in its range that maximises dev F1 (ties → closest to 0.5)."""
-    best = []
-    for k in range(probs.shape[1]):
-        low, high = FRAUD_THRESHOLD_RANGE if k == 0 else LABEL_THRESHOLD_RANGE
-        grid = np.round(np.arange(low, high + 1e-9, 0.05), 2)
-        scores = [(f1_score(y[:, k], probs[:, k] >= g, zero_division=0), -abs(g - 0.5), g) for g in grid]
-        best.append(max(scores)[2])
-    return np.array(best, dtype=np.float32)
 
 
 def in_context(text: str, benign: list[str], rng: random.Random) -> str:
@@ -99,8 +66,30 @@ def in_context(text: str, benign: list[str], rng: random.Random) -> str:
     return rng.choice(["\n", " ", "。", ""]).join(parts)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+CHECKPOINT = "checkpoint-last"
+
+
+def save_checkpoint(path: Path, model: FraudClassifier, optimizer, scheduler, rng: random.Random, state: dict) -> None:
+    """Everything needed to continue after a kill: weights, optimiser, schedule, RNGs, history (written atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}, tmp / "state.pt")
+    (tmp / "progress.json").write_text(json.dumps(state, indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def load_checkpoint(path: Path, model: FraudClassifier, optimizer, scheduler, rng: random.Random) -> dict:
+    saved = torch.load(path / "state.pt", weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng.setstate(saved["rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    np.random.set_state(saved["numpy_rng"])
+    return json.loads((path / "progress.json").read_text())
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -150,7 +139,15 @@ def main(argv: list[str] | None = None) -> Path:
     rng = random.Random(args.seed)
     best_score, best_epoch, history = -1.0, -1, []
     out = Path(args.output_dir)
-    for epoch in range(1, args.epochs + 1):
+    state = {"epoch": 0}
+    if args.resume and (out / CHECKPOINT).is_dir():
+        state = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, rng)
+        best_score, best_epoch, history = state["best_score"], state["best_epoch"], state["history"]
+        started -= history[-1]["elapsed_s"] if history else 0.0  # wall time counts the earlier run too
+        log.info("resumed from %s after epoch %d (best epoch %d)", out / CHECKPOINT, state["epoch"], best_epoch)
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        if best_epoch > 0 and epoch - 1 - best_epoch >= args.patience:
+            break  # a resumed run that had already stopped early
         model.train()
         examples = [(r["text"], y_train[i]) for i, r in enumerate(train)]
         examples += [(augment(r["text"], rng), y_train[i]) for i, r in enumerate(train) if rng.random() < args.augment_prob]
@@ -185,7 +182,9 @@ def main(argv: list[str] | None = None) -> Path:
                 "dev_metrics_at_0.5": metrics, "dev_metrics_tuned": tuned, "epoch": epoch,
                 "base_model": str(args.base_model),
             })
-        elif epoch - best_epoch >= args.patience:
+        save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, rng,
+                        {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history})
+        if epoch - best_epoch >= args.patience:
             log.info("no dev improvement for %d epochs: stopping", args.patience)
             break
 

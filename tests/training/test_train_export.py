@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from fanzha.models import Detector, TextClassifier
 from fanzha.models.labels import OUTPUTS
@@ -49,7 +50,7 @@ def test_runtime_loads_the_export(tiny_model_dir) -> None:
 
 
 def test_threshold_tuning_ranges() -> None:
-    from fanzha.training.train import tune_thresholds
+    from fanzha.training.metrics import tune_thresholds
 
     y = np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32)
     probs = np.full_like(y, 0.05) + y * 0.25  # positives at 0.30, negatives at 0.05
@@ -66,3 +67,36 @@ def test_context_augmentation_keeps_the_message() -> None:
     rng = random.Random(0)
     out = in_context("加群领皮肤先交激活费", ["今天下雨了", "作业写完了吗"], rng)
     assert "加群领皮肤先交激活费" in out and len(out) > len("加群领皮肤先交激活费")
+
+
+def test_training_resumes_from_the_last_epoch_checkpoint(tmp_path, tiny_base, tiny_corpus, monkeypatch) -> None:
+    """A run killed after epoch 1 continues at epoch 2 and ends where an uninterrupted run ends."""
+    import json
+
+    from fanzha.training import train
+
+    common = ["--base_model", str(tiny_base), "--corpus", str(tiny_corpus), "--batch_size", "8", "--max_length", "24",
+              "--learning_rate", "1e-3", "--threads", "1", "--patience", "5"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train.main([*common, "--output_dir", str(whole), "--epochs", "2"])
+
+    class Killed(Exception):
+        pass
+
+    save = train.save_checkpoint
+
+    def save_then_die(*a, **kw):
+        save(*a, **kw)
+        raise Killed  # the process dies right after the epoch-1 checkpoint
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train.main([*common, "--output_dir", str(split), "--epochs", "2"])
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    assert (split / train.CHECKPOINT / "state.pt").is_file()
+    train.main([*common, "--output_dir", str(split), "--epochs", "2"])
+    a = json.loads((whole / "training_summary.json").read_text())["history"]
+    b = json.loads((split / "training_summary.json").read_text())["history"]
+    assert [h["epoch"] for h in b] == [1, 2]
+    for x, y in zip(a, b, strict=True):
+        assert abs(x["train_loss"] - y["train_loss"]) < 1e-4 and abs(x["score"] - y["score"]) < 1e-4
