@@ -98,21 +98,35 @@ class TextClassifier:
         return [self._prefix + ids[s : s + body] + self._suffix for s in starts]
 
     def run_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.run_output("logits", input_ids, attention_mask)
+
+    def run_output(self, name: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-        return self.session.run(["logits"], feeds)[0]
+        return self.session.run([name], feeds)[0]
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """(len(texts), len(outputs)) probabilities; texts should already be normalised."""
+        owner, logits = self.window_outputs(texts, "logits")
+        probs = np.zeros((len(texts), len(self.outputs)), dtype=np.float32)
+        if len(owner):
+            np.maximum.at(probs, owner, 1.0 / (1.0 + np.exp(-logits)))
+        return probs
+
+    def window_outputs(self, texts: list[str], output: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+        """One graph output per window of every text: (owner text index per window, stacked outputs).
+
+        `predict` takes the max of the logits over a text's windows; adaptation reads the pooled sentence
+        vector ("pooled", present in graphs prepared by fanzha.training.adapt) the same way.
+        """
         windows: list[list[int]] = []
         owner: list[int] = []
         for i, text in enumerate(texts):
             for w in self.windows(text):
                 windows.append(w)
                 owner.append(i)
-        probs = np.zeros((len(texts), len(self.outputs)), dtype=np.float32)
         if not windows:
-            return probs
-        window_probs = np.zeros((len(windows), len(self.outputs)), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        out: np.ndarray | None = None
         order = np.argsort([len(w) for w in windows], kind="stable")  # similar lengths batch together
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
@@ -122,7 +136,8 @@ class TextClassifier:
             for row, j in enumerate(idx):
                 input_ids[row, : len(windows[j])] = windows[j]
                 mask[row, : len(windows[j])] = 1
-            logits = self.run_logits(input_ids, mask)
-            window_probs[idx] = 1.0 / (1.0 + np.exp(-logits))
-        np.maximum.at(probs, np.asarray(owner), window_probs)
-        return probs
+            values = self.run_output(output, input_ids, mask)
+            if out is None:
+                out = np.zeros((len(windows), values.shape[1]), dtype=np.float32)
+            out[idx] = values
+        return np.asarray(owner, dtype=np.int64), out
