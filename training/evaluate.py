@@ -50,6 +50,7 @@ class EvalArguments:
     corpus: str | None = field(default=None, metadata={"help": "corpus dir (default: datasets/corpus)"})
     corpora_dir: str | None = field(default=None, metadata={"help": "external corpora dir (default: $FANZHA_CORPORA or ../shared/corpora; 'none' = skip)"})
     max_external: int = field(default=0, metadata={"help": "cap rows per external file (0 = all)"})
+    previous: str | None = field(default=None, metadata={"help": "an earlier metrics.json: its external flag rates become the 'before' columns of the external precision table"})
     seed: int = field(default=13, metadata={"help": "seed for the evasion perturbations"})
 
 
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     def flags(name: str, texts: list[str]) -> np.ndarray:
         return as_flags(scores(name, texts), systems[name][1])
 
-    metrics: dict = {"model_version": detector.model_version, "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)}, "systems": {}}
+    metrics: dict = {"model_version": detector.model_version, "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)},
+                     "block_threshold": detector.thresholds.block, "systems": {}}
     test_texts = [r["text"] for r in test]
     hard = [r["text"] for r in test if r["hard_negative"]]
     positives = [r["text"] for r in test if r["labels"]]
@@ -161,9 +163,16 @@ def main(argv: list[str] | None = None) -> dict:
             m["evasion"][pname] = {"recall": round(recall, 4), "drop_points": round(100 * (clean_recall - recall), 2), "benign_fpr": rate(flags(name, perturbed_neg)[:, 0])}
         m["max_evasion_recall_drop_points"] = max(v["drop_points"] for k, v in m["evasion"].items() if k != "clean_recall")
         m["external"] = {}
+        if name == "fanzha":  # the decision policy: block must be very precise, so it is measured on its own
+            block = detector.thresholds.block
+            s_test = test_scores[name][:, 0]
+            m["test_block"] = prf(y_test[:, 0], (s_test >= block).astype(np.float32))
+            m["hard_negative_block_rate"] = rate(scores(name, hard)[:, 0] >= block)
         for ename, texts in external.items():
-            flagged = flags(name, texts)[:, 0]
-            m["external"][ename] = {"n": len(texts), "flag_rate": rate(flagged)}
+            s_ext = scores(name, texts)
+            m["external"][ename] = {"n": len(texts), "flag_rate": rate(as_flags(s_ext, systems[name][1])[:, 0])}
+            if name == "fanzha":
+                m["external"][ename]["block_rate"] = rate(s_ext[:, 0] >= detector.thresholds.block)
         normal = [v for k, v in m["external"].items() if k in ("telecom_normal", "msglog_pass")]
         if normal:
             m["real_normal_fpr"] = round(sum(v["flag_rate"] * v["n"] for v in normal) / sum(v["n"] for v in normal), 4)
@@ -177,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     plot_pr(test_scores, y_test, report_dir / "pr_curves.png")
     plot_confusion(as_flags(test_scores["fanzha"], thresholds), y_test, report_dir / "confusion.png")
     (report_dir / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
-    (report_dir / "REPORT.md").write_text(render(metrics, len(test), len(hard), bool(external)), encoding="utf-8")
+    previous = json.loads(Path(args.previous).read_text()) if args.previous else None
+    (report_dir / "REPORT.md").write_text(render(metrics, len(test), len(hard), bool(external), previous), encoding="utf-8")
     log.info("report written to %s (%.0fs)", report_dir, time.time() - started)
     return metrics
 
@@ -234,7 +244,7 @@ def plot_confusion(pred: np.ndarray, y: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def render(metrics: dict, n_test: int, n_hard: int, has_external: bool) -> str:
+def render(metrics: dict, n_test: int, n_hard: int, has_external: bool, previous: dict | None = None) -> str:
     s = metrics["systems"]
 
     def row(title: str, get) -> str:
@@ -276,11 +286,36 @@ def render(metrics: dict, n_test: int, n_hard: int, has_external: bool) -> str:
         lines.append(row("real normal FPR (telecom_normal + msglog_pass)", lambda m: m.get("real_normal_fpr")))
         lines.append(row("telecom fraud any-fraud recall", lambda m: m.get("telecom_fraud_recall")))
         lines += ["", "`msglog_spam` is advertising spam, not necessarily fraud: its flag rate is information only."]
+        lines += ["", *external_precision(metrics, previous)]
     else:
         lines.append("Not present on this machine: pass --corpora_dir or set FANZHA_CORPORA.")
     lines += ["", "## Plots", "", "![PR curves](pr_curves.png)", "", "![Confusion matrices](confusion.png)", "",
               f"Evaluation wall time: {metrics['wall_time_s']} s."]
     return "\n".join(lines) + "\n"
+
+
+def external_precision(metrics: dict, previous: dict | None) -> list[str]:
+    """The decision policy on real text: review+block and block-only flag rates per external set, before and after."""
+    ours = metrics["systems"]["fanzha"]
+    before = (previous or {}).get("systems", {}).get("fanzha", {}).get("external", {})
+    name = previous.get("model_version", "previous") if previous else None
+    lines = ["## External precision (the decision policy on real text)", "",
+             f"Review = fraud score ≥ {metrics['thresholds']['fraud']}; block = fraud score ≥ {metrics['block_threshold']}. "
+             f"Test split: block precision {ours['test_block']['precision']}, recall {ours['test_block']['recall']}; "
+             f"hard negatives blocked {ours['hard_negative_block_rate']}.", ""]
+    if before:
+        lines += [f"| set | n | review+block ({name}) | review+block (this model) | block only ({name}) | block only (this model) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+    else:
+        lines += ["| set | n | review+block | block only |", "|---|---:|---:|---:|"]
+    for ename, v in ours["external"].items():
+        if before:
+            b = before.get(ename, {})
+            lines.append(f"| {ename} | {v['n']} | {b.get('flag_rate', '—')} | {v['flag_rate']} | {b.get('block_rate', '—')} | {v['block_rate']} |")
+        else:
+            lines.append(f"| {ename} | {v['n']} | {v['flag_rate']} | {v['block_rate']} |")
+    lines += ["", "For the telecom fraud sets the flag rate is recall; for every other set it is the false-positive rate."]
+    return lines
 
 
 if __name__ == "__main__":

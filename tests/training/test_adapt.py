@@ -1,0 +1,104 @@
+"""`fanzha adapt`: the head re-fit on ONNX sentence vectors, its refusals, and the model it writes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import onnx
+import pytest
+
+from fanzha.datasets.corpus import load_corpus
+from fanzha.models import Detector, TextClassifier
+from fanzha.training import adapt
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory, tiny_corpus):
+    """300 benign 'platform' messages made of the tiny corpus' benign texts, two at a time (a test-made sample)."""
+    rng = random.Random(1)
+    benign = [r["text"] for r in load_corpus(tiny_corpus) if not r["labels"]]
+    rows = [{"text": "，".join(rng.sample(benign, 2)), "source": rng.choice(["sms", "post"])} for _ in range(300)]
+    path = tmp_path_factory.mktemp("traffic") / "sample.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory, tiny_model_dir, tiny_corpus, traffic):
+    out = tmp_path_factory.mktemp("adapted") / "model"
+    adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(out), base_model=str(tiny_model_dir),
+                                    corpus=str(tiny_corpus), threads=1, traffic_weight=3.0))
+    return out
+
+
+def test_adapted_model_loads_like_the_default_and_records_its_provenance(adapted, tiny_model_dir, traffic) -> None:
+    detector = Detector.load(adapted, threads=1)
+    verdict = detector.classify_text("免费领取签名照，加QQ群 83726154，先交29元激活费")
+    meta = onnx.load(str(adapted / "model.onnx")).metadata_props
+    meta = {p.key: p.value for p in meta}
+    assert meta["fanzha.adapted_from"] == "tiny-test"
+    assert meta["fanzha.traffic_size"] == "300"
+    assert meta["fanzha.traffic_sha256"] == __import__("hashlib").sha256(traffic.read_bytes()).hexdigest()
+    assert verdict.model_version == meta["fanzha.version"] and verdict.model_version.startswith("tiny-test-adapted-")
+    report = json.loads((adapted / "adapt_report.json").read_text())
+    assert set(report["held_out_traffic"]) == {"all", "post", "sms"}
+    assert report["labelled"]["test"]["recall_before"] >= 0 and (adapted / "ADAPT_REPORT.md").is_file()
+    assert (adapted / "pr_curves.png").stat().st_size > 1000
+    assert (tiny_model_dir / "model.onnx").is_file()  # the base model is untouched
+
+
+def test_adaptation_lowers_scores_on_the_held_out_traffic(adapted, tiny_model_dir, traffic) -> None:
+    texts, _, _ = adapt.read_traffic(traffic)
+    held = [t for t, h in zip(texts, adapt.held_out_mask(texts, 0.2, 13), strict=True) if h]
+    assert len(held) > 20
+    before = TextClassifier.load(tiny_model_dir, threads=1).predict(held)[:, 0]
+    after = TextClassifier.load(adapted, threads=1).predict(held)[:, 0]
+    assert after.mean() < before.mean()
+
+
+def test_fit_head_recovers_a_known_linear_rule() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    true_w = rng.normal(size=(8, 2)).astype(np.float32)
+    y = (x @ true_w > 0).astype(np.float32)
+    w, b = adapt.fit_head(x, y, np.ones_like(y, dtype=np.float64), np.zeros((8, 2), np.float32), np.zeros(2, np.float32), l2=0.01)
+    accuracy = ((x @ w + b > 0) == (y > 0.5)).mean()
+    assert accuracy > 0.97
+
+
+def test_base_head_is_recovered_from_the_graph(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    model = onnx.load(str(tiny_model_dir / "model.onnx"))
+    graph = tmp_path / "model.onnx"
+    onnx.save(adapt.with_features_output(model), str(graph))
+    clf = TextClassifier(graph, tiny_model_dir / "tokenizer.json", threads=1)
+    f = adapt.embed(clf, [r["text"] for r in load_corpus(tiny_corpus)], "t")
+    w, b = adapt.base_head(f)
+    assert np.abs(f.pooled @ w + b - f.logits).max() < 0.05  # int8 head: small quantisation residual
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no non-empty"),
+    (b'{"text": "\xff\xfe bad"}\n', "not UTF-8"),
+    (b'{"body": "hello"}\n', "no 'text' field"),
+    (b'{"text": "ok"}\nnot json\n', ":2: not a JSON object"),
+])
+def test_bad_traffic_is_refused_with_the_line(tmp_path, content, message) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(adapt.AdaptError, match=message):
+        adapt.read_traffic(path)
+
+
+def test_never_overwrites_the_base_model_or_a_full_directory(tiny_model_dir, traffic, tmp_path) -> None:
+    with pytest.raises(adapt.AdaptError, match="overwrite the base model"):
+        adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(tiny_model_dir), base_model=str(tiny_model_dir)))
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("keep")
+    with pytest.raises(adapt.AdaptError, match="not empty"):
+        adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(full), base_model=str(tiny_model_dir)))
+    assert (full / "x").read_text() == "keep"

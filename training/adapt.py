@@ -1,0 +1,570 @@
+"""Adapt a model to a platform's own traffic, without torch: re-fit the output head on sentence vectors
+read from the ONNX graph.
+
+    fanzha adapt --traffic sample.jsonl.gz --output models/adapted [--base_model models/default] [--feedback fb.jsonl]
+
+Why this design: the encoder already separates lures from the rest well (recall on real fraud is ~99 %);
+what differs between platforms is where the *boundary* lies (one platform's normal traffic is full of
+operator promotions, another's of game chat). The head is a linear layer on the mean-pooled sentence
+vector, so it can be re-fitted exactly and quickly on vectors the graph itself computes, on any CPU.
+
+Steps (`main`):
+1. read the unlabelled traffic sample (JSONL, JSONL.gz or Parquet; a `text` column), refuse bad input,
+   hash it, and hold out a part of it (a fifth by default) (by hash of the text, so duplicates never straddle the split);
+2. give the base graph one more output: the base logits and the pooled vector side by side;
+3. read every window of the labelled corpus (train / dev / test), the traffic and the feedback;
+4. fit a new head by weighted logistic regression (Newton steps), starting from and regularised towards
+   the base head: the labelled corpus as it is, moderators' feedback with a higher weight, and the
+   traffic as down-weighted negatives (PU learning: traffic is mostly benign, and the few lures in it
+   must not outvote the labelled positives);
+5. choose thresholds on dev: the review threshold is the highest that keeps dev recall within
+   `--max_recall_drop` of the base model; label thresholds maximise dev F1;
+6. write the new graph (same encoder, new fp32 head, provenance in the metadata), check it against the
+   numpy head, and write a report: held-out traffic flag rates before and after (per group when the
+   traffic has a `source` column), test recall before and after, PR curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import gzip
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fanzha.datasets.corpus import load_corpus
+from fanzha.datasets.feedback import load_feedback
+from fanzha.models.errors import InputError
+from fanzha.models.labels import OUTPUTS
+from fanzha.models.normalize import normalize
+from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
+
+log = logging.getLogger("fanzha.adapt")
+
+FEATURES = "fanzha_features"  # the extra graph output: base logits, then the pooled vector
+
+
+@dataclass
+class AdaptArguments:
+    traffic: str = field(metadata={"help": "unlabelled sample of the platform's messages: .jsonl, .jsonl.gz or .parquet with a text column"})
+    output: str = field(metadata={"help": "directory for the adapted model (must not exist or be empty; never the base model)"})
+    base_model: str = field(default="", metadata={"help": "model directory to adapt (model.onnx + tokenizer.json); default: the committed model"})
+    corpus: str | None = field(default=None, metadata={"help": "labelled corpus dir or JSONL (default: datasets/corpus)"})
+    feedback: list[str] = field(default_factory=list, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated reports)"})
+    text_field: str = field(default="text", metadata={"help": "column holding the message text"})
+    group_field: str = field(default="source", metadata={"help": "optional column to break the report down by (e.g. genre); ignored when absent"})
+    traffic_weight: float = field(default=0.5, metadata={"help": "total weight of the traffic, as a multiple of the corpus' benign weight"})
+    feedback_weight: float = field(default=3.0, metadata={"help": "weight of one moderated feedback record (a corpus record weighs 1)"})
+    l2: float = field(default=1.0, metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"})
+    max_recall_drop: float = field(default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"})
+    max_traffic: int = field(default=200_000, metadata={"help": "read at most this many traffic messages"})
+    held_out: float = field(default=0.2, metadata={"help": "fraction of the traffic held out of the fit, for the before/after flag rates"})
+    threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = all cores)"})
+    seed: int = field(default=13, metadata={"help": "seed of the held-out split"})
+
+
+class AdaptError(InputError):
+    """The traffic sample, the feedback or the output directory cannot be used."""
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+def read_traffic(path: str | Path, text_field: str = "text", group_field: str = "source", limit: int | None = None) -> tuple[list[str], list[str], str]:
+    """(texts, groups, sha256 of the file) from JSONL, JSONL.gz or Parquet; any bad record refuses the whole file.
+
+    Unlike archive scoring (which records a bad row and carries on), a training input with holes would
+    silently change what the model learns, so here a bad record is an error that names its line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AdaptError(f"traffic sample not found: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        rows = _parquet_rows(path, text_field)
+    elif name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
+        rows = _jsonl_rows(path)
+    else:
+        raise AdaptError(f"{path}: unsupported traffic format (use .jsonl, .jsonl.gz or .parquet)")
+    texts, groups = [], []
+    for where, row in rows:
+        if text_field not in row:
+            raise AdaptError(f"{path}{where}: no {text_field!r} field (fields: {sorted(row)[:10]}); set --text_field")
+        text = row[text_field]
+        if not isinstance(text, str):
+            raise AdaptError(f"{path}{where}: {text_field!r} is {type(text).__name__}, not text")
+        if not text.strip():
+            continue  # an empty message carries nothing to learn
+        texts.append(text)
+        groups.append(str(row.get(group_field) or "all"))
+        if limit and len(texts) >= limit:
+            break
+    if not texts:
+        raise AdaptError(f"{path}: the traffic sample has no non-empty {text_field!r} values")
+    return texts, groups, digest
+
+
+def _jsonl_rows(path: Path) -> Iterable[tuple[str, dict]]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise AdaptError(f"{path}:{n}: not UTF-8 text (byte {e.start}); convert the file to UTF-8") from None
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise AdaptError(f"{path}:{n}: not a JSON object ({e.msg} at column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise AdaptError(f"{path}:{n}: a JSON {type(row).__name__}, not an object")
+                yield f":{n}", row
+    except (gzip.BadGzipFile, EOFError, OSError) as e:
+        if isinstance(e, AdaptError):
+            raise
+        raise AdaptError(f"{path}: cannot read ({e})") from None
+
+
+def _parquet_rows(path: Path, text_field: str) -> Iterable[tuple[str, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise AdaptError(f"{path}: not a readable Parquet file ({e})") from None
+    if text_field not in table.column_names:
+        raise AdaptError(f"{path}: no {text_field!r} column (columns: {table.column_names}); set --text_field")
+    for n, row in enumerate(table.to_pylist(), 1):
+        yield f" row {n}", row
+
+
+def held_out_mask(texts: list[str], fraction: float, seed: int) -> np.ndarray:
+    """True for the held-out part; decided by a hash of the normalised text, so duplicates stay together."""
+    keys = [hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest() for t in texts]
+    return np.array([int.from_bytes(k, "big") / 2**64 < fraction for k in keys], dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------------- graph
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        raise AdaptError("fanzha adapt needs the `onnx` package: pip install 'fanzha[adapt]'") from None
+    return onnx
+
+
+def pooled_tensor(model) -> str:
+    """The name of the mean-pooled sentence vector that feeds the head: the pooling division nearest the logits."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    seen, frontier = set(), ["logits"]
+    while frontier:
+        nxt = []
+        for tensor in frontier:
+            node = producer.get(tensor)
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Div" and any(producer.get(i) is not None and producer[i].op_type == "ReduceSum" for i in node.input):
+                return node.output[0]
+            nxt += list(node.input)
+        frontier = nxt
+    raise AdaptError("cannot find the mean-pooling output in the model graph (is it a fanzha export?)")
+
+
+def with_features_output(model):
+    """A copy of the graph with one more output: [base logits | pooled vector] per window."""
+    onnx = _onnx()
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.node.append(onnx.helper.make_node("Concat", ["logits", pooled_tensor(model)], [FEATURES], axis=1, name="fanzha_features_concat"))
+    m.graph.output.append(onnx.helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, ["batch", "features"]))
+    return m
+
+
+def with_new_head(model, weight: np.ndarray, bias: np.ndarray, metadata: dict[str, str]):
+    """The same encoder with a new fp32 linear head producing `logits`; the old head's nodes are pruned."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    pooled = pooled_tensor(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for node in g.node:  # the old head's output becomes a dangling name, pruned below
+        node.output[:] = ["fanzha_old_logits" if o == "logits" else o for o in node.output]
+    g.initializer.extend([numpy_helper.from_array(weight.astype(np.float32), "fanzha.adapted_head.weight"),
+                          numpy_helper.from_array(bias.astype(np.float32), "fanzha.adapted_head.bias")])
+    g.node.extend([
+        onnx.helper.make_node("MatMul", [pooled, "fanzha.adapted_head.weight"], ["fanzha_adapted_matmul"], name="fanzha_adapted_head_matmul"),
+        onnx.helper.make_node("Add", ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"], ["logits"], name="fanzha_adapted_head_add"),
+    ])
+    _prune(g)
+    del m.metadata_props[:]
+    for k, v in metadata.items():
+        m.metadata_props.add(key=k, value=v)
+    return m
+
+
+def _prune(graph) -> None:
+    """Drop nodes and initializers that no graph output depends on."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    needed, stack, keep = set(), [o.name for o in graph.output], set()
+    while stack:
+        t = stack.pop()
+        if t in needed:
+            continue
+        needed.add(t)
+        if t in producer:
+            keep.add(producer[t])
+            stack += list(graph.node[producer[t]].input)
+    nodes = [n for i, n in enumerate(graph.node) if i in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+@dataclass
+class Features:
+    """Per window: the owning text, the base logits and the pooled vector."""
+
+    owner: np.ndarray
+    logits: np.ndarray
+    pooled: np.ndarray
+    n_texts: int
+
+    def text_probs(self, logits: np.ndarray | None = None) -> np.ndarray:
+        """Per text, the max over its windows of the sigmoid (exactly what the runtime does)."""
+        z = self.logits if logits is None else logits
+        probs = np.zeros((self.n_texts, z.shape[1]), dtype=np.float32)
+        np.maximum.at(probs, self.owner, 0.5 * (1.0 + np.tanh(0.5 * z)))
+        return probs
+
+
+def embed(classifier: TextClassifier, texts: list[str], desc: str, chunk: int = 512) -> Features:
+    normalised = [normalize(t).text for t in texts]
+    owners, values = [], []
+    with tqdm(total=len(normalised), desc=f"reading {desc}", unit="msg", mininterval=5) as bar:
+        for start in range(0, len(normalised), chunk):
+            owner, out = classifier.window_outputs(normalised[start : start + chunk], FEATURES)
+            owners.append(owner + start)
+            values.append(out)
+            bar.update(min(chunk, len(normalised) - start))
+    values_all = np.concatenate([v for v in values if v.size]) if any(v.size for v in values) else np.zeros((0, len(OUTPUTS)))
+    k = len(classifier.outputs)
+    return Features(np.concatenate(owners), values_all[:, :k], values_all[:, k:], len(texts))
+
+
+# ------------------------------------------------------------------------------------------------ fit
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, w0: np.ndarray, b0: np.ndarray, l2: float, steps: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted logistic regression per output, penalised by (λ/2)·‖θ − θ0‖² (θ0: the base head).
+
+    x (n, d) features, y (n, k) targets, w (n, k) weights; returns W (d, k) and b (k,). Newton steps with
+    step halving, so nearly separable data (common: the encoder separates the corpus well) cannot diverge.
+    """
+    n, d = x.shape
+    xa = np.hstack([x, np.ones((n, 1), dtype=x.dtype)]).astype(np.float64)
+    theta0 = np.vstack([w0, b0[None, :]]).astype(np.float64)
+    theta = theta0.copy()
+    lam = l2 * w.sum(axis=0) / 1000.0  # the prior's strength scales with the data's total weight
+
+    def objective(t: np.ndarray, k: int) -> float:
+        z = xa @ t
+        return float(np.sum(w[:, k] * (np.logaddexp(0.0, z) - y[:, k] * z)) + 0.5 * lam[k] * np.sum((t - theta0[:, k]) ** 2))
+
+    for k in range(y.shape[1]):
+        current = objective(theta[:, k], k)
+        for _ in range(steps):
+            z = xa @ theta[:, k]
+            p = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function without overflow
+            grad = xa.T @ (w[:, k] * (p - y[:, k])) + lam[k] * (theta[:, k] - theta0[:, k])
+            hess = (xa * (w[:, k] * p * (1 - p))[:, None]).T @ xa + lam[k] * np.eye(d + 1)
+            step = np.linalg.solve(hess, grad)
+            scale = 1.0
+            while scale > 1e-4:
+                candidate = theta[:, k] - scale * step
+                value = objective(candidate, k)
+                if value <= current:
+                    break
+                scale /= 2
+            else:
+                break
+            improvement = current - value
+            theta[:, k], current = candidate, value
+            if improvement < 1e-8 * max(1.0, abs(current)):
+                break
+    return theta[:d].astype(np.float32), theta[d].astype(np.float32)
+
+
+def base_head(f: Features) -> tuple[np.ndarray, np.ndarray]:
+    """The base graph's head as an fp32 linear map, recovered by least squares from (pooled, logits) pairs.
+
+    The int8 head is a quantised matrix; solving for it from its own outputs gives its effective fp32 form
+    without parsing quantisation nodes, for any export.
+    """
+    xa = np.hstack([f.pooled, np.ones((len(f.pooled), 1), dtype=np.float32)]).astype(np.float64)
+    theta, *_ = np.linalg.lstsq(xa, f.logits.astype(np.float64), rcond=None)
+    return theta[:-1].astype(np.float32), theta[-1].astype(np.float32)
+
+
+def window_targets(f: Features, y_text: np.ndarray) -> np.ndarray:
+    return y_text[f.owner]
+
+
+def recall(probs: np.ndarray, y: np.ndarray, threshold: float) -> float:
+    pos = y > 0.5
+    return float((probs[pos] >= threshold).mean()) if pos.any() else float("nan")
+
+
+def choose_review_threshold(base_probs: np.ndarray, new_probs: np.ndarray, y: np.ndarray, base_threshold: float, max_drop: float) -> float:
+    """The highest threshold (0.5–0.95) whose dev recall stays within max_drop of the base model's."""
+    target = recall(base_probs, y, base_threshold) - max_drop
+    grid = np.round(np.arange(0.5, 0.951, 0.01), 2)
+    ok = [t for t in grid if recall(new_probs, y, t) >= target - 1e-9]
+    return float(max(ok)) if ok else 0.5
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(args: AdaptArguments) -> Path:
+    started = time.time()
+    base_dir = Path(args.base_model) if args.base_model else DEFAULT_MODEL_DIR
+    out = _check_output(Path(args.output), base_dir)
+    onnx = _onnx()
+
+    # 1. traffic
+    texts, groups, digest = read_traffic(args.traffic, args.text_field, args.group_field, args.max_traffic)
+    held = held_out_mask(texts, args.held_out, args.seed)
+    if held.all() or not held.any():
+        held = np.arange(len(texts)) % 5 == 0  # tiny samples: every fifth message
+    log.info("traffic: %d messages (%d held out), sha256 %s", len(texts), int(held.sum()), digest[:12])
+
+    # 2. corpus and feedback
+    corpus = load_corpus(args.corpus)
+    split = {s: [r for r in corpus if r["split"] == s] for s in ("train", "dev", "test")}
+    if not split["train"] or not split["dev"]:
+        raise AdaptError(f"the labelled corpus needs train and dev records, got {len(split['train'])} / {len(split['dev'])}")
+    feedback = load_feedback(args.feedback) if args.feedback else []
+
+    # 3. features from the base graph
+    base_model = onnx.load(str(base_dir / "model.onnx"))
+    base_meta = {p.key: p.value for p in base_model.metadata_props}
+    with tempfile.TemporaryDirectory(prefix="fanzha-adapt-") as tmp:
+        graph_path = Path(tmp) / "model.onnx"
+        onnx.save(with_features_output(base_model), str(graph_path))
+        clf = TextClassifier(graph_path, base_dir / "tokenizer.json", threads=args.threads or None)
+        feats = {name: embed(clf, [r["text"] for r in records], name) for name, records in split.items() if records}
+        feats["traffic"] = embed(clf, texts, "traffic")
+        if feedback:
+            feats["feedback"] = embed(clf, [r["text"] for r in feedback], "feedback")
+        del clf
+    targets = _targets()
+    y = {name: targets(records) for name, records in split.items() if records}
+
+    # 4. fit
+    w0, b0 = base_head(feats["train"])
+    x_parts, y_parts, w_parts = [], [], []
+    yt = window_targets(feats["train"], y["train"])
+    pos = yt.sum(0)
+    pos_weight = np.clip((len(yt) - pos) / np.maximum(pos, 1), 1.0, 4.0)  # as the fine-tuning does
+    x_parts.append(feats["train"].pooled)
+    y_parts.append(yt)
+    w_parts.append(np.where(yt > 0.5, pos_weight, 1.0))
+    fit_windows = ~held[feats["traffic"].owner]
+    n_fit = int(fit_windows.sum())
+    benign_weight = float((yt[:, 0] < 0.5).sum())
+    x_parts.append(feats["traffic"].pooled[fit_windows])
+    y_parts.append(np.zeros((n_fit, yt.shape[1]), dtype=np.float32))
+    w_parts.append(np.full((n_fit, yt.shape[1]), args.traffic_weight * benign_weight / max(n_fit, 1)))
+    if feedback:
+        yf = window_targets(feats["feedback"], targets(feedback))
+        x_parts.append(feats["feedback"].pooled)
+        y_parts.append(yf)
+        w_parts.append(np.full_like(yf, args.feedback_weight))
+    log.info("fitting the head on %d windows (%d traffic, %d feedback)", sum(len(p) for p in x_parts), n_fit,
+             len(feats["feedback"].owner) if feedback else 0)
+    weight, bias = fit_head(np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64), w0, b0, args.l2)
+
+    # 5. thresholds on dev
+    base_thresholds = json.loads(base_meta["fanzha.thresholds"])
+    new_logits = {name: f.pooled @ weight + bias for name, f in feats.items()}
+    dev_base, dev_new = feats["dev"].text_probs(), feats["dev"].text_probs(new_logits["dev"])
+    thresholds = {OUTPUTS[0]: choose_review_threshold(dev_base[:, 0], dev_new[:, 0], y["dev"][:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop)}
+    from .metrics import tune_thresholds
+
+    label_t = tune_thresholds(dev_new, y["dev"])
+    thresholds.update({o: round(float(t), 2) for o, t in zip(OUTPUTS[1:], label_t[1:], strict=True)})
+
+    # 6. write, check, report
+    version = f"{base_meta.get('fanzha.version', 'fanzha')}-adapted-{digest[:8]}"
+    metadata = {**base_meta, "fanzha.thresholds": json.dumps(thresholds), "fanzha.version": version,
+                "fanzha.adapted_from": base_meta.get("fanzha.version", str(base_dir)),
+                "fanzha.traffic_sha256": digest, "fanzha.traffic_size": str(len(texts)),
+                "fanzha.adapt": json.dumps({k: v for k, v in dataclasses.asdict(args).items() if k not in ("output",)}, ensure_ascii=False),
+                "fanzha.adapted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(with_new_head(base_model, weight, bias, metadata), str(out / "model.onnx"))
+    shutil.copy2(base_dir / "tokenizer.json", out / "tokenizer.json")
+    _check_written(out, split["dev"][:64], dev_new[:64])
+    report = _report(args, feats, new_logits, y, held, groups, base_thresholds, thresholds, version, metadata, len(texts), time.time() - started)
+    (out / "adapt_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "ADAPT_REPORT.md").write_text(render(report), encoding="utf-8")
+    _plot_pr(feats["test"] if "test" in feats else feats["dev"], new_logits.get("test", new_logits["dev"]),
+             y.get("test", y["dev"]), out / "pr_curves.png")
+    log.info("adapted model %s written to %s in %.1f min", version, out, (time.time() - started) / 60)
+    return out
+
+
+def _targets():
+    from .metrics import targets
+
+    return targets
+
+
+def _check_output(out: Path, base_dir: Path) -> Path:
+    if not (base_dir / "model.onnx").is_file():
+        raise AdaptError(f"base model not found: {base_dir / 'model.onnx'}")
+    if out.resolve() == base_dir.resolve() or base_dir.resolve() in out.resolve().parents and (out / "model.onnx").exists():
+        raise AdaptError(f"--output {out} would overwrite the base model; choose a new directory")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AdaptError(f"--output {out} exists and is not empty; choose a new directory")
+    return out
+
+
+def _check_written(out: Path, records: list[dict], expected: np.ndarray) -> None:
+    """The written graph must give what the numpy head predicted (the int8 encoder is shared)."""
+    got = TextClassifier.load(out, threads=1).predict([normalize(r["text"]).text for r in records])
+    diff = float(np.abs(got - expected[: len(records)]).max()) if records else 0.0
+    if diff > 0.02:  # int8 activations are quantised per batch: ~0.01 between batchings is normal
+        shutil.rmtree(out)
+        raise AdaptError(f"the adapted graph disagrees with the fitted head (max |Δp| {diff:.4f}); nothing written")
+
+
+def _rates(probs: np.ndarray, review: float, block: float) -> dict[str, float]:
+    p = probs[:, 0]
+    return {"n": int(len(p)), "review_or_block": round(float((p >= review).mean()), 4) if len(p) else None,
+            "block": round(float((p >= block).mean()), 4) if len(p) else None}
+
+
+def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall) -> dict:
+    from fanzha.models.labels import DecisionThresholds
+
+    block = DecisionThresholds.block
+    t = feats["traffic"]
+    base_p, new_p = t.text_probs(), t.text_probs(new_logits["traffic"])
+    traffic = {}
+    for g in ["all", *sorted(set(groups) - {"all"})]:
+        m = held & (np.array(groups) == g) if g != "all" else held
+        traffic[g] = {"before": _rates(base_p[m], base_t["fraud"], block), "after": _rates(new_p[m], new_t["fraud"], block)}
+    labelled = {}
+    for name in ("dev", "test"):
+        if name not in feats:
+            continue
+        bp, np_ = feats[name].text_probs(), feats[name].text_probs(new_logits[name])
+        fraud = y[name][:, 0]
+        labelled[name] = {
+            "recall_before": round(recall(bp[:, 0], fraud, base_t["fraud"]), 4),
+            "recall_after": round(recall(np_[:, 0], fraud, new_t["fraud"]), 4),
+            "benign_flag_rate_before": round(float((bp[fraud < 0.5, 0] >= base_t["fraud"]).mean()), 4),
+            "benign_flag_rate_after": round(float((np_[fraud < 0.5, 0] >= new_t["fraud"]).mean()), 4),
+        }
+    return {"version": version, "adapted_from": metadata["fanzha.adapted_from"], "traffic": {"path": str(args.traffic),
+            "sha256": metadata["fanzha.traffic_sha256"], "size": n_traffic, "held_out": int(held.sum())},
+            "thresholds": {"before": base_t, "after": new_t, "block": block}, "held_out_traffic": traffic,
+            "labelled": labelled, "wall_time_s": round(wall, 1)}
+
+
+def render(r: dict) -> str:
+    lines = [f"# Adaptation report — {r['version']}", "",
+             f"Base model `{r['adapted_from']}`; traffic `{r['traffic']['path']}` ({r['traffic']['size']:,} messages, "
+             f"sha256 `{r['traffic']['sha256'][:16]}…`); {r['traffic']['held_out']:,} held out and never fitted on. "
+             f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block {r['thresholds']['block']}. "
+             f"Wall time {r['wall_time_s'] / 60:.1f} min.", "",
+             "## Flag rate on held-out traffic", "",
+             "| group | n | review+block before | after | block before | after |", "|---|---:|---:|---:|---:|---:|"]
+    for g, v in r["held_out_traffic"].items():
+        b, a = v["before"], v["after"]
+        lines.append(f"| {g} | {b['n']:,} | {_pct(b['review_or_block'])} | {_pct(a['review_or_block'])} | {_pct(b['block'])} | {_pct(a['block'])} |")
+    lines += ["", "## Labelled corpus", "", "| split | fraud recall before | after | benign flag rate before | after |", "|---|---:|---:|---:|---:|"]
+    for name, v in r["labelled"].items():
+        lines.append(f"| {name} | {_pct(v['recall_before'])} | {_pct(v['recall_after'])} | {_pct(v['benign_flag_rate_before'])} | {_pct(v['benign_flag_rate_after'])} |")
+    lines += ["", "PR curves (test split, fraud output, before and after): `pr_curves.png`.", ""]
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f} %"
+
+
+def _plot_pr(f: Features, new_logits: np.ndarray, y: np.ndarray, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import precision_recall_curve
+    except ImportError:
+        log.warning("matplotlib/scikit-learn missing: no PR curves")
+        return
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, probs in (("base", f.text_probs()), ("adapted", f.text_probs(new_logits))):
+        p, r, _ = precision_recall_curve(y[:, 0], probs[:, 0])
+        ax.plot(r, p, label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("fraud output, test split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> AdaptArguments:
+    parser = argparse.ArgumentParser(prog="fanzha adapt", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return arguments_from(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """AdaptArguments as command-line flags (used by `fanzha adapt` and `python -m fanzha.training.adapt`)."""
+    for f in dataclasses.fields(AdaptArguments):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kwargs: dict = {"help": f.metadata.get("help", "")}
+        if f.type in ("list[str]",):
+            kwargs.update(nargs="*", default=[])
+        elif not required:
+            kwargs.update(type=type(f.default), default=f.default)
+        parser.add_argument(f"--{f.name}", required=required, **kwargs)
+
+
+def arguments_from(ns: argparse.Namespace) -> AdaptArguments:
+    return AdaptArguments(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(AdaptArguments)})
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(parse_args())
