@@ -1,26 +1,57 @@
 """Inference: everything a platform needs at request time. Never imports torch or transformers."""
 
-from .detector import Detector, Verdict, validate_text
-from .errors import DurationExceeded, InputError, LimitExceeded, UnsupportedMedia
-from .evidence import Evidence, extract
+from .detector import Detector, validate_text
+from .errors import (
+    Conflict,
+    DatabaseError,
+    DurationExceeded,
+    FanzhaError,
+    InputError,
+    LimitExceeded,
+    MissingExtra,
+    ModelError,
+    NotFound,
+    OcrError,
+    SettingsError,
+    SetupError,
+    UnsupportedMedia,
+)
+from .evidence import extract
 from .labels import LABELS, DecisionThresholds
 from .normalize import Normalized, normalize
-from .text import ModelError, TextClassifier
+from .settings import Limits, Settings, settings
+from .text import TextClassifier
+from .verdict import Evidence, Location, MediaInfo, TimelineEntry, Trigger, Verdict
 
 __all__ = [
     "LABELS",
+    "Conflict",
+    "DatabaseError",
     "DecisionThresholds",
     "Detector",
     "DurationExceeded",
     "Evidence",
+    "FanzhaError",
     "InputError",
     "LimitExceeded",
+    "Limits",
+    "Location",
+    "MediaInfo",
+    "MissingExtra",
     "ModelError",
+    "NotFound",
     "Normalized",
+    "OcrError",
+    "Settings",
+    "SettingsError",
+    "SetupError",
     "TextClassifier",
+    "TimelineEntry",
+    "Trigger",
     "UnsupportedMedia",
     "Verdict",
     "extract",
     "normalize",
+    "settings",
     "validate_text",
 ]

@@ -8,51 +8,31 @@
 
 from __future__ import annotations
 
-import os
 import time
 from bisect import bisect_right
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, LimitExceeded
-from .evidence import extract
-from .image import MAX_IMAGE_BYTES, Reading, decode_image, piece_starts, read_image
+from .errors import InputError, LimitExceeded, UnsupportedMedia
+from .evidence import extract, qr_kind
+from .image import Reading, decode_image, piece_starts, read_image
 from .labels import FRAUD_HEAD, LABELS, DecisionThresholds
 from .media import sniff
 from .normalize import has_readable_text, normalize
 from .ocr import OcrEngine, get_engine
+from .settings import Limits, settings
 from .text import TextClassifier
+from .verdict import Evidence, Location, MediaInfo, TimelineEntry, Trigger, Verdict
 from .video import Sampling, read_video
 
-# QR payloads that open a group chat (QQ group / WeChat group / QQ add-friend links): lures move victims there
-_INVITE_HOSTS = ("qm.qq.com", "jq.qq.com", "qun.qq.com", "weixin.qq.com/g/", "u.wechat.com", "group_code=")
-
-MAX_TEXT_CHARS = int(os.environ.get("FANZHA_MAX_TEXT_CHARS", 200_000))
+__all__ = ["Detector", "Verdict", "validate_text"]
 
 
-@dataclass
-class Verdict:
-    fraud_score: float  # P(at least one scam label applies)
-    scores: dict[str, float]  # per label
-    labels: list[str]  # the kinds of lure: labels at or over their threshold, for review/block verdicts only
-    decision: str  # pass / review / block
-    evidence: list[dict]
-    model_version: str
-    timings: dict[str, float] = field(default_factory=dict)  # milliseconds
-    # images and videos only (absent from text verdicts): what was read, and where
-    text: str | None = None  # the text the classifier saw: OCR lines + QR payloads, or the video transcript
-    ocr: list[dict] | None = None  # OCR lines in reading order: text, box (4 corners), confidence
-    qr: list[dict] | None = None  # QR codes: payload, box
-    timeline: list[dict] | None = None  # video: one entry per caption segment, with its scores
-    media: dict | None = None  # kind, size, duration, frames decoded, OCR calls, what triggered
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-def validate_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
+def validate_text(text: object, max_chars: int | None = None) -> str:
+    """The text, or InputError saying why it cannot be scored (`max_chars` default: FANZHA_MAX_TEXT_CHARS)."""
+    max_chars = settings().limits.max_text_chars if max_chars is None else max_chars
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
@@ -65,14 +45,19 @@ def validate_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
 
 
 class Detector:
-    def __init__(self, classifier: TextClassifier, thresholds: DecisionThresholds | None = None, max_chars: int = MAX_TEXT_CHARS,
-                 ocr_engine: str | None = None, threads: int | None = None, sampling: Sampling | None = None) -> None:
+    """Text, image bytes or a video in, a Verdict out. Settings (thresholds, limits, OCR engine, threads) are
+    taken when it is built: from the arguments, else from `fanzha.models.settings`."""
+
+    def __init__(self, classifier: TextClassifier, thresholds: DecisionThresholds | None = None, max_chars: int | None = None,
+                 ocr_engine: str | None = None, threads: int | None = None, sampling: Sampling | None = None,
+                 limits: Limits | None = None) -> None:
         self.classifier = classifier
         self.ocr_engine_name = ocr_engine
         self.threads = threads
         self.sampling = sampling or Sampling()
         self.thresholds = thresholds or DecisionThresholds.from_env(review=classifier.thresholds.get(FRAUD_HEAD))
-        self.max_chars = max_chars
+        limits = limits or settings().limits
+        self.limits = limits if max_chars is None else replace(limits, max_text_chars=max_chars)
         missing = [o for o in (FRAUD_HEAD, *LABELS) if o not in classifier.outputs]
         if missing:
             raise ValueError(f"model outputs {classifier.outputs} lack {missing}")
@@ -81,6 +66,10 @@ class Detector:
     def load(cls, model_dir: str | Path | None = None, thresholds: DecisionThresholds | None = None, threads: int | None = None,
              ocr_engine: str | None = None) -> Detector:
         return cls(TextClassifier.load(model_dir, threads=threads), thresholds, ocr_engine=ocr_engine, threads=threads)
+
+    @property
+    def max_chars(self) -> int:
+        return self.limits.max_text_chars
 
     @property
     def ocr(self) -> OcrEngine:
@@ -103,79 +92,83 @@ class Detector:
             head = f.read(512)
         if sniff(head) == "video":
             return self.classify_video(path)
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise LimitExceeded(f"image is {path.stat().st_size:,} bytes; the limit is {MAX_IMAGE_BYTES:,} (FANZHA_MAX_IMAGE_BYTES)")
+        limit = self.limits.max_image_bytes
+        if path.stat().st_size > limit:
+            raise LimitExceeded(f"image is {path.stat().st_size:,} bytes; the limit is {limit:,} (FANZHA_MAX_IMAGE_BYTES)")
         return self.classify_image(path.read_bytes())
+
+    def classify_media(self, data: bytes, expected: str | None = None, max_seconds: float | None = None) -> Verdict:
+        """Image or video bytes, told apart by their first bytes (never by a name a client sent); UnsupportedMedia
+        when they are neither, or not the `expected` kind ("image" or "video")."""
+        kind = sniff(data[:512])
+        if expected is not None and kind != expected:
+            raise UnsupportedMedia(f"unsupported media: this endpoint takes a{'n' if expected == 'image' else ''} {expected}, "
+                                   f"the upload is a{'n' if kind == 'image' else ''} {kind}")
+        if kind == "image":
+            return self.classify_image(data)
+        return self.classify_video(data, max_seconds=max_seconds)
 
     def classify_image(self, data: bytes) -> Verdict:
         """Decode, OCR, read QR codes, classify the text; evidence points back to OCR boxes / QR codes."""
         t0 = time.perf_counter()
-        rgb = decode_image(data)
+        rgb = decode_image(data, self.limits.max_image_bytes, self.limits.max_image_pixels)
         t1 = time.perf_counter()
         reading = read_image(rgb, self.ocr)
         t2 = time.perf_counter()
         verdict = self._classify_read_text(reading.text)
-        for e in verdict.evidence:
-            e["locations"] = reading.locate(e["start"], e["end"])
-        verdict.evidence += self._qr_evidence(reading)
-        verdict.timings = {"decode_ms": _ms(t0, t1), "ocr_ms": _ms(t1, t2), **verdict.timings}
-        verdict.text = reading.text
-        verdict.ocr = [line.to_dict() for line in reading.lines]
-        verdict.qr = [code.to_dict() for code in reading.qr]
-        verdict.media = {"kind": "image", "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
-        return verdict
+        evidence = [e.located(reading.locate(e.start, e.end)) for e in verdict.evidence] + self._qr_evidence(reading)
+        return replace(verdict, evidence=evidence, timings={"decode_ms": _ms(t0, t1), "ocr_ms": _ms(t1, t2), **verdict.timings},
+                       text=reading.text, ocr=list(reading.lines), qr=list(reading.qr),
+                       media=MediaInfo("image", width=int(rgb.shape[1]), height=int(rgb.shape[0])))
 
     def classify_video(self, source: str | Path | bytes, max_seconds: float | None = None) -> Verdict:
         """OCR the frames where the picture changed; classify each caption, each caption with the next one
         (a lure split over two captions), and the whole transcript. The verdict takes the maximum."""
         t0 = time.perf_counter()
-        reading = read_video(source, self.ocr, self.sampling, max_seconds)
+        reading = read_video(source, self.ocr, self.sampling, max_seconds, self.limits)
         t1 = time.perf_counter()
         segments = [s for s in reading.segments if has_readable_text(s.text)]
         pairs = [f"{a.text}\n{b.text}" for a, b in zip(segments, segments[1:], strict=False)]
         transcript = "\n".join(s.text for s in segments)
         texts = [s.text for s in segments] + pairs + ([transcript] if len(segments) > 2 else [])
-        media = {"kind": "video", "width": reading.width, "height": reading.height, "duration": round(reading.duration, 3),
-                 "frames_decoded": reading.frames_decoded, "ocr_calls": reading.ocr_calls, "trigger": None}
-        if reading.truncated:
-            media["truncated"] = reading.truncated
+        media = MediaInfo("video", width=reading.width, height=reading.height, duration=round(reading.duration, 3),
+                          frames_decoded=reading.frames_decoded, ocr_calls=reading.ocr_calls, truncated=reading.truncated)
         if not texts:
             verdict = self._no_text_verdict()
         else:
             texts = [t[: self.max_chars] for t in texts]
             rows = self._probabilities(texts)
-            verdict = self._verdict(rows.max(axis=0), [e.to_dict() for e in extract(transcript)], {})
-            timeline, trigger = self._timeline(segments, rows, n_pairs=len(pairs), flagged=verdict.decision != "pass")
-            verdict.timeline, media["trigger"] = timeline, trigger
             starts = piece_starts([s.text for s in segments])
-            for e in verdict.evidence:
-                i = max(0, bisect_right(starts, e["start"]) - 1)
-                e["locations"] = [{"source": "segment", "index": i, "start": round(segments[i].start, 2), "end": round(segments[i].end, 2)}]
-        verdict.timings = {"video_ms": _ms(t0, t1), "classify_ms": _ms(t1, time.perf_counter())}
-        verdict.text = transcript
-        verdict.media = media
-        return verdict
+            evidence = []
+            for e in extract(transcript):
+                i = max(0, bisect_right(starts, e.start) - 1)
+                evidence.append(e.located([Location("segment", i, start=round(segments[i].start, 2), end=round(segments[i].end, 2))]))
+            verdict = self._verdict(rows.max(axis=0), evidence, {})
+            timeline, trigger = self._timeline(segments, rows, n_pairs=len(pairs), flagged=verdict.flagged)
+            verdict = replace(verdict, timeline=timeline)
+            media = replace(media, trigger=trigger)
+        return replace(verdict, timings={"video_ms": _ms(t0, t1), "classify_ms": _ms(t1, time.perf_counter())},
+                       text=transcript, media=media)
 
-    def _timeline(self, segments, rows: np.ndarray, n_pairs: int, flagged: bool) -> tuple[list[dict], dict | None]:
+    def _timeline(self, segments, rows: np.ndarray, n_pairs: int, flagged: bool) -> tuple[list[TimelineEntry], Trigger | None]:
         n = len(segments)
         alone = [self.thresholds.decide(self._fraud(rows[i])) != "pass" for i in range(n)]
         paired = [self.thresholds.decide(self._fraud(rows[n + i])) != "pass" for i in range(n_pairs)]
+        trigger = None
+        if flagged:
+            if any(alone):
+                trigger = Trigger("segment", tuple(i for i in range(n) if alone[i]))
+            elif any(paired):
+                trigger = Trigger("adjacent_captions", tuple(sorted({j for i in range(n_pairs) if paired[i] for j in (i, i + 1)})))
+            else:
+                trigger = Trigger("transcript", tuple(range(n)))
         timeline = []
         for i, seg in enumerate(segments):
             fraud = self._fraud(rows[i])
             by_pair = (i > 0 and paired[i - 1]) or (i < n_pairs and paired[i])
-            timeline.append({**seg.to_dict(), "fraud_score": round(fraud, 4), "scores": self._label_scores(rows[i]),
-                             "decision": self.thresholds.decide(fraud), "triggered": alone[i] or (by_pair and not any(alone))})
-        trigger = None
-        if flagged:
-            if any(alone):
-                trigger = {"by": "segment", "segments": [i for i in range(n) if alone[i]]}
-            elif any(paired):
-                trigger = {"by": "adjacent_captions", "segments": sorted({j for i in range(n_pairs) if paired[i] for j in (i, i + 1)})}
-            else:
-                trigger = {"by": "transcript", "segments": list(range(n))}
-                for entry in timeline:
-                    entry["triggered"] = True
+            triggered = alone[i] or (by_pair and not any(alone)) or (trigger is not None and trigger.by == "transcript")
+            timeline.append(TimelineEntry(seg.start, seg.end, seg.text, seg.frame_time, round(fraud, 4), self._label_scores(rows[i]),
+                                          self.thresholds.decide(fraud), triggered))
         return timeline, trigger
 
     def _classify_read_text(self, text: str) -> Verdict:
@@ -189,13 +182,11 @@ class Detector:
         return self._verdict(zeros, [], {})
 
     @staticmethod
-    def _qr_evidence(reading: Reading) -> list[dict]:
+    def _qr_evidence(reading: Reading) -> list[Evidence]:
         out = []
         for i, code in enumerate(reading.qr):
-            invite = any(h in code.payload.lower() for h in _INVITE_HOSTS)
             start, end = reading.qr_span(i)
-            out.append({"kind": "qr_group_invite" if invite else "qr", "value": code.payload, "start": start, "end": end,
-                        "text": code.payload, "locations": [{"source": "qr", "index": i, "box": [list(p) for p in code.box]}]})
+            out.append(Evidence(qr_kind(code.payload), code.payload, start, end, code.payload, (Location("qr", i, box=code.box),)))
         return out
 
     def _fraud(self, row) -> float:
@@ -227,7 +218,7 @@ class Detector:
         verdicts = []
         for norm, row in zip(normalized, probs, strict=True):
             t3 = time.perf_counter()
-            evidence = [e.to_dict() for e in extract(norm)]
+            evidence = extract(norm)
             verdicts.append(self._verdict(row, evidence, {
                 "normalize_ms": round((t1 - t0) * share, 3),
                 "classify_ms": round((t2 - t1) * share, 3),
@@ -235,7 +226,7 @@ class Detector:
             }))
         return verdicts
 
-    def _verdict(self, row, evidence: list[dict], timings: dict[str, float]) -> Verdict:
+    def _verdict(self, row, evidence: list[Evidence], timings: dict[str, float]) -> Verdict:
         scores = self._label_scores(row)
         # P(any label) can never be below P(one label): the binary head is kept consistent with the labels
         fraud_score = round(self._fraud(row), 4)
@@ -247,4 +238,3 @@ class Detector:
 
 def _ms(t0: float, t1: float) -> float:
     return round((t1 - t0) * 1000, 3)
-

@@ -7,23 +7,26 @@ back to the text the user wrote. Evidence explains a verdict; it never decides o
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 
 from .normalize import Normalized, normalize
+from .verdict import Evidence
 
-KINDS = ("qq", "qq_group", "wechat", "phone", "url", "amount", "fee_term", "giveaway_term", "task_term")
+# every evidence kind, defined here once: found in text …
+TEXT_KINDS = ("qq", "qq_group", "wechat", "phone", "url", "amount", "fee_term", "giveaway_term", "task_term")
+# … and read from QR codes on pictures (detector.py): a group-chat invite, or any other payload
+QR_KINDS = ("qr", "qr_group_invite")
+KINDS = TEXT_KINDS + QR_KINDS
+# the kinds that name a contact handle a lure pushes (the platform's risk state links accounts through them)
+HANDLE_KINDS = ("qq", "qq_group", "wechat", "phone", "url", *QR_KINDS)
+
+# QR payloads that open a group chat (QQ group / WeChat group / QQ add-friend links): lures move victims there
+_INVITE_HOSTS = ("qm.qq.com", "jq.qq.com", "qun.qq.com", "weixin.qq.com/g/", "u.wechat.com", "group_code=")
 
 
-@dataclass(frozen=True)
-class Evidence:
-    kind: str  # one of KINDS
-    value: str  # canonical value (normalised text, digits only for numbers)
-    start: int  # span in the ORIGINAL text, [start, end)
-    end: int
-    text: str  # the original text at that span
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def qr_kind(payload: str) -> str:
+    """The evidence kind of a QR payload: `qr_group_invite` for a QQ/WeChat group link, else `qr`."""
+    low = payload.lower()
+    return "qr_group_invite" if any(host in low for host in _INVITE_HOSTS) else "qr"
 
 
 _FEE_TERMS = (

@@ -10,7 +10,6 @@ Verdict's evidence can point at boxes on the picture.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -21,19 +20,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, LimitExceeded, UnsupportedMedia
 from .ocr import OcrEngine, OcrLine, Point, _box
+from .settings import settings
+from .verdict import Location, _Readable
 
-MAX_IMAGE_BYTES = int(os.environ.get("FANZHA_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
-MAX_IMAGE_PIXELS = int(os.environ.get("FANZHA_MAX_IMAGE_PIXELS", 40_000_000))
 # what platforms actually upload; Pillow can open more (EPS, PSD, ICO...), which only widens the attack surface
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
 
 
-def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Bytes → H×W×3 uint8 RGB, upright per EXIF, transparency flattened onto white, CMYK converted.
 
     Every way a file can be bad (too big, a decompression bomb, truncated, not an image, a format we do
-    not take) raises InputError with a message a caller can act on.
+    not take) raises InputError with a message a caller can act on. The limits default to the settings'
+    (FANZHA_MAX_IMAGE_BYTES, FANZHA_MAX_IMAGE_PIXELS).
     """
+    limits = settings().limits
+    max_bytes = limits.max_image_bytes if max_bytes is None else max_bytes
+    max_pixels = limits.max_image_pixels if max_pixels is None else max_pixels
     if not data:
         raise InputError("image is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -78,7 +81,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class QrCode:
+class QrCode(_Readable):
     payload: str
     box: tuple[Point, Point, Point, Point]
 
@@ -126,7 +129,7 @@ class Reading:
         start = self.piece_starts[len(self.lines) + index]
         return start, start + len(self.qr[index].payload)
 
-    def locate(self, start: int, end: int) -> list[dict]:
+    def locate(self, start: int, end: int) -> list[Location]:
         """The OCR lines / QR codes a text span [start, end) falls on, with their boxes."""
         if not self.sources:
             return []
@@ -135,7 +138,7 @@ class Reading:
         found = []
         for kind, index in self.sources[first:last + 1]:
             box = self.lines[index].box if kind == "ocr" else self.qr[index].box
-            found.append({"source": kind, "index": index, "box": [list(p) for p in box]})
+            found.append(Location(kind, index, box=box))
         return found
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from .errors import SettingsError
+from .settings import settings
 
 # Order matters: it is the order of the classifier's label logits after the binary `fraud` head.
 LABELS: tuple[str, ...] = ("fake_giveaway", "fee_demand", "click_farming", "other_fraud")
@@ -34,15 +36,17 @@ class DecisionThresholds:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.review <= self.block <= 1.0:
-            raise ValueError(
+            raise SettingsError(
                 f"thresholds must satisfy 0 <= review <= block <= 1, got review={self.review} block={self.block}"
             )
 
     @classmethod
     def from_env(cls, review: float | None = None, block: float | None = None) -> DecisionThresholds:
-        """Environment overrides, else the given defaults (the model's tuned ones), else the class defaults."""
-        review = float(os.environ.get("FANZHA_REVIEW_THRESHOLD", cls.review if review is None else review))
-        block = float(os.environ.get("FANZHA_BLOCK_THRESHOLD", max(cls.block if block is None else block, review)))
+        """FANZHA_REVIEW_THRESHOLD / FANZHA_BLOCK_THRESHOLD (settings), else the given defaults (the model's tuned
+        ones), else the class defaults; a block threshold left to its default follows a review threshold set above it."""
+        s = settings()
+        review = s.review_threshold if s.review_threshold is not None else cls.review if review is None else review
+        block = s.block_threshold if s.block_threshold is not None else max(cls.block if block is None else block, review)
         return cls(review=review, block=block)
 
     def decide(self, fraud_score: float) -> str:

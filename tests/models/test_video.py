@@ -1,11 +1,12 @@
 """Video: changed-frame sampling, caption segments against the fixtures' truth, containers, bad files."""
 
+from dataclasses import replace
+
 import av
 import numpy as np
 import pytest
 
 from fanzha.models import Detector, InputError, LimitExceeded
-from fanzha.models import video as video_module
 from fanzha.models.ocr import char_recall_precision, get_engine
 from fanzha.models.video import read_video
 
@@ -122,11 +123,11 @@ def test_a_truncated_stream_keeps_what_was_decoded(tmp_path, default_detector) -
 
 
 def test_limits(monkeypatch, default_detector) -> None:
-    monkeypatch.setattr(video_module, "MAX_VIDEO_SECONDS", 5.0)
+    limits = default_detector.limits  # the settings' limits (FANZHA_MAX_VIDEO_*), taken when the Detector was built
+    monkeypatch.setattr(default_detector, "limits", replace(limits, max_video_seconds=5.0))
     with pytest.raises(LimitExceeded, match="12.0 s; the limit is 5 s"):
         default_detector.classify_video(MEDIA / "subtitles.mp4")
-    monkeypatch.setattr(video_module, "MAX_VIDEO_SECONDS", 600.0)
-    monkeypatch.setattr(video_module, "MAX_VIDEO_PIXELS", 320 * 240)
+    monkeypatch.setattr(default_detector, "limits", replace(limits, max_video_seconds=600.0, max_video_pixels=320 * 240))
     with pytest.raises(LimitExceeded, match="640×360"):
         default_detector.classify_video(MEDIA / "subtitles.mp4")
     with pytest.raises(LimitExceeded, match="the limit is 4 s"):
