@@ -32,7 +32,7 @@ from pathlib import Path
 from common import messages
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "serving"))  # the PostgreSQL scratch-schema helper of the store tests
+sys.path.insert(0, str(REPO / "tests" / "platform"))  # the PostgreSQL scratch-schema helper of the store tests
 
 
 def scored_pool(threads: int) -> list[dict]:
@@ -43,7 +43,7 @@ def scored_pool(threads: int) -> list[dict]:
 
 
 def make_items(pool: list[dict], n: int, t0: float):
-    from fanzha.serving.risk import ScoredItem
+    from fanzha.platform.risk import ScoredItem
 
     rng = random.Random(0)
     return [ScoredItem.from_verdict(pool[i % len(pool)], account_id=f"acct{rng.randrange(20_000)}", group_id=f"grp{rng.randrange(500)}",
@@ -51,11 +51,11 @@ def make_items(pool: list[dict], n: int, t0: float):
 
 
 def bench_ingest(url: str, pool: list[dict], items: int, batch: int) -> dict:
-    from fanzha.serving.risk import RiskStore
+    from fanzha.platform.risk import RiskState
 
     t0 = time.time()
     data = make_items(pool, items, t0)
-    store = RiskStore(url, clock=lambda: t0 + items * 0.01)
+    store = RiskState(url, clock=lambda: t0 + items * 0.01)
     started = time.perf_counter()
     alerts = 0
     for i in range(0, len(data), batch):
@@ -82,14 +82,14 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 def bench_alert_latency(url: str, pool: list[dict], rounds: int) -> dict:
-    from fanzha.serving.risk import RiskRules, RiskStore, ScoredItem
-    from fanzha.serving.webhook import AlertWebhook
+    from fanzha.platform.risk import RiskRules, RiskState, ScoredItem
+    from fanzha.platform.webhook import AlertWebhook
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = AlertWebhook(f"http://127.0.0.1:{server.server_port}/", timeout_s=5)
     rules = RiskRules(flagged_in_window=5, risk=1000)
-    store = RiskStore(url, rules=rules)
+    store = RiskState(url, rules=rules)
     store.ingest_many(make_items(pool, 20_000, time.time()))  # a store with state in it (its alerts not posted)
     store.webhook, _Receiver.arrivals = hook, {}
     scam = next(v for v in pool if v["decision"] == "block")
@@ -112,10 +112,10 @@ def bench_alert_latency(url: str, pool: list[dict], rounds: int) -> dict:
 
 
 def bench_reports(url: str, writers: int, per_writer: int) -> dict:
-    from fanzha.serving.reports import NewReport, ReportStore
+    from fanzha.platform.reports import NewReport, ReportBook
 
     verdict = {"fraud_score": 0.99, "decision": "block", "labels": ["fee_demand"], "evidence": []}
-    store = ReportStore(url)
+    store = ReportBook(url)
     errors: list[str] = []
     sent = Counter()
 
@@ -137,7 +137,7 @@ def bench_reports(url: str, writers: int, per_writer: int) -> dict:
         t.join()
     seconds = time.perf_counter() - started
     store.close()
-    reopened = ReportStore(url)  # the "restart": a new engine on the same database
+    reopened = ReportBook(url)  # the "restart": a new engine on the same database
     rows = reopened.list_reports(limit=writers * per_writer * 2)
     per_key = Counter((r["reporter_id"], r["idempotency_key"]) for r in rows)
     expected = {(f"writer{w}", f"k{n}") for w in range(writers) for n in range(per_writer)}

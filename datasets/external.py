@@ -13,9 +13,10 @@ The directory comes from --corpora_dir, else $FANZHA_CORPORA, else ../shared/cor
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
+
+from fanzha.models.settings import settings
 
 TELECOM_CLASSES = {
     "label00": "normal",
@@ -31,7 +32,7 @@ def corpora_dir(path: str | Path | None = None) -> Path | None:
     """The external corpora directory, or None when it is not present ("none" turns them off)."""
     if path is not None and str(path).lower() == "none":
         return None
-    candidates = [path, os.environ.get("FANZHA_CORPORA"), Path(__file__).resolve().parents[1].parent / "shared" / "corpora"]
+    candidates = [path, settings().corpora, Path(__file__).resolve().parents[1].parent / "shared" / "corpora"]
     for c in candidates:
         if c and Path(c).is_dir():
             return Path(c)

@@ -6,7 +6,7 @@
     fanzha import-model                                        # the committed model → BentoML model store
     fanzha export-feedback -o feedback.jsonl                   # resolved fraud reports → labelled training examples
     fanzha score posts.jsonl shots/ -o verdicts.parquet        # archives, resumable; --engine ray for Ray Data
-    fanzha report verdicts.parquet --format html -o report.html
+    fanzha summarize verdicts.parquet --format html -o summary.html   # (`fanzha report`: the same, its old name)
 
 A bad input line (invalid JSON, invalid UTF-8, missing or empty text, too long) becomes an error record
 with its line number in the output and a message on stderr; every other line is still scored.
@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from fanzha import __version__
 
-BATCH = 64  # lines scored together (the classifier batches windows inside)
+BATCH = 64  # records scored together (the classifier batches windows inside)
+
+
+class _Usage(Exception):
+    """A command line that cannot work (exit 2), before anything fanzha-specific is loaded."""
 
 
 def _detector(args: argparse.Namespace):
@@ -37,110 +41,57 @@ def _detector(args: argparse.Namespace):
     return detector
 
 
-def _result(record_id, verdict) -> dict:
-    d = verdict.to_dict()
-    return {"id": record_id, **{k: d[k] for k in ("fraud_score", "scores", "labels", "decision", "evidence", "model_version")}}
+def classify_file(detector, input_path: str, output_path: str, progress: bool = True) -> tuple[int, int]:
+    """Score a JSONL file of {"id", "text"} records with the batch reader and scorer; returns (scored, failed).
+    One result per non-blank line, in input order; a bad line is an error record and a message on stderr."""
+    from tqdm.auto import tqdm
 
+    from fanzha.batch.readers import TEXT_ONLY, iter_jsonl
+    from fanzha.batch.scoring import score
 
-def _read_lines(path: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line number, record, error) for every non-blank line; never raises for bad content."""
-    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
+    scored = failed = 0
+    stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")  # noqa: SIM115 (closed below)
+    out = sys.stdout if output_path == "-" else open(output_path, "w", encoding="utf-8")  # noqa: SIM115
+
+    def flush(records: list) -> None:
+        nonlocal scored, failed
+        for r, verdict in zip(records, score(detector, records), strict=True):
+            if verdict is None:
+                failed += 1
+                print(f"{input_path}:{r.line}: {r.error}", file=sys.stderr)
+                result = {"id": r.key, "line": r.line, "error": r.error}
+            else:
+                scored += 1
+                result = {"id": r.key, **verdict.to_dict(timings=False)}
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        records.clear()
+
     try:
-        for n, raw in enumerate(stream, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield n, None, f"invalid UTF-8 at byte {e.start}"
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, None, f"invalid JSON: {e.msg} (column {e.colno})"
-                continue
-            if not isinstance(record, dict):
-                yield n, None, f"expected a JSON object, got {type(record).__name__}"
-                continue
-            yield n, record, None
+        pending: list = []
+        name = "stdin" if input_path == "-" else input_path
+        for record in tqdm(iter_jsonl(stream, name, TEXT_ONLY), desc="classify", unit=" lines", disable=not progress, file=sys.stderr):
+            pending.append(record)
+            if len(pending) >= BATCH:
+                flush(pending)
+        flush(pending)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-
-
-def classify_file(detector, input_path: str, output_path: str, progress: bool = True) -> tuple[int, int]:
-    """Score a JSONL file; returns (scored, failed)."""
-    from tqdm.auto import tqdm
-
-    from fanzha.models import InputError, validate_text
-
-    scored = failed = 0
-    out = sys.stdout if output_path == "-" else open(output_path, "w", encoding="utf-8")  # noqa: SIM115
-    pending: list[tuple[int, object, str]] = []
-
-    def write(obj: dict) -> None:
-        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-
-    def flush() -> None:
-        nonlocal scored
-        if pending:
-            verdicts = detector.classify_texts([t for _, _, t in pending])
-            for (_, rid, _), verdict in zip(pending, verdicts, strict=True):
-                write(_result(rid, verdict))
-            scored += len(pending)
-            pending.clear()
-
-    def fail(n: int, rid, message: str) -> None:
-        nonlocal failed
-        failed += 1
-        print(f"{input_path}:{n}: {message}", file=sys.stderr)
-        flush()  # keep output in input order
-        write({"id": rid, "line": n, "error": message})
-
-    try:
-        bar = tqdm(_read_lines(input_path), desc="classify", unit=" lines", disable=not progress, file=sys.stderr)
-        for n, record, error in bar:
-            if error:
-                fail(n, None, error)
-                continue
-            rid = record.get("id", n)
-            try:
-                text = validate_text(record.get("text"))
-            except InputError as e:
-                fail(n, rid, f"field 'text': {e}" if "text" in record else "missing field 'text'")
-                continue
-            pending.append((n, rid, text))
-            if len(pending) >= BATCH:
-                flush()
-        flush()
-    finally:
         if out is not sys.stdout:
             out.close()
     return scored, failed
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from fanzha.models import InputError, ModelError
-
     if (args.text is None) == (args.input is None):
-        print("fanzha classify: give either a TEXT argument or --input FILE", file=sys.stderr)
-        return 2
-    try:
-        detector = _detector(args)
-    except (ModelError, ValueError) as e:
-        print(f"fanzha classify: {e}", file=sys.stderr)
-        return 2
+        raise _Usage("give either a TEXT argument or --input FILE")
+    if args.input is not None and args.input != "-" and not Path(args.input).is_file():
+        raise _Usage(f"input file not found: {args.input}")
+    detector = _detector(args)
     if args.text is not None:
-        try:
-            verdict = detector.classify_text(args.text)
-        except InputError as e:
-            print(f"fanzha classify: {e}", file=sys.stderr)
-            return 2
-        print(json.dumps(_result(None, verdict) | {"timings": verdict.timings}, ensure_ascii=False, indent=2))
+        verdict = detector.classify_text(args.text)
+        print(json.dumps({"id": None, **verdict.to_dict()}, ensure_ascii=False, indent=2))
         return 0
-    if args.input != "-" and not Path(args.input).is_file():
-        print(f"fanzha classify: input file not found: {args.input}", file=sys.stderr)
-        return 2
     scored, failed = classify_file(detector, args.input, args.output, progress=not args.quiet)
     print(f"scored {scored} records, {failed} failed → {args.output}", file=sys.stderr)
     return 1 if failed and not scored else 0
@@ -149,15 +100,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from fanzha.models import InputError, ModelError
-    from fanzha.models.ocr import OcrError
+    from fanzha.models import InputError
 
-    try:
-        detector = _detector(args)
-        _ = detector.ocr  # build the OCR engine now: a missing engine is one error, not one per file
-    except (ModelError, OcrError, ValueError) as e:
-        print(f"fanzha scan: {e}", file=sys.stderr)
-        return 2
+    detector = _detector(args)
+    _ = detector.ocr  # build the OCR engine now: a missing engine is one error, not one per file
     scanned = failed = 0
     drawn: set[str] = set()
     for path in tqdm(args.files, desc="scan", unit=" files", disable=args.quiet or len(args.files) < 2, file=sys.stderr):
@@ -193,44 +139,34 @@ def _draw(path: str, verdict: dict, out_dir: Path, taken: set[str]) -> str:
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    from fanzha.models import ModelError
-    from fanzha.serving.store import import_model
+    from fanzha.serving.model_store import import_model
 
-    try:
-        tag = import_model(args.model_dir, force=args.force)
-    except ModelError as e:
-        print(f"fanzha import-model: {e}", file=sys.stderr)
-        return 2
-    print(tag)
+    print(import_model(args.model_dir, force=args.force))
     return 0
 
 
 def cmd_export_feedback(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    import sqlalchemy as sa
+    from fanzha.datasets.feedback import write_feedback
+    from fanzha.models import DatabaseError
+    from fanzha.platform import Platform
+    from fanzha.platform.database import missing_sqlite_file
 
-    from fanzha.serving.database import Database, DatabaseError, database_url
-    from fanzha.serving.reports import ReportStore, write_feedback
-
-    url = sa.make_url(database_url(args.database_url))
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
-        print(f"fanzha export-feedback: no database at {url.database} (set --database-url or FANZHA_DATABASE_URL)", file=sys.stderr)
-        return 2
+    missing = missing_sqlite_file(args.database_url)
+    if missing is not None:
+        raise DatabaseError(f"no database at {missing} (set --database-url or FANZHA_DATABASE_URL)")
     since = None
     if args.since:
         try:
             since = datetime.fromisoformat(args.since).timestamp()
         except ValueError:
-            print(f"fanzha export-feedback: --since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}", file=sys.stderr)
-            return 2
+            raise _Usage(f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}") from None
+    platform = Platform(database=args.database_url)
     try:
-        store = ReportStore(Database(args.database_url))
-    except DatabaseError as e:
-        print(f"fanzha export-feedback: {e}", file=sys.stderr)
-        return 2
-    records, stats = store.feedback_records(since=since)
-    store.close()
+        records, stats = platform.feedback(since=since)
+    finally:
+        platform.close()
     write_feedback(records, args.output)
     print(f"{len(records):,} examples → {args.output}: {stats.get('confirmed', 0):,} confirmed (fraud), "
           f"{stats.get('rejected', 0):,} rejected (hard negatives); left out: {stats.get('conflicting', 0):,} with conflicting "
@@ -239,17 +175,19 @@ def cmd_export_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from fanzha.models import ModelError
-    from fanzha.serving.archive import ArchiveError, Columns, score_archive
+    from fanzha.batch.job import score_archive
+    from fanzha.batch.readers import Columns
 
+    tracker = None
+    if args.track:
+        from fanzha.platform import open_tracker
+
+        tracker = open_tracker
     columns = Columns(text=args.text_column, id=args.id_column, image=args.image_column, video=args.video_column)
     try:
         summary = score_archive(args.inputs, args.output, engine=args.engine, chunk_size=args.chunk_size, columns=columns,
                                 model_dir=args.model_dir, threads=args.threads, overwrite=args.overwrite,
-                                progress=not args.quiet, ray_address=args.ray_address, actors=args.actors, track=args.track)
-    except (ArchiveError, ModelError, RuntimeError) as e:  # RuntimeError: --engine ray without Ray
-        print(f"fanzha score: {e}", file=sys.stderr)
-        return 2
+                                progress=not args.quiet, ray_address=args.ray_address, actors=args.actors, tracker=tracker)
     except KeyboardInterrupt:
         print("fanzha score: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -262,14 +200,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if s["errors"] == s["rows"] and s["rows"] else 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from fanzha.serving.archive_report import render_report
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from fanzha.batch.summary_report import render_summary
 
     path = Path(args.scored)
     if not path.is_file():
-        print(f"fanzha report: no such file: {path}", file=sys.stderr)
-        return 2
-    text = render_report(path, fmt=args.format, top=args.top)
+        raise _Usage(f"no such file: {path}")
+    text = render_summary(path, fmt=args.format, top=args.top)
     if args.output == "-":
         print(text)
     else:
@@ -326,12 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     scp.add_argument("--actors", type=int, default=None, help="Ray scoring actors (default: cores - 1, at least 1)")
     _common_options(scp)
     scp.set_defaults(func=cmd_score)
-    rp = sub.add_parser("report", help="a Markdown or HTML summary of a scored output: histogram, counts, top flagged items")
+    rp = sub.add_parser("summarize", aliases=["report"],
+                        help="a Markdown or HTML summary of a scored output: histogram, counts, top flagged items ('report': the old name)")
     rp.add_argument("scored", help="the output of fanzha score (.parquet or .jsonl)")
     rp.add_argument("--format", choices=["md", "html"], default="md")
     rp.add_argument("--top", type=int, default=20, help="how many of the highest-scoring items to list")
     rp.add_argument("--output", "-o", default="-", help="where to write (default: stdout)")
-    rp.set_defaults(func=cmd_report)
+    rp.set_defaults(func=cmd_summarize)
     im = sub.add_parser("import-model", help="put a model directory into the BentoML model store (the service serves it from there)")
     im.add_argument("--model-dir", default=None, help="model directory (default: the committed model)")
     im.add_argument("--force", action="store_true", help="replace the stored copy of the same version")
@@ -348,8 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one boundary between fanzha's errors and exit codes: a FanzhaError (bad input, a missing model, an
+    unreachable database, a missing extra) or an unusable command line is one line on stderr and exit 2; a
+    closed stdout (`fanzha classify … | head`) ends the command quietly."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from fanzha.models.errors import FanzhaError
+
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # inside the boundary: a reader that went away is seen here, not at interpreter exit
+        return code
+    except (FanzhaError, _Usage) as e:
+        print(f"fanzha {args.command}: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away: stop writing, and keep the interpreter's final flush from complaining
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe closed
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, LimitExceeded, UnsupportedMedia
+from .errors import InputError, LimitExceeded, ModelError, UnsupportedMedia
 from .evidence import extract, qr_kind
 from .image import Reading, decode_image, piece_starts, read_image
 from .labels import FRAUD_HEAD, LABELS, DecisionThresholds
@@ -60,7 +60,7 @@ class Detector:
         self.limits = limits if max_chars is None else replace(limits, max_text_chars=max_chars)
         missing = [o for o in (FRAUD_HEAD, *LABELS) if o not in classifier.outputs]
         if missing:
-            raise ValueError(f"model outputs {classifier.outputs} lack {missing}")
+            raise ModelError(f"model outputs {classifier.outputs} lack {missing}")
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, thresholds: DecisionThresholds | None = None, threads: int | None = None,

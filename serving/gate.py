@@ -16,19 +16,15 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
+
+from fanzha.models.settings import MB, settings
 
 from .metrics import metrics
 
 logger = logging.getLogger("fanzha.serving")
 OPEN_PATHS = ("/healthz", "/livez", "/readyz")
-MB = 1024 * 1024
-
-
-def _api_keys(variable: str = "FANZHA_API_KEYS") -> list[bytes]:
-    return [k.strip().encode() for k in os.environ.get(variable, "").split(",") if k.strip()]
 
 
 class Gate:
@@ -38,8 +34,9 @@ class Gate:
         self.refused_paths = refused_paths or {}  # path → what to use instead (404 with that hint)
         self.body_limits = body_limits
         self.default_limit = default_limit
-        self.moderator_keys = _api_keys("FANZHA_MODERATOR_KEYS")
-        platform_keys = _api_keys()
+        s = settings()  # FANZHA_API_KEYS, FANZHA_MODERATOR_KEYS: taken when the gate is built
+        self.moderator_keys = [k.encode() for k in s.moderator_keys]
+        platform_keys = [k.encode() for k in s.api_keys]
         self.keys = platform_keys + self.moderator_keys if platform_keys else []  # unset: open, but for moderator paths
         self.moderator_paths = moderator_paths
 
@@ -151,7 +148,7 @@ def configure_logging(level: str | None = None) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(JsonLogFormatter())
         root.addHandler(handler)
-    root.setLevel(level or os.environ.get("FANZHA_LOG_LEVEL", "INFO"))
+    root.setLevel(level or settings().log_level)
     root.propagate = False
 
 

@@ -24,8 +24,8 @@ def metrics() -> SimpleNamespace:
     )
 
 
-def count_verdict(endpoint: str, verdict: dict) -> None:
+def count_verdict(endpoint: str, decision: str, labels: list[str]) -> None:
     m = metrics()
-    m.decisions.labels(endpoint, verdict["decision"]).inc()
-    for label in verdict.get("labels", []):
+    m.decisions.labels(endpoint, decision).inc()
+    for label in labels:
         m.labels.labels(endpoint, label).inc()

@@ -1,21 +1,46 @@
-"""Request and response bodies of the service (they are the OpenAPI schema at /docs.json)."""
+"""Request and response bodies of the service (they are the OpenAPI schema at /docs.json).
+
+One id type (`Id`: 1–256 characters) for every id a client sends, one base64 decoder for every file sent as
+JSON, and response bodies named `…Body` where the domain has a type of the same name (fanzha.models.Verdict,
+Evidence; fanzha.platform.Alert), so each name has one meaning.
+"""
 
 from __future__ import annotations
 
 import base64
-import os
-from typing import Literal
+import binascii
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fanzha.models import InputError, validate_text
+from fanzha.models.labels import DECISIONS, LABELS
+from fanzha.platform.risk import RULES
 
-MAX_TEXT_ITEMS = int(os.environ.get("FANZHA_MAX_TEXT_ITEMS", 256))  # per classify_text request
-MAX_BATCH_ITEMS = int(os.environ.get("FANZHA_MAX_BATCH_ITEMS", 64))  # per classify_batch request
-MAX_ARCHIVE_ITEMS = int(os.environ.get("FANZHA_MAX_ARCHIVE_ITEMS", 10_000))  # per archive task
+Id = Annotated[str, Field(min_length=1, max_length=256)]  # every id a client sends: item, account, group, reporter, moderator
+OptionalId = Annotated[Id | None, Field(default=None)]
+ReportId = Annotated[str, Field(min_length=1, max_length=64)]
+Source = Annotated[str | None, Field(default=None, max_length=64, description="where it was posted: comment, dm, group_chat, danmaku…")]
+Label = Literal[LABELS]  # type: ignore[valid-type]
+Rule = Literal[RULES]  # type: ignore[valid-type]
 
-_ID = Field(default=None, max_length=256)
 
+def decode_base64(data: str | None) -> bytes:
+    """File bytes sent as base64 in a JSON body; InputError (400) when they are not valid base64."""
+    try:
+        return base64.b64decode(data or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("`data` is not valid base64") from None
+
+
+def _checked_text(text: str) -> str:
+    try:
+        return validate_text(text)
+    except InputError as e:
+        raise ValueError(str(e)) from None
+
+
+# -- classification ----------------------------------------------------------------------------------------------
 
 class TextItem(BaseModel):
     """One message to classify. The ids travel back unchanged with its verdict."""
@@ -24,21 +49,18 @@ class TextItem(BaseModel):
 
     text: str = Field(description="the message, up to FANZHA_MAX_TEXT_CHARS characters",
                       examples=["恭喜你成为幸运粉丝！加QQ群 83726154 免费领签名照，先交29元激活费"])
-    id: str | None = _ID
-    account_id: str | None = _ID
-    group_id: str | None = _ID
-    source: str | None = Field(default=None, max_length=64, description="where it was posted: comment, dm, group_chat, danmaku…")
+    id: OptionalId
+    account_id: OptionalId
+    group_id: OptionalId
+    source: Source
 
     @field_validator("text")
     @classmethod
     def _readable(cls, text: str) -> str:
-        try:
-            return validate_text(text)
-        except InputError as e:
-            raise ValueError(str(e)) from None
+        return _checked_text(text)
 
 
-class Evidence(BaseModel):
+class EvidenceBody(BaseModel):
     kind: str
     value: str
     start: int = Field(description="span in the request's text, or in the verdict's `text` for images/videos: [start, end)")
@@ -47,7 +69,7 @@ class Evidence(BaseModel):
     locations: list[dict] | None = Field(default=None, description="OCR lines / QR codes (with boxes) or video segments (with times)")
 
 
-class Verdict(BaseModel):
+class VerdictBody(BaseModel):
     """The Detector's verdict, as `fanzha classify` / `fanzha scan` print it."""
 
     id: str | None = None
@@ -57,8 +79,8 @@ class Verdict(BaseModel):
     fraud_score: float = Field(description="P(at least one scam label applies)")
     scores: dict[str, float]
     labels: list[str] = Field(description="the kinds of lure, for review/block decisions")
-    decision: Literal["pass", "review", "block"]
-    evidence: list[Evidence]
+    decision: Literal[DECISIONS]  # type: ignore[valid-type]
+    evidence: list[EvidenceBody]
     model_version: str
     model_tag: str = Field(description="the BentoML model-store tag the service runs")
     timings: dict[str, float] = Field(default_factory=dict)
@@ -70,6 +92,11 @@ class Verdict(BaseModel):
     alerts: list[dict] | None = Field(default=None, description="early-warning alerts THIS item raised: its account, group or "
                                       "campaign cluster crossed a threshold (see /alerts)")
 
+    @classmethod
+    def of(cls, scored, model_tag: str) -> VerdictBody:
+        """From a fanzha.platform.Scored: its ids, its verdict and the alerts it raised."""
+        return cls(**scored.to_dict(), model_tag=model_tag)
+
 
 class BatchItem(BaseModel):
     """One item of a mixed batch: a text, or an image/video as base64 bytes."""
@@ -79,36 +106,30 @@ class BatchItem(BaseModel):
     type: Literal["text", "image", "video"]
     text: str | None = None
     data: str | None = Field(default=None, description="base64 file bytes, for images and videos")
-    id: str | None = _ID
-    account_id: str | None = _ID
-    group_id: str | None = _ID
-    source: str | None = Field(default=None, max_length=64)
+    id: OptionalId
+    account_id: OptionalId
+    group_id: OptionalId
+    source: Source
 
     @model_validator(mode="after")
     def _payload(self) -> BatchItem:
         if self.type == "text":
             if self.text is None or self.data is not None:
                 raise ValueError("a text item carries `text` and no `data`")
-            try:
-                validate_text(self.text)
-            except InputError as e:
-                raise ValueError(str(e)) from None
+            _checked_text(self.text)
         elif self.data is None or self.text is not None:
             raise ValueError(f"an {self.type} item carries base64 `data` and no `text`")
         return self
 
     def payload(self) -> bytes:
-        try:
-            return base64.b64decode(self.data or "", validate=True)
-        except ValueError:
-            raise InputError("`data` is not valid base64") from None
+        return decode_base64(self.data)
 
 
 class BatchResult(BaseModel):
     """A verdict, or the error that item got (the other items are still scored)."""
 
     id: str | None = None
-    verdict: Verdict | None = None
+    verdict: VerdictBody | None = None
     error: str | None = None
 
 
@@ -116,3 +137,163 @@ class JobStatus(BaseModel):
     scored: int
     failed: int
     results: list[BatchResult]
+
+
+# -- platform: risk and alerts -----------------------------------------------------------------------------------
+
+class HandleStat(BaseModel):
+    kind: str
+    value: str
+    items: int | None = None
+    flagged: int
+    accounts: int = Field(description="accounts that pushed this handle in flagged items")
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+
+class Cluster(BaseModel):
+    id: int
+    accounts: int
+    handle_count: int
+    flagged_items: int
+    created: float
+    updated: float
+    members: list[str] = Field(description="account ids (the first ones, oldest first)")
+    handles: list[HandleStat]
+
+
+class FlaggedItem(BaseModel):
+    item_id: str | None
+    ts: float
+    fraud_score: float
+    decision: str
+    labels: list[str]
+    handles: list[str]
+    source: str | None
+
+
+class AlertBody(BaseModel):
+    id: int
+    ts: float
+    rule: Rule
+    entity_kind: str | None
+    entity_id: str | None
+    cluster_id: int | None
+    item_id: str | None = Field(description="the item that crossed the threshold")
+    value: float
+    threshold: float
+    message: str
+    detail: dict
+
+
+class EntityRisk(BaseModel):
+    """An account's or group's risk now, and why."""
+
+    kind: Literal["account", "group"]
+    id: str
+    level: Literal["low", "elevated", "high"] = Field(description="high: a rule's threshold is met now (or a report was confirmed)")
+    risk: float = Field(description="decayed sum of flagged fraud scores (FANZHA_RISK_HALF_LIFE_HOURS)")
+    items: int
+    flagged: int
+    flagged_in_window: int
+    window_hours: float
+    first_seen: float
+    last_seen: float
+    labels: dict[str, int]
+    reasons: list[str]
+    handles: list[HandleStat]
+    cluster: Cluster | None
+    recent_flagged: list[FlaggedItem]
+    alerts: list[AlertBody]
+    reports: dict[str, int] = Field(description="reports against it, by status")
+
+
+# -- platform: fraud reports -------------------------------------------------------------------------------------
+
+class ReportTarget(BaseModel):
+    """What is reported: a message (`text`), an image (`data`, base64), an `account` or a `group`.
+
+    For a message or an image, `account_id` / `group_id` say who posted it and where; the content is scored
+    at once and counts toward that account's and group's risk like any scored item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "image", "account", "group"]
+    text: str | None = Field(default=None, examples=["恭喜你被抽中送皮肤！加QQ群 83726154 领取，先交10元激活费"])
+    data: str | None = Field(default=None, description="base64 image bytes (a screenshot, a poster)")
+    account_id: OptionalId
+    group_id: OptionalId
+    item_id: Annotated[Id | None, Field(default=None, description="the platform's id of the reported message")]
+    source: Annotated[str | None, Field(default=None, max_length=64, description="where it was seen: comment, dm, group_chat, danmaku…")]
+
+    @model_validator(mode="after")
+    def _payload(self) -> ReportTarget:
+        given = {name for name in ("text", "data") if getattr(self, name) is not None}
+        need = {"text": {"text"}, "image": {"data"}, "account": set(), "group": set()}[self.type]
+        if given != need:
+            what = {"text": "`text`", "image": "base64 `data`"}.get(self.type, "no `text` or `data`")
+            raise ValueError(f"a {self.type} target carries {what}")
+        if self.type == "account" and not self.account_id:
+            raise ValueError("an account target needs `account_id`")
+        if self.type == "group" and not self.group_id:
+            raise ValueError("a group target needs `group_id`")
+        if self.text is not None:
+            _checked_text(self.text)
+        return self
+
+    def image_bytes(self) -> bytes:
+        return decode_base64(self.data)
+
+
+class ReportEvent(BaseModel):
+    status: str
+    ts: float
+    note: str | None = None
+
+
+class ReportStatus(BaseModel):
+    """What the reporter sees: where the report stands and the moderator's reason."""
+
+    report_id: str
+    status: Literal["received", "in_review", "confirmed", "rejected"]
+    status_reason: str | None
+    target_type: str
+    created_at: float
+    updated_at: float
+    history: list[ReportEvent]
+
+
+class ReportReceipt(BaseModel):
+    report_id: str
+    status: str
+    created_at: float
+    duplicate: bool = Field(description="true when the idempotency key named a report already stored")
+    verdict: VerdictBody | None = Field(default=None, description="text and image targets: the verdict at intake")
+    risk: EntityRisk | None = Field(default=None, description="account and group targets: its risk now, when fanzha has seen it")
+
+
+class ModeratorEvent(ReportEvent):
+    actor: str | None = None
+
+
+class Report(BaseModel):
+    """The moderator's view of a report."""
+
+    report_id: str
+    reporter_id: str
+    idempotency_key: str | None
+    status: str
+    status_reason: str | None
+    target_type: str
+    target_text: str | None
+    target_media_sha256: str | None
+    target_account_id: str | None
+    target_group_id: str | None
+    target_source: str | None
+    reason: str
+    labels: list[str] | None
+    moderator_id: str | None
+    verdict: dict | None
+    created_at: float
+    updated_at: float
+    history: list[ModeratorEvent]

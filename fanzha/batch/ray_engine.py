@@ -15,24 +15,27 @@ import logging
 import os
 from dataclasses import asdict
 
-from .archive import Chunk, Columns, process_chunk
+from fanzha.models.errors import MissingExtra
+
+from .local import process_chunk
+from .plan import Chunk
+from .readers import Columns
+from .tracking import TrackerFactory
 
 
 class ChunkScorer:
     """A Ray actor: one Detector, many chunks."""
 
-    def __init__(self, model_dir: str | None, parts_dir: str, fmt: str, columns: dict, threads: int, track: bool) -> None:
+    def __init__(self, model_dir: str | None, parts_dir: str, fmt: str, columns: dict, threads: int,
+                 tracker: TrackerFactory | None) -> None:
         from pathlib import Path
 
         from fanzha.models import Detector
 
         self.detector = Detector.load(model_dir, threads=threads)
         self.parts_dir, self.fmt, self.columns = Path(parts_dir), fmt, Columns(**columns)
-        self.tracker = None
-        if track:  # every actor writes to the shared risk database (PostgreSQL on a cluster)
-            from .risk import RiskStore
-
-            self.tracker = RiskStore.from_env()
+        # every actor opens its own tracker: on a cluster they share the risk database (PostgreSQL)
+        self.tracker = tracker() if tracker else None
 
     def __call__(self, batch: dict) -> dict:
         records, alerts = [], []
@@ -46,13 +49,13 @@ class ChunkScorer:
 
 def run_ray(chunks: list[Chunk], parts_dir, fmt: str, columns: Columns, model_dir: str | None, *,
             address: str | None = None, actors: int | None = None, threads: int = 1, progress=None,
-            track: bool = False) -> tuple[int, int]:
+            tracker: TrackerFactory | None = None) -> tuple[int, int]:
     """Score `chunks` on a Ray actor pool; returns (records scored, alerts raised)."""
     try:
         import ray
         from ray.data import ActorPoolStrategy
     except ImportError as e:
-        raise RuntimeError('--engine ray needs the distributed extra: pip install -e ".[distributed]"') from e
+        raise MissingExtra('--engine ray needs the distributed extra: pip install -e ".[distributed]"') from e
     if not chunks:
         return 0, 0
     started_here = not ray.is_initialized()
@@ -75,7 +78,7 @@ def run_ray(chunks: list[Chunk], parts_dir, fmt: str, columns: Columns, model_di
         scored = dataset.map_batches(
             ChunkScorer, batch_size=1, num_cpus=threads, compute=ActorPoolStrategy(size=size),
             fn_constructor_kwargs={"model_dir": model_dir, "parts_dir": str(parts_dir), "fmt": fmt,
-                                   "columns": asdict(columns), "threads": threads, "track": track},
+                                   "columns": asdict(columns), "threads": threads, "tracker": tracker},
         )
         total = alerts = 0
         for row in scored.iter_rows():

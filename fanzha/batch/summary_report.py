@@ -1,7 +1,7 @@
-"""`fanzha report`: what a trust-and-safety lead reads after a re-scoring run.
+"""`fanzha summarize` (alias `fanzha report`): what a trust-and-safety lead reads after a re-scoring run.
 
-    fanzha report verdicts.parquet                        # Markdown on stdout
-    fanzha report verdicts.parquet --format html -o r.html
+    fanzha summarize verdicts.parquet                        # Markdown on stdout
+    fanzha summarize verdicts.parquet --format html -o r.html
 
 Counts per decision and label, errors by message, a fraud-score histogram and the top flagged items with
 their evidence. Reads the output column batch by column batch (a million rows fit in flat memory: only
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fanzha.models.labels import LABELS
 
-from .archive import iter_output
+from .merge import iter_output
 
 BINS = 10
 
@@ -61,7 +61,7 @@ def _evidence(item: dict) -> str:
     return ", ".join(f"{e['kind']}={e['text']}" for e in (evidence or [])[:6])
 
 
-def render_report(path: Path, fmt: str = "md", top: int = 20) -> str:
+def render_summary(path: Path, fmt: str = "md", top: int = 20) -> str:
     data = collect(path, top)
     scored = data["rows"] - sum(data["errors"].values())
     title = f"fanzha report: {path.name}"

@@ -1,6 +1,6 @@
 """The database behind account/group risk and fraud reports: SQLite by default, PostgreSQL by URL.
 
-    from fanzha.serving.database import Database
+    from fanzha.platform.database import Database
     db = Database()                                        # FANZHA_DATABASE_URL, else the default SQLite file
     db = Database("sqlite:////var/lib/fanzha/fanzha.db")   # a file of your choice
     db = Database("postgresql://fanzha:…@db/fanzha")       # PostgreSQL (pip install -e ".[postgres]")
@@ -19,7 +19,6 @@ stores query are reflected from the database after migrating.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
+from fanzha.models.errors import DatabaseError, MissingExtra
+from fanzha.models.settings import settings
+
 log = logging.getLogger("fanzha.database")
 
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -38,20 +40,18 @@ SQLITE_BUSY_TIMEOUT_S = 30
 PG_LOCKS = {"migrate": 0x66616E01, "ingest": 0x66616E02}
 
 
-class DatabaseError(RuntimeError):
-    """The database cannot be used: unreachable, or its schema is newer than this fanzha."""
+__all__ = ["LATEST", "MIGRATIONS", "Database", "DatabaseError", "database_url", "default_database_path", "migrate",
+           "missing_sqlite_file"]
 
 
 def default_database_path() -> Path:
-    if os.environ.get("FANZHA_DATA_DIR"):
-        return Path(os.environ["FANZHA_DATA_DIR"]) / "fanzha.db"
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "fanzha" / "fanzha.db"
+    """$FANZHA_DATA_DIR/fanzha.db, else $XDG_DATA_HOME/fanzha/fanzha.db, else ~/.local/share/fanzha/fanzha.db."""
+    return settings().default_database_path
 
 
 def database_url(url: str | None = None) -> str:
     """The URL to use: the argument, else FANZHA_DATABASE_URL, else the default SQLite file."""
-    url = url or os.environ.get("FANZHA_DATABASE_URL")
+    url = url or settings().database_url
     if not url:
         return f"sqlite:///{default_database_path()}"
     # the bare scheme means psycopg2 to SQLAlchemy; the `postgres` extra installs psycopg 3
@@ -59,6 +59,14 @@ def database_url(url: str | None = None) -> str:
         if url.startswith(bare):
             return "postgresql+psycopg://" + url[len(bare):]
     return url
+
+
+def missing_sqlite_file(url: str | None = None) -> Path | None:
+    """The file a SQLite URL names when it does not exist (a reader should not create an empty database)."""
+    parsed = sa.make_url(database_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:" and not Path(parsed.database).is_file():
+        return Path(parsed.database)
+    return None
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
@@ -95,7 +103,7 @@ def create_engine(url: str | None = None) -> Engine:
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except ModuleNotFoundError as e:
-        raise DatabaseError(f"{e}: install the PostgreSQL driver with `pip install -e \".[postgres]\"`") from None
+        raise MissingExtra(f"{e}: install the PostgreSQL driver with `pip install -e \".[postgres]\"`") from None
 
 
 # -- migrations ---------------------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
-"""Fraud reports with feedback to the reporter, and their export as labelled training examples.
+"""The report book: users' fraud reports, their moderation, and the feedback the reporter reads.
 
-    from fanzha.serving.reports import NewReport, ReportStore
-    store = ReportStore()                                   # the same database as the risk state
-    report, created = store.create(NewReport(reporter_id="user-7", target_type="text", reason="骗我交激活费",
-                                             target_text="…", verdict=verdict_dict))
-    store.resolve(report["report_id"], "in_review", moderator_id="mod-1")
-    store.resolve(report["report_id"], "confirmed", moderator_id="mod-1", reason="虚假赠送，已封号")
-    store.status(report["report_id"], reporter_id="user-7")   # what the reporter sees: status, reason, history
-    records, stats = store.feedback_records()                 # confirmed → fraud, rejected → hard negative
+    from fanzha.platform.reports import NewReport, ReportBook
+    book = ReportBook()                                     # the same database as the risk state
+    report, created = book.create(NewReport(reporter_id="user-7", target_type="text", reason="骗我交激活费",
+                                            target_text="…", verdict=verdict_dict))
+    book.resolve(report["report_id"], "in_review", moderator_id="mod-1")
+    book.resolve(report["report_id"], "confirmed", moderator_id="mod-1", reason="虚假赠送，已封号")
+    book.status(report["report_id"], reporter_id="user-7")   # what the reporter sees: status, reason, history
+    book.resolved()                                          # decided reports: fanzha.datasets.feedback exports them
 
 A report moves received → in_review → confirmed | rejected (a moderator may also decide straight from
 received); confirmed and rejected are final. Every change is an event in the history the reporter sees,
@@ -19,19 +19,16 @@ already stored instead of a second one.
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 import time
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
-from fanzha.datasets.corpus import SOURCES, validate
-from fanzha.models.errors import InputError
+from fanzha.models.errors import Conflict, InputError, NotFound
 from fanzha.models.labels import LABELS
-from fanzha.models.normalize import normalize
 
 from .database import Database
 
@@ -40,16 +37,13 @@ TRANSITIONS = {"received": ("in_review", "confirmed", "rejected"), "in_review": 
                "confirmed": (), "rejected": ()}
 TARGET_TYPES = ("text", "image", "account", "group")
 MAX_REASON_CHARS = 2000
-# where a reported message was seen → the corpus's register; anything else: a private message (text) or a poster (image)
-SOURCE_ALIASES = {**{s: s for s in SOURCES}, "dm": "private_message", "group_chat": "qq_group", "group": "qq_group",
-                  "chat": "private_message", "caption": "video_caption", "image": "poster", "screenshot": "poster"}
 
 
-class UnknownReport(LookupError):
+class UnknownReport(NotFound):
     """No such report (or not this reporter's): HTTP 404."""
 
 
-class InvalidTransition(RuntimeError):
+class InvalidTransition(Conflict):
     """The report's status cannot change that way (it is final, or already there): HTTP 409."""
 
 
@@ -83,7 +77,7 @@ def _new_id() -> str:
     return "r" + secrets.token_hex(12)  # 96 random bits: a report id is not guessable
 
 
-class ReportStore:
+class ReportBook:
     def __init__(self, db: Database | str | None = None, clock=time.time) -> None:
         self.db = db if isinstance(db, Database) else Database(db)
         self.reports, self.events = self.db.tables["reports"], self.db.tables["report_events"]
@@ -223,72 +217,22 @@ class ReportStore:
         return {"report_id": d.pop("id"), **d, "labels": json.loads(d["labels"]) if d["labels"] else None,
                 "verdict": json.loads(d["verdict"]) if d["verdict"] else None, "history": history}
 
-    # -- the loop back to training ------------------------------------------------------------------------------
-    def feedback_records(self, since: float | None = None) -> tuple[list[dict], dict[str, int]]:
-        """Resolved text and image reports as corpus records (split `train`): confirmed → its labels (the
-        moderator's, else the verdict's), rejected → a benign hard negative. The same text resolved both ways
-        is left out (a conflict for moderators, not a label); repeats of one text become one record."""
+    def counts_against(self, kind: str, entity_id: str) -> dict[str, int]:
+        """Reports against an account or group, by status (what its risk view shows)."""
         r = self.reports
-        query = (sa.select(r).where(r.c.status.in_(("confirmed", "rejected")), r.c.target_type.in_(("text", "image")))
+        column = r.c.target_account_id if kind == "account" else r.c.target_group_id
+        with self.db.read() as conn:
+            return dict(conn.execute(sa.select(r.c.status, sa.func.count()).where(column == entity_id).group_by(r.c.status)).all())
+
+    def resolved(self, since: float | None = None, target_types: tuple[str, ...] = ("text", "image")) -> Iterator[dict]:
+        """Confirmed and rejected reports (of content, by default), in the order they were decided, without
+        their histories: what `fanzha.datasets.feedback.export_records` turns into training examples."""
+        r = self.reports
+        query = (sa.select(r).where(r.c.status.in_(("confirmed", "rejected")), r.c.target_type.in_(target_types))
                  .order_by(r.c.updated_at, r.c.id))
         if since is not None:
             query = query.where(r.c.updated_at >= since)
-        stats: Counter = Counter()
-        by_text: dict[str, list] = {}
         with self.db.read() as conn:
-            for row in conn.execute(query):
-                if not (row.target_text or "").strip():
-                    stats["no_text"] += 1  # an image in which nothing was read
-                    continue
-                by_text.setdefault(normalize(row.target_text).text, []).append(row)
-        records = []
-        for rows in by_text.values():
-            if len({row.status for row in rows}) > 1:
-                stats["conflicting"] += len(rows)
-                continue
-            row = rows[-1]  # the latest decision on this text
-            stats["repeats"] += len(rows) - 1
-            records.append(feedback_record(row))
-            stats[row.status] += 1
-        return records, dict(stats)
-
-
-def feedback_record(row) -> dict:
-    """One resolved report as a corpus record (datasets/corpus.py), validated."""
-    confirmed = row.status == "confirmed"
-    verdict = json.loads(row.verdict) if row.verdict else {}
-    labels = (json.loads(row.labels) if row.labels else verdict.get("labels") or []) if confirmed else []
-    default_source = "poster" if row.target_type == "image" else "private_message"
-    record = {
-        "id": f"report-{row.id}", "text": row.target_text, "labels": sorted(labels, key=LABELS.index),
-        "source": SOURCE_ALIASES.get((row.target_source or "").lower(), default_source), "script": script_of(row.target_text),
-        "split": "train", "hard_negative": not confirmed, "provenance": f"user_report:{row.id}",
-    }
-    return validate(record, f"report {row.id}")
-
-
-def script_of(text: str) -> str:
-    """zh-Hant when OpenCC's Traditional → Simplified conversion changes a fifth of the CJK characters or more."""
-    converted = _t2s().convert(text)
-    cjk = sum("\u4e00" <= c <= "\u9fff" for c in text)
-    changed = sum(a != b for a, b in zip(text, converted, strict=False))
-    return "zh-Hant" if cjk and changed * 5 >= cjk else "zh-Hans"
-
-
-@functools.lru_cache(maxsize=1)
-def _t2s():
-    import opencc  # a C++ extension: loaded when the first record is exported
-
-    return opencc.OpenCC("t2s")
-
-
-def write_feedback(records: list[dict], path: str) -> None:
-    import sys
-
-    out = sys.stdout if path == "-" else open(path, "w", encoding="utf-8")  # noqa: SIM115
-    try:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+            rows = conn.execute(query).all()
+        for row in rows:
+            yield self._as_view(dict(row._mapping), [])

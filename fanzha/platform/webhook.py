@@ -15,12 +15,14 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import queue
 import threading
 import time
 import urllib.error
 import urllib.request
+
+from fanzha.models.errors import SettingsError
+from fanzha.models.settings import Settings, settings
 
 log = logging.getLogger("fanzha.webhook")
 
@@ -29,7 +31,7 @@ class AlertWebhook:
     def __init__(self, url: str, secret: str | None = None, timeout_s: float = 5.0, queue_size: int = 1000,
                  retries: int = 2) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"the alert webhook must be an http(s) URL, got {url!r}")
+            raise SettingsError(f"the alert webhook must be an http(s) URL, got {url!r} (FANZHA_ALERT_WEBHOOK)")
         self.url, self.timeout_s, self.retries = url, timeout_s, retries
         self.secret = secret.encode() if secret else None
         self.queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
@@ -38,12 +40,12 @@ class AlertWebhook:
         self._thread.start()
 
     @classmethod
-    def from_env(cls) -> AlertWebhook | None:
-        url = os.environ.get("FANZHA_ALERT_WEBHOOK", "").strip()
-        if not url:
+    def from_settings(cls, s: Settings | None = None) -> AlertWebhook | None:
+        """The webhook FANZHA_ALERT_WEBHOOK names (signed with FANZHA_ALERT_WEBHOOK_SECRET), or None."""
+        s = s or settings()
+        if not s.alert_webhook:
             return None
-        return cls(url, secret=os.environ.get("FANZHA_ALERT_WEBHOOK_SECRET") or None,
-                   timeout_s=float(os.environ.get("FANZHA_ALERT_WEBHOOK_TIMEOUT_S", 5)))
+        return cls(s.alert_webhook, secret=s.alert_webhook_secret, timeout_s=s.alert_webhook_timeout_s)
 
     def send(self, alert: dict) -> None:
         """Queue one alert; never blocks, never raises."""

@@ -14,7 +14,7 @@ os.environ["FANZHA_DATABASE_URL"] = "sqlite:///" + os.path.join(tempfile.mkdtemp
 
 @pytest.fixture(scope="session")
 def model_tag() -> str:
-    from fanzha.serving.store import import_model
+    from fanzha.serving.model_store import import_model
 
     return import_model()
 

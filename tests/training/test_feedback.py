@@ -10,7 +10,7 @@ import pytest
 from fanzha.cli import main as cli
 from fanzha.datasets.corpus import CorpusError, load_corpus
 from fanzha.datasets.feedback import join_feedback
-from fanzha.serving.reports import NewReport, ReportStore
+from fanzha.platform.reports import NewReport, ReportBook
 
 
 def record(rid: str, text: str, labels: list[str], split: str = "train") -> dict:
@@ -38,7 +38,7 @@ def test_reports_export_and_train_with_feedback(tmp_path, tiny_base, tiny_corpus
     from fanzha.training import train
 
     url = f"sqlite:///{tmp_path / 'service.db'}"
-    store = ReportStore(url)
+    store = ReportBook(url)
     dev_text = load_corpus(tiny_corpus, splits=["dev"])[0]["text"]
     for text, status, labels in (("学生党刷单兼职，进任务群先垫付，日结返佣", "confirmed", ["click_farming"]),
                                  ("反诈提醒：让你先交激活费的都是骗子", "rejected", None),

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from fanzha.models import InputError
-from fanzha.serving.database import LATEST, MIGRATIONS, Database, DatabaseError
-from fanzha.serving.risk import RiskRules, RiskStore, ScoredItem, UnknownEntity, canonical_handle
-from fanzha.serving.webhook import AlertWebhook
+from fanzha.platform.database import LATEST, MIGRATIONS, Database, DatabaseError
+from fanzha.platform.risk import RiskRules, RiskState, ScoredItem, UnknownEntity, canonical_handle
+from fanzha.platform.webhook import AlertWebhook
 
 from .db_fixtures import db_url  # noqa: F401 (fixture)
 
@@ -44,10 +44,10 @@ def benign(account: str | None, ts: float, handles=(), group: str | None = None)
 
 @pytest.fixture
 def make_store(db_url):  # noqa: F811
-    opened: list[RiskStore] = []
+    opened: list[RiskState] = []
 
-    def make(rules: RiskRules | None = None, clock: Clock | None = None, webhook: AlertWebhook | None = None) -> RiskStore:
-        store = RiskStore(db_url, rules=rules, clock=clock or Clock(), webhook=webhook)
+    def make(rules: RiskRules | None = None, clock: Clock | None = None, webhook: AlertWebhook | None = None) -> RiskState:
+        store = RiskState(db_url, rules=rules, clock=clock or Clock(), webhook=webhook)
         opened.append(store)
         return store
 
@@ -167,10 +167,10 @@ def test_canonical_handles() -> None:
 
 
 def test_state_survives_reopening(db_url) -> None:  # noqa: F811
-    store = RiskStore(db_url, clock=Clock())
+    store = RiskState(db_url, clock=Clock())
     store.ingest_many([scam("u1", T0), scam("u2", T0)])
     store.close()
-    reopened = RiskStore(db_url, clock=Clock())
+    reopened = RiskState(db_url, clock=Clock())
     assert reopened.entity("account", "u1")["flagged"] == 1 and len(reopened.clusters()) == 1
     reopened.close()
 
@@ -187,9 +187,9 @@ def test_migrating_an_existing_database_keeps_its_data(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Database(url, migrations=MIGRATIONS[:1])  # a database from before reports existed
     assert old.version == 1 and "reports" not in old.tables
-    RiskStore(old, clock=Clock()).ingest(scam("u1", T0))
+    RiskState(old, clock=Clock()).ingest(scam("u1", T0))
     old.close()
-    upgraded = RiskStore(url, clock=Clock())
+    upgraded = RiskState(url, clock=Clock())
     assert upgraded.db.version == LATEST and "reports" in upgraded.db.tables
     assert upgraded.entity("account", "u1")["flagged"] == 1 and upgraded.entity("account", "u1")["reports"] == {}
     upgraded.close()
@@ -273,7 +273,7 @@ def test_twenty_scam_accounts_among_five_hundred_benign_form_one_cluster(default
     rng.shuffle(posts)
     items = [ScoredItem.from_verdict(verdicts[text], account_id=account, group_id=f"class_{rng.randint(1, 20)}",
                                      item_id=f"p{n}", ts=T0 + n) for n, (account, text) in enumerate(posts)]
-    store = RiskStore(f"sqlite:///{tmp_path / 'scenario.db'}", rules=RiskRules(cluster_accounts=5), clock=Clock(T0 + len(items)))
+    store = RiskState(f"sqlite:///{tmp_path / 'scenario.db'}", rules=RiskRules(cluster_accounts=5), clock=Clock(T0 + len(items)))
     alerts = [a for i in range(0, len(items), 64) for a in store.ingest_many(items[i : i + 64])]
 
     (cluster,) = store.clusters()

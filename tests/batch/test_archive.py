@@ -12,8 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fanzha.batch.formats import ArchiveError
+from fanzha.batch.job import score_archive
+from fanzha.batch.plan import plan
+from fanzha.batch.readers import Columns, read_chunk
 from fanzha.cli import main
-from fanzha.serving.archive import ArchiveError, Columns, plan, read_chunk, score_archive
 
 from ..conftest import BENIGN, MEDIA, SCAM
 
@@ -168,15 +171,15 @@ def test_ray_local_mode_writes_the_same_rows_as_the_local_engine(tmp_path, mixed
 
 
 def test_track_feeds_the_risk_store_like_the_service(tmp_path, monkeypatch) -> None:
-    from fanzha.serving.risk import RiskStore
+    from fanzha.platform import RiskState, open_tracker
 
     monkeypatch.setenv("FANZHA_DATABASE_URL", f"sqlite:///{tmp_path / 'risk.db'}")
     monkeypatch.setenv("FANZHA_ALERT_FLAGGED", "3")
     # 4 lures from one account pushing one QQ group, one benign message from another
     rows = [{"id": f"s{i}", "text": SCAM, "account_id": "scammer", "group_id": "g1"} for i in range(4)]
     src = write_jsonl(tmp_path / "a.jsonl", [*rows, {"id": "b", "text": BENIGN, "account_id": "kid"}])
-    summary = score_archive([str(src)], tmp_path / "o.parquet", progress=False, track=True)  # the committed model
-    store = RiskStore.from_env()
+    summary = score_archive([str(src)], tmp_path / "o.parquet", progress=False, tracker=open_tracker)  # the committed model
+    store = RiskState.from_settings()
     scammer, kid = store.entity("account", "scammer"), store.entity("account", "kid")
     assert (scammer["items"], scammer["flagged"], kid["items"], kid["flagged"]) == (4, 4, 1, 0)
     alerts = store.alerts()
@@ -201,12 +204,12 @@ def test_a_changed_media_folder_is_a_different_job(tmp_path, tiny_model_dir) -> 
     folder.mkdir()
     shutil.copy(MEDIA / "photo.jpg", folder / "a.jpg")
     out = tmp_path / "o.parquet"
-    from fanzha.serving.archive import JobSpec, _identity, prepare
+    from fanzha.batch.parts import JobSpec, identity, prepare
 
-    spec = JobSpec([str(folder)], 10, {}, "v", "parquet", _identity([str(folder)]))
+    spec = JobSpec([str(folder)], 10, {}, "v", "parquet", identity([str(folder)]))
     prepare(spec, out, overwrite=False)
     (folder / "a.jpg").rename(folder / "b.jpg")  # same count, other files
-    changed = JobSpec([str(folder)], 10, {}, "v", "parquet", _identity([str(folder)]))
+    changed = JobSpec([str(folder)], 10, {}, "v", "parquet", identity([str(folder)]))
     with pytest.raises(ArchiveError, match="unfinished job with other inputs"):
         prepare(changed, out, overwrite=False)
 

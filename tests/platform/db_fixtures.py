@@ -22,7 +22,7 @@ def postgres_schema_url(base_url: str | None = None):
     """(url whose search_path is a new schema, drop()): each test gets an empty schema of its own."""
     import sqlalchemy as sa
 
-    from fanzha.serving.database import database_url
+    from fanzha.platform.database import database_url
 
     base = database_url(base_url or POSTGRES_URL)
     schema = f"fanzha_test_{uuid.uuid4().hex[:12]}"

@@ -11,8 +11,9 @@ import pytest
 
 from fanzha.cli import main as cli
 from fanzha.datasets.corpus import read_jsonl
+from fanzha.datasets.feedback import export_records
 from fanzha.models import InputError
-from fanzha.serving.reports import InvalidTransition, NewReport, ReportStore, UnknownReport
+from fanzha.platform.reports import InvalidTransition, NewReport, ReportBook, UnknownReport
 
 from .db_fixtures import db_url  # noqa: F401 (fixture)
 
@@ -27,7 +28,7 @@ def text_report(reporter: str = "kid-1", text: str = "免费领皮肤，先交10
 
 @pytest.fixture
 def store(db_url):  # noqa: F811
-    s = ReportStore(db_url)
+    s = ReportBook(db_url)
     yield s
     s.close()
 
@@ -92,7 +93,7 @@ def test_moderator_queue_pages_oldest_first(store) -> None:
 
 def test_eight_concurrent_writers_lose_and_double_nothing_across_a_restart(db_url) -> None:  # noqa: F811
     writers, per_writer = 8, 500  # bench/accounts.py runs 8 × 10,000
-    store = ReportStore(db_url)
+    store = ReportBook(db_url)
     ids: dict[tuple[str, str], set[str]] = {}
     lock, errors = threading.Lock(), []
 
@@ -115,7 +116,7 @@ def test_eight_concurrent_writers_lose_and_double_nothing_across_a_restart(db_ur
     store.close()
     assert not errors
     assert len(ids) == writers * per_writer and all(len(v) == 1 for v in ids.values())
-    reopened = ReportStore(db_url)
+    reopened = ReportBook(db_url)
     assert reopened.count() == writers * per_writer
     stored = Counter((r["reporter_id"], r["idempotency_key"]) for r in reopened.list_reports(limit=writers * per_writer + 1))
     assert set(stored) == set(ids) and set(stored.values()) == {1}
@@ -141,7 +142,7 @@ def test_feedback_records_close_the_loop(store) -> None:
     store.create(text_report(text="still waiting"))  # unresolved: not exported
     store.create(NewReport(reporter_id="k", target_type="account", reason="骗子", target_account_id="u1"))
 
-    records, stats = store.feedback_records()
+    records, stats = export_records(store.resolved())
     by_id = {r["id"]: r for r in records}
     assert stats == {"confirmed": 4, "rejected": 1, "conflicting": 2, "repeats": 1}
     assert by_id[f"report-{fraud}"] | {"text": None} == {
@@ -153,7 +154,7 @@ def test_feedback_records_close_the_loop(store) -> None:
 
 
 def test_export_feedback_command(db_url, tmp_path, capsys) -> None:  # noqa: F811
-    store = ReportStore(db_url)
+    store = ReportBook(db_url)
     rid = store.create(text_report())[0]["report_id"]
     store.resolve(rid, "confirmed", moderator_id="mod", reason="核实为诈骗")
     store.close()
