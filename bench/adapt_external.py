@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fanzha.datasets.external import corpora_dir, load_msglog, load_telecom
 from fanzha.training import adapt
+from fanzha.training.adapt_args import AdaptArguments
 
 
 def write_traffic(path: Path, parts: dict[str, list[str]]) -> int:
@@ -51,7 +52,7 @@ def main() -> int:
             n = write_traffic(traffic, parts)
             out = Path(tmp) / f"model-{name}"
             print(f"== {name}: {n:,} messages", flush=True)
-            adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(out), base_model=args.base_model, held_out=0.5))
+            adapt.main(AdaptArguments(traffic=str(traffic), output=str(out), base_model=args.base_model, held_out=0.5))
             results[name] = json.loads((out / "adapt_report.json").read_text())
     print()
     print("| traffic | group | held-out n | review+block before | after | block before | after |")

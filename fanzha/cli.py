@@ -7,6 +7,7 @@
     fanzha export-feedback -o feedback.jsonl                   # resolved fraud reports → labelled training examples
     fanzha score posts.jsonl shots/ -o verdicts.parquet        # archives, resumable; --engine ray for Ray Data
     fanzha summarize verdicts.parquet --format html -o summary.html   # (`fanzha report`: the same, its old name)
+    fanzha adapt --traffic sample.jsonl.gz --output models/adapted     # re-fit the head to a platform's own traffic
 
 A bad input line (invalid JSON, invalid UTF-8, missing or empty text, too long) becomes an error record
 with its line number in the output and a message on stderr; every other line is still scored.
@@ -142,6 +143,18 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     from fanzha.serving.model_store import import_model
 
     print(import_model(args.model_dir, force=args.force))
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import logging
+
+    from fanzha.training import adapt
+    from fanzha.training.adapt_args import arguments_from
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = adapt.main(arguments_from(args))
+    print(json.dumps({"model_dir": str(out), "report": str(out / "ADAPT_REPORT.md")}, ensure_ascii=False))
     return 0
 
 
@@ -282,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--database-url", default=None, help="the service's database (default: FANZHA_DATABASE_URL, else the default SQLite file)")
     fb.add_argument("--since", default=None, help="only reports resolved since this date (ISO 8601, local time)")
     fb.set_defaults(func=cmd_export_feedback)
+    ad = sub.add_parser("adapt", help="adapt a model to a platform's own traffic (re-fits the head; no torch; needs the `adapt` extra)",
+                        description="Reads an unlabelled sample of the platform's messages (mostly benign, as real traffic is), the "
+                                    "labelled corpus and optional moderator feedback; writes a model directory that the Detector, the "
+                                    "CLI and the service load like the default (`fanzha import-model --model-dir DIR`), with "
+                                    "ADAPT_REPORT.md beside it.")
+    from fanzha.training.adapt_args import add_arguments  # stdlib only: --help stays fast
+
+    add_arguments(ad)
+    ad.set_defaults(func=cmd_adapt)
     return parser
 
 

@@ -26,7 +26,6 @@ Steps (`main`):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import gzip
@@ -37,7 +36,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,28 +49,11 @@ from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
 
+from .adapt_args import AdaptArguments, parse_args
+
 log = logging.getLogger("fanzha.adapt")
 
 FEATURES = "fanzha_features"  # the extra graph output: base logits, then the pooled vector
-
-
-@dataclass
-class AdaptArguments:
-    traffic: str = field(metadata={"help": "unlabelled sample of the platform's messages: .jsonl, .jsonl.gz or .parquet with a text column"})
-    output: str = field(metadata={"help": "directory for the adapted model (must not exist or be empty; never the base model)"})
-    base_model: str = field(default="", metadata={"help": "model directory to adapt (model.onnx + tokenizer.json); default: the committed model"})
-    corpus: str | None = field(default=None, metadata={"help": "labelled corpus dir or JSONL (default: datasets/corpus)"})
-    feedback: list[str] = field(default_factory=list, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated reports)"})
-    text_field: str = field(default="text", metadata={"help": "column holding the message text"})
-    group_field: str = field(default="source", metadata={"help": "optional column to break the report down by (e.g. genre); ignored when absent"})
-    traffic_weight: float = field(default=0.5, metadata={"help": "total weight of the traffic, as a multiple of the corpus' benign weight"})
-    feedback_weight: float = field(default=3.0, metadata={"help": "weight of one moderated feedback record (a corpus record weighs 1)"})
-    l2: float = field(default=1.0, metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"})
-    max_recall_drop: float = field(default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"})
-    max_traffic: int = field(default=200_000, metadata={"help": "read at most this many traffic messages"})
-    held_out: float = field(default=0.2, metadata={"help": "fraction of the traffic held out of the fit, for the before/after flag rates"})
-    threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = all cores)"})
-    seed: int = field(default=13, metadata={"help": "seed of the held-out split"})
 
 
 class AdaptError(InputError):
@@ -543,28 +525,6 @@ def _plot_pr(f: Features, new_logits: np.ndarray, y: np.ndarray, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def parse_args(argv: list[str] | None = None) -> AdaptArguments:
-    parser = argparse.ArgumentParser(prog="fanzha adapt", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return arguments_from(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """AdaptArguments as command-line flags (used by `fanzha adapt` and `python -m fanzha.training.adapt`)."""
-    for f in dataclasses.fields(AdaptArguments):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        kwargs: dict = {"help": f.metadata.get("help", "")}
-        if f.type in ("list[str]",):
-            kwargs.update(nargs="*", default=[])
-        elif not required:
-            kwargs.update(type=type(f.default), default=f.default)
-        parser.add_argument(f"--{f.name}", required=required, **kwargs)
-
-
-def arguments_from(ns: argparse.Namespace) -> AdaptArguments:
-    return AdaptArguments(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(AdaptArguments)})
 
 
 if __name__ == "__main__":

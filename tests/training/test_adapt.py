@@ -13,6 +13,7 @@ import pytest
 from fanzha.datasets.corpus import load_corpus
 from fanzha.models import Detector, TextClassifier
 from fanzha.training import adapt
+from fanzha.training.adapt_args import AdaptArguments
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def traffic(tmp_path_factory, tiny_corpus):
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory, tiny_model_dir, tiny_corpus, traffic):
     out = tmp_path_factory.mktemp("adapted") / "model"
-    adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(out), base_model=str(tiny_model_dir),
+    adapt.main(AdaptArguments(traffic=str(traffic), output=str(out), base_model=str(tiny_model_dir),
                                     corpus=str(tiny_corpus), threads=1, traffic_weight=3.0))
     return out
 
@@ -95,10 +96,25 @@ def test_bad_traffic_is_refused_with_the_line(tmp_path, content, message) -> Non
 
 def test_never_overwrites_the_base_model_or_a_full_directory(tiny_model_dir, traffic, tmp_path) -> None:
     with pytest.raises(adapt.AdaptError, match="overwrite the base model"):
-        adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(tiny_model_dir), base_model=str(tiny_model_dir)))
+        adapt.main(AdaptArguments(traffic=str(traffic), output=str(tiny_model_dir), base_model=str(tiny_model_dir)))
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("keep")
     with pytest.raises(adapt.AdaptError, match="not empty"):
-        adapt.main(adapt.AdaptArguments(traffic=str(traffic), output=str(full), base_model=str(tiny_model_dir)))
+        adapt.main(AdaptArguments(traffic=str(traffic), output=str(full), base_model=str(tiny_model_dir)))
     assert (full / "x").read_text() == "keep"
+
+
+def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(tiny_model_dir, tiny_corpus, traffic, tmp_path, capsys) -> None:
+    from fanzha.cli import main
+
+    out = tmp_path / "via-cli"
+    code = main(["adapt", "--traffic", str(traffic), "--output", str(out), "--base_model", str(tiny_model_dir),
+                 "--corpus", str(tiny_corpus), "--threads", "1"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["model_dir"] == str(out)
+    assert TextClassifier.load(out, threads=1).version.startswith("tiny-test-adapted-")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["adapt", "--traffic", str(empty), "--output", str(tmp_path / "x"), "--base_model", str(tiny_model_dir)]) == 2
+    assert "no non-empty 'text' values" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
