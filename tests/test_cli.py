@@ -118,3 +118,21 @@ def test_scan_rejects_files_that_are_not_media(capsys, tmp_path) -> None:
     text.write_text("这不是图片也不是视频", encoding="utf-8")
     code, out, _ = run(capsys, "scan", str(text), "-q")
     assert code == 1 and "unsupported media" in json.loads(out)["error"]
+
+
+def test_a_closed_pipe_ends_classify_quietly(tiny_model_dir, tmp_path) -> None:
+    """`fanzha classify --input big.jsonl | head -1`: the reader goes away, fanzha stops without a traceback."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "many.jsonl"
+    src.write_text("".join(json.dumps({"id": f"m{i}", "text": SCAM if i % 2 else BENIGN}, ensure_ascii=False) + "\n"
+                           for i in range(3000)), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "fanzha.cli", "classify", "--input", str(src), "-q", "--threads", "1",
+                             "--model-dir", str(tiny_model_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert json.loads(first)["id"] == "m0"
+    assert "Traceback" not in err and "BrokenPipeError" not in err and code == 141, err[-2000:]

@@ -52,7 +52,12 @@ def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local
     started = time.perf_counter()
     with tqdm(total=total, initial=done, desc="score", unit=" records", disable=not progress, smoothing=0.05) as bar:
         if engine == "local":
-            scored, alerts = run_local(detector, todo, parts_dir, fmt, columns, bar, tracker() if tracker else None)
+            opened = tracker() if tracker else None
+            try:
+                scored, alerts = run_local(detector, todo, parts_dir, fmt, columns, bar, opened)
+            finally:
+                if opened is not None:
+                    opened.close()
         else:
             from .ray_engine import run_ray
 

@@ -16,5 +16,9 @@ class Tracker(Protocol):
         """Take output rows (JSONL shape: evidence as a list); return the alerts they raised."""
         ...
 
+    def close(self) -> None:
+        """Deliver what is pending (a webhook's queue) and let go of the database."""
+        ...
+
 
 TrackerFactory = Callable[[], Tracker]
