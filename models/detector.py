@@ -55,7 +55,8 @@ class Detector:
         self.ocr_engine_name = ocr_engine
         self.threads = threads
         self.sampling = sampling or Sampling()
-        self.thresholds = thresholds or DecisionThresholds.from_env(review=classifier.thresholds.get(FRAUD_HEAD))
+        self.thresholds = thresholds or DecisionThresholds.from_env(review=classifier.thresholds.get(FRAUD_HEAD),
+                                                                       block=classifier.thresholds.get("block"))
         limits = limits or settings().limits
         self.limits = limits if max_chars is None else replace(limits, max_text_chars=max_chars)
         missing = [o for o in (FRAUD_HEAD, *LABELS) if o not in classifier.outputs]

@@ -48,3 +48,18 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+# `block` removes content without a human look, so it must be very precise: the lowest threshold in this range
+# whose dev precision reaches BLOCK_MIN_PRECISION (the highest of the range when none does).
+BLOCK_THRESHOLD_RANGE = (0.9, 0.99)
+BLOCK_MIN_PRECISION = 0.995
+
+
+def tune_block_threshold(fraud_probs: np.ndarray, is_fraud: np.ndarray, min_precision: float = BLOCK_MIN_PRECISION) -> float:
+    low, high = BLOCK_THRESHOLD_RANGE
+    for t in np.round(np.arange(low, high + 1e-9, 0.01), 2):
+        blocked = fraud_probs >= t
+        if blocked.any() and float(is_fraud[blocked].mean()) >= min_precision:
+            return float(t)
+    return float(high)

@@ -100,3 +100,15 @@ def test_training_resumes_from_the_last_epoch_checkpoint(tmp_path, tiny_base, ti
     assert [h["epoch"] for h in b] == [1, 2]
     for x, y in zip(a, b, strict=True):
         assert abs(x["train_loss"] - y["train_loss"]) < 1e-4 and abs(x["score"] - y["score"]) < 1e-4
+
+
+def test_block_threshold_is_the_lowest_that_is_precise_on_dev(tiny_model_dir) -> None:
+    from fanzha.training.metrics import tune_block_threshold
+
+    p = np.array([0.999, 0.985, 0.975, 0.955, 0.93, 0.5])
+    y = np.array([1, 1, 1, 0, 1, 0])
+    assert tune_block_threshold(p, y) == 0.96  # 0.93 would block the benign 0.955
+    assert tune_block_threshold(np.array([0.995, 0.2]), np.array([0, 1])) == 0.99  # never precise: the top of the range
+    clf = TextClassifier.load(tiny_model_dir, threads=1)
+    assert 0.9 <= clf.thresholds["block"] <= 0.99
+    assert Detector(clf).thresholds.block == clf.thresholds["block"]  # the detector blocks at the model's own threshold
