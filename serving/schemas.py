@@ -3,13 +3,19 @@
 One id type (`Id`: 1–256 characters) for every id a client sends, one base64 decoder for every file sent as
 JSON, and response bodies named `…Body` where the domain has a type of the same name (fanzha.models.Verdict,
 Evidence; fanzha.platform.Alert), so each name has one meaning.
+
+Response bodies derive from `Body`: every field is always sent, and a list-valued field is always a list —
+`[]` when there is nothing, and also where the field does not apply to the kind of item (an image's
+`timeline`, a text's `ocr`, `qr`, `timeline` and its evidence's `locations`). A scalar or an object that does
+not apply is null. serving/openapi.py publishes these models as the OpenAPI document (/docs.json).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+import functools
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,17 +66,112 @@ class TextItem(BaseModel):
         return _checked_text(text)
 
 
-class EvidenceBody(BaseModel):
+class Body(BaseModel):
+    """A response body: every field is always sent (the published schema lists them all as required), and a
+    list-valued field is a list, never null (`[]` when there is nothing or when it does not apply)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_not_null(cls, data: Any) -> Any:
+        """The domain says None for a part that does not apply (Verdict.timeline of an image); the body says []."""
+        if isinstance(data, dict):
+            lists = _list_fields(cls)
+            if any(data.get(name, []) is None for name in lists):
+                data = {k: [] if v is None and k in lists else v for k, v in data.items()}
+        return data
+
+
+@functools.cache
+def _list_fields(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, f in cls.model_fields.items() if get_origin(f.annotation) is list)
+
+
+Point = Annotated[list[int], Field(min_length=2, max_length=2, description="[x, y] in pixels")]
+Box = Annotated[list[Point], Field(description="4 corners clockwise from top-left, in pixels")]
+
+
+class LocationBody(Body):
+    """Where a piece of evidence is on the image (an OCR line or a QR code, with its box) or in the video (a
+    caption segment, with its times)."""
+
+    source: Literal["ocr", "qr", "segment"]
+    index: int = Field(description="the OCR line, QR code or timeline entry")
+    box: Box = Field(default_factory=list, description="ocr, qr: 4 corners clockwise from top-left; [] for a segment")
+    start: float | None = Field(default=None, description="segment: seconds; null for ocr and qr")
+    end: float | None = None
+
+
+class EvidenceBody(Body):
     kind: str
     value: str
     start: int = Field(description="span in the request's text, or in the verdict's `text` for images/videos: [start, end)")
     end: int
     text: str
-    locations: list[dict] | None = Field(default=None, description="OCR lines / QR codes (with boxes) or video segments (with times)")
+    locations: list[LocationBody] = Field(default_factory=list, description="images/videos: OCR lines / QR codes (with boxes) "
+                                          "or video segments (with times); [] for text")
 
 
-class VerdictBody(BaseModel):
-    """The Detector's verdict, as `fanzha classify` / `fanzha scan` print it."""
+class OcrLineBody(Body):
+    text: str
+    box: Box
+    confidence: float
+
+
+class QrCodeBody(Body):
+    payload: str
+    box: Box
+
+
+class TimelineEntryBody(Body):
+    """One caption segment of a video and how it scored on its own."""
+
+    start: float
+    end: float
+    text: str
+    frame_time: float
+    fraud_score: float
+    scores: dict[str, float]
+    decision: Literal[DECISIONS]  # type: ignore[valid-type]
+    triggered: bool = Field(description="this caption (alone, with its neighbour, or in the transcript) made the verdict")
+
+
+class TriggerBody(Body):
+    by: str = Field(description="segment, adjacent_captions or transcript")
+    segments: list[int]
+
+
+class MediaBody(Body):
+    """The picture or clip: its size and, for a video, how it was read and what triggered the verdict (null for images)."""
+
+    kind: Literal["image", "video"]
+    width: int
+    height: int
+    duration: float | None = None
+    frames_decoded: int | None = None
+    ocr_calls: int | None = None
+    trigger: TriggerBody | None = None
+    truncated: str | None = Field(default=None, description="decoding stopped early: why (what was read is still scored)")
+
+
+class AlertBody(Body):
+    id: int
+    ts: float
+    rule: Rule
+    entity_kind: str | None
+    entity_id: str | None
+    cluster_id: int | None
+    item_id: str | None = Field(description="the item that crossed the threshold")
+    value: float
+    threshold: float
+    message: str
+    detail: dict
+
+
+class VerdictBody(Body):
+    """The Detector's verdict, as `fanzha classify` / `fanzha scan` print it, with every field present: the
+    image and video parts are [] (lists) or null for a text, `timeline` is [] for an image."""
 
     id: str | None = None
     account_id: str | None = None
@@ -85,12 +186,12 @@ class VerdictBody(BaseModel):
     model_tag: str = Field(description="the BentoML model-store tag the service runs")
     timings: dict[str, float] = Field(default_factory=dict)
     text: str | None = Field(default=None, description="images/videos: the text that was read and classified")
-    ocr: list[dict] | None = None
-    qr: list[dict] | None = None
-    timeline: list[dict] | None = None
-    media: dict | None = None
-    alerts: list[dict] | None = Field(default=None, description="early-warning alerts THIS item raised: its account, group or "
-                                      "campaign cluster crossed a threshold (see /alerts)")
+    ocr: list[OcrLineBody] = Field(default_factory=list, description="images/videos: OCR lines in reading order")
+    qr: list[QrCodeBody] = Field(default_factory=list, description="images: QR codes")
+    timeline: list[TimelineEntryBody] = Field(default_factory=list, description="videos: one entry per caption segment")
+    media: MediaBody | None = None
+    alerts: list[AlertBody] = Field(default_factory=list, description="early-warning alerts THIS item raised: its account, "
+                                    "group or campaign cluster crossed a threshold (see /alerts)")
 
     @classmethod
     def of(cls, scored, model_tag: str) -> VerdictBody:
@@ -125,7 +226,7 @@ class BatchItem(BaseModel):
         return decode_base64(self.data)
 
 
-class BatchResult(BaseModel):
+class BatchResult(Body):
     """A verdict, or the error that item got (the other items are still scored)."""
 
     id: str | None = None
@@ -133,7 +234,7 @@ class BatchResult(BaseModel):
     error: str | None = None
 
 
-class JobStatus(BaseModel):
+class JobStatus(Body):
     scored: int
     failed: int
     results: list[BatchResult]
@@ -141,7 +242,7 @@ class JobStatus(BaseModel):
 
 # -- platform: risk and alerts -----------------------------------------------------------------------------------
 
-class HandleStat(BaseModel):
+class HandleStat(Body):
     kind: str
     value: str
     items: int | None = None
@@ -151,7 +252,7 @@ class HandleStat(BaseModel):
     last_seen: float | None = None
 
 
-class Cluster(BaseModel):
+class Cluster(Body):
     id: int
     accounts: int
     handle_count: int
@@ -162,7 +263,7 @@ class Cluster(BaseModel):
     handles: list[HandleStat]
 
 
-class FlaggedItem(BaseModel):
+class FlaggedItem(Body):
     item_id: str | None
     ts: float
     fraud_score: float
@@ -172,21 +273,7 @@ class FlaggedItem(BaseModel):
     source: str | None
 
 
-class AlertBody(BaseModel):
-    id: int
-    ts: float
-    rule: Rule
-    entity_kind: str | None
-    entity_id: str | None
-    cluster_id: int | None
-    item_id: str | None = Field(description="the item that crossed the threshold")
-    value: float
-    threshold: float
-    message: str
-    detail: dict
-
-
-class EntityRisk(BaseModel):
+class EntityRisk(Body):
     """An account's or group's risk now, and why."""
 
     kind: Literal["account", "group"]
@@ -245,13 +332,13 @@ class ReportTarget(BaseModel):
         return decode_base64(self.data)
 
 
-class ReportEvent(BaseModel):
+class ReportEvent(Body):
     status: str
     ts: float
     note: str | None = None
 
 
-class ReportStatus(BaseModel):
+class ReportStatus(Body):
     """What the reporter sees: where the report stands and the moderator's reason."""
 
     report_id: str
@@ -263,7 +350,7 @@ class ReportStatus(BaseModel):
     history: list[ReportEvent]
 
 
-class ReportReceipt(BaseModel):
+class ReportReceipt(Body):
     report_id: str
     status: str
     created_at: float
@@ -276,7 +363,7 @@ class ModeratorEvent(ReportEvent):
     actor: str | None = None
 
 
-class Report(BaseModel):
+class Report(Body):
     """The moderator's view of a report."""
 
     report_id: str
@@ -291,9 +378,9 @@ class Report(BaseModel):
     target_group_id: str | None
     target_source: str | None
     reason: str
-    labels: list[str] | None
+    labels: list[str] = Field(description="the moderator's labels ([] when the moderator gave none)")
     moderator_id: str | None
-    verdict: dict | None
+    verdict: VerdictBody | None = Field(description="text and image targets: the verdict at intake")
     created_at: float
     updated_at: float
     history: list[ModeratorEvent]

@@ -26,6 +26,7 @@ from .errors import http_errors
 from .gate import Gate, configure_logging
 from .metrics import count_verdict
 from .model_store import MODEL_NAME
+from .openapi import publish
 from .platform_api import MODERATOR_PATHS, PlatformEndpoints
 from .schemas import BatchItem, BatchResult, JobStatus, TextItem, VerdictBody
 
@@ -158,3 +159,6 @@ Fanzha.add_asgi_middleware(Gate, body_limits=BODY_LIMITS, moderator_paths=MODERA
 # is JSON, so say so once.
 for _api in Fanzha.apis.values():
     _api.output_spec.media_type = "application/json"
+
+# /docs.json as valid OpenAPI 3.0 that every answer conforms to, and nullable fields BentoML's clients read (openapi.py)
+publish(Fanzha)
