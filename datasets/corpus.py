@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from fanzha.models.errors import InputError
 from fanzha.models.labels import LABELS
 
 CORPUS_DIR = Path(__file__).with_name("corpus")
@@ -23,7 +24,7 @@ SPLITS = ("train", "dev", "test")
 FIELDS = ("id", "text", "labels", "source", "script", "split", "hard_negative", "provenance")
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """A corpus line that does not follow the schema; the message names file and line."""
 
 
