@@ -26,8 +26,12 @@ from fanzha import __version__
 BATCH = 64  # records scored together (the classifier batches windows inside)
 
 
-class _Usage(Exception):
-    """A command line that cannot work (exit 2), before anything fanzha-specific is loaded."""
+def _usage(message: str) -> Exception:
+    """A command line that cannot work: an InputError (exit 2). fanzha.models loads only once a command runs, so
+    `--help` stays quick."""
+    from fanzha.models.errors import InputError
+
+    return InputError(message)
 
 
 def _detector(args: argparse.Namespace):
@@ -85,9 +89,9 @@ def classify_file(detector, input_path: str, output_path: str, progress: bool = 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.input is None):
-        raise _Usage("give either a TEXT argument or --input FILE")
+        raise _usage("give either a TEXT argument or --input FILE")
     if args.input is not None and args.input != "-" and not Path(args.input).is_file():
-        raise _Usage(f"input file not found: {args.input}")
+        raise _usage(f"input file not found: {args.input}")
     detector = _detector(args)
     if args.text is not None:
         verdict = detector.classify_text(args.text)
@@ -174,7 +178,7 @@ def cmd_export_feedback(args: argparse.Namespace) -> int:
         try:
             since = datetime.fromisoformat(args.since).timestamp()
         except ValueError:
-            raise _Usage(f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}") from None
+            raise _usage(f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}") from None
     platform = Platform(database=args.database_url)
     try:
         records, stats = platform.feedback(since=since)
@@ -218,7 +222,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
     path = Path(args.scored)
     if not path.is_file():
-        raise _Usage(f"no such file: {path}")
+        raise _usage(f"no such file: {path}")
     text = render_summary(path, fmt=args.format, top=args.top)
     if args.output == "-":
         print(text)
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # inside the boundary: a reader that went away is seen here, not at interpreter exit
         return code
-    except (FanzhaError, _Usage) as e:
+    except FanzhaError as e:
         print(f"fanzha {args.command}: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
