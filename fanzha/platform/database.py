@@ -225,6 +225,18 @@ def _v2_reports(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_ingested_items(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "ingested_items", md,  # every item the risk state counted, by (source, item id): a replay counts once
+        sa.Column("source", sa.String(512), primary_key=True),  # "" for an item that named no source
+        sa.Column("item_id", sa.String(256), primary_key=True),
+        sa.Column("ts", sa.Float, nullable=False),  # when it was ingested: pruned with the flagged items
+        sa.Index("ix_ingested_items_ts", "ts"),
+    )
+    md.create_all(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -235,6 +247,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "risk state: entities, handles, clusters, flagged items, alerts", _v1_risk_state),
     Migration(2, "fraud reports and their status events", _v2_reports),
+    Migration(3, "ingested items by (source, item id): replayed items count once", _v3_ingested_items),
 )
 LATEST = MIGRATIONS[-1].version
 

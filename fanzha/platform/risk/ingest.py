@@ -5,6 +5,11 @@ Ingesting a batch runs a fixed number of statements (rows are read once, updated
 written with executemany), so throughput does not depend on round trips per item. Alerts are edge-triggered
 and synchronous: the item that takes a value across its threshold raises the alert.
 
+Replays count once: an item that carries an id is remembered by (source, item id) in `ingested_items`, and the
+same key again (a retried request or task, a resumed `fanzha score --track`, a second report of the same
+message) changes nothing. Items without an id cannot be recognised and count each time. The keys are kept as
+long as the flagged-item records (FANZHA_RISK_RETENTION_DAYS).
+
 Campaign clusters are a persisted union–find: a cluster id per account and per handle; a merge relabels the
 smaller cluster. Accounts link only through handles they BOTH pushed in FLAGGED items, and never through
 handles the rules ignore.
@@ -20,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from fanzha.models.errors import InputError
@@ -33,6 +40,7 @@ log = logging.getLogger("fanzha.risk")
 
 ENTITY_KINDS = ("account", "group")
 MAX_ID_CHARS = 256
+MAX_SOURCE_CHARS = 512  # a service's "comment", "dm"…; a batch run's "posts.jsonl:line 7"
 _CHUNK = 300  # rows per IN (…) list: far below SQLite's bound-parameter limit
 
 
@@ -68,6 +76,11 @@ class ScoredItem:
     def flagged(self) -> bool:
         return self.decision != "pass"
 
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """What makes a replay of this item the same item: (source, item id); None without an id."""
+        return None if self.item_id is None else (self.source or "", self.item_id)
+
     def check(self) -> None:
         """Raise InputError naming what is wrong (the Python API's equivalent of a 400)."""
         if self.decision not in DECISIONS:
@@ -78,6 +91,8 @@ class ScoredItem:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS):
                 raise InputError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+        if self.source is not None and (not isinstance(self.source, str) or len(self.source) > MAX_SOURCE_CHARS):
+            raise InputError(f"source must be a string of at most {MAX_SOURCE_CHARS} characters")
         unknown = [label for label in self.labels if label not in LABELS]
         if unknown:
             raise InputError(f"unknown labels {unknown}")
@@ -156,6 +171,7 @@ class Ingest:
         t = db.tables
         self.entities, self.handles, self.entity_handles = t["entities"], t["handles"], t["entity_handles"]
         self.clusters_t, self.flagged_items, self.alerts_t = t["clusters"], t["flagged_items"], t["alerts"]
+        self.ingested = t.get("ingested_items")  # None only on a database held at an older version (a migration test)
         # the reads of every ingest, built once (expanding IN lists): statement construction is most of the
         # cost of a one-item ingest
         e, h, eh, c = self.entities, self.handles, self.entity_handles, self.clusters_t
@@ -164,10 +180,17 @@ class Ingest:
         self._load_handles = sa.select(h).where(h.c.handle.in_(ids))
         self._load_links = sa.select(eh).where(sa.tuple_(eh.c.entity_kind, eh.c.entity_id, eh.c.handle).in_(ids))
         self._load_clusters = sa.select(c).where(c.c.id.in_(ids))
+        # a replay key is claimed by inserting it: the keys that come back are the items never counted before (one
+        # statement, no read first)
+        i = self.ingested
+        self._claim = None if i is None else (sqlite_insert if db.is_sqlite else postgresql_insert)(i) \
+            .on_conflict_do_nothing().returning(i.c.source, i.c.item_id)
 
-    def apply(self, conn: Connection, now: float, indexed: list[tuple[int, ScoredItem]]) -> list[Alert]:
-        """Apply (position, item) pairs in order; returns the alerts raised, stored (with their ids)."""
-        return _Batch(self, conn, now).run(indexed)
+    def apply(self, conn: Connection, now: float, indexed: list[tuple[int, ScoredItem]]) -> tuple[list[Alert], int]:
+        """Apply (position, item) pairs in order; returns the alerts raised, stored (with their ids), and how many
+        items were replays (counted before: skipped)."""
+        batch = _Batch(self, conn, now)
+        return batch.run(indexed), batch.replayed
 
     def insert_alert(self, conn: Connection, alert: Alert) -> None:
         row = {k: v for k, v in alert.to_dict().items() if k != "id"}
@@ -175,7 +198,9 @@ class Ingest:
         alert.id = conn.execute(self.alerts_t.insert().values(**row).returning(self.alerts_t.c.id)).scalar_one()
 
     def prune(self, conn: Connection, now: float) -> int:
-        """Drop flagged-item records older than the retention; returns how many."""
+        """Drop flagged-item records and replay keys older than the retention; returns how many flagged items."""
+        if self.ingested is not None:
+            conn.execute(self.ingested.delete().where(self.ingested.c.ts < now - self.rules.retention_s))
         return conn.execute(self.flagged_items.delete().where(self.flagged_items.c.ts < now - self.rules.retention_s)).rowcount
 
 
@@ -197,8 +222,12 @@ class _Batch:
         self.merged: dict[int, int] = {}  # cluster id → the cluster it was merged into (within this batch)
         self.flag_rows: list[dict] = []
         self.alerts: list[Alert] = []
+        self.replayed = 0  # items skipped: their (source, item id) was counted before, or earlier in this batch
 
     def run(self, indexed: list[tuple[int, ScoredItem]]) -> list[Alert]:
+        indexed = self._not_seen(indexed)
+        if not indexed:
+            return []
         self._load([item for _, item in indexed])
         for index, item in indexed:
             raised = len(self.alerts)
@@ -211,6 +240,21 @@ class _Batch:
         return self.alerts
 
     # -- read ----------------------------------------------------------------------------------------------------
+    def _not_seen(self, indexed: list[tuple[int, ScoredItem]]) -> list[tuple[int, ScoredItem]]:
+        """The items to count: those without an id, and the first of each (source, item id) never counted before."""
+        first: dict[tuple[str, str], int] = {}
+        for pos, (_, item) in enumerate(indexed):
+            if item.key is not None:
+                first.setdefault(item.key, pos)
+        if not first or self.s._claim is None:
+            return indexed
+        rows = [{"source": source, "item_id": item_id, "ts": self.now} for source, item_id in first]
+        claimed = {(row.source, row.item_id) for row in self.conn.execute(self.s._claim, rows)}
+        keep = {pos for key, pos in first.items() if key in claimed}
+        fresh = [(index, item) for pos, (index, item) in enumerate(indexed) if item.key is None or pos in keep]
+        self.replayed = len(indexed) - len(fresh)
+        return fresh
+
     def _load(self, items: list[ScoredItem]) -> None:
         s, conn = self.s, self.conn
         by_kind: dict[str, set[str]] = {"account": set(), "group": set()}

@@ -61,8 +61,9 @@ class RiskState:
         """Update the state of every account and group the items name, in order, in one transaction.
 
         Returns the alerts raised, each naming the item that crossed its threshold (also stored and sent to
-        the webhook). Items with neither account_id nor group_id are skipped. Raises InputError for a bad item
-        (nothing of the batch is written then).
+        the webhook). Items with neither account_id nor group_id are skipped, and so are replays: an item whose
+        (source, item_id) was counted before changes nothing. Raises InputError for a bad item (nothing of the
+        batch is written then).
         """
         indexed = [(i, item) for i, item in enumerate(items) if item.account_id or item.group_id]
         for _, item in indexed:
@@ -71,12 +72,14 @@ class RiskState:
             return []
         now = self.clock()
         with self.db.write(lock="ingest") as conn:
-            alerts = self._ingest.apply(conn, now, indexed)
+            alerts, replayed = self._ingest.apply(conn, now, indexed)
             if now - self._last_prune > HOUR:
                 self._last_prune = now
                 gone = self._ingest.prune(conn, now)
                 if gone:
                     log.info("pruned %d flagged-item records older than %.0f days", gone, self.rules.retention_s / 86400)
+        if replayed:
+            log.info("%d of %d items were counted before (same source and item id): skipped", replayed, len(indexed))
         for alert in alerts:
             self._notify(alert)
         return alerts
