@@ -94,11 +94,14 @@ class OpenApiDocument:
         await send({"type": "http.response.body", "body": self.body if scope["method"] == "GET" else b""})
 
 
-def _published(method: classmethod) -> classmethod:
+def _published(method: classmethod, output: bool) -> classmethod:
     original = method.__func__
 
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         document = str(kwargs.get("ref_template", "")).startswith(DOCUMENT_REF)
+        if document and output:
+            # an answer's schema, components included, is the serialised form: every field is sent (schemas.Body)
+            kwargs["mode"] = "serialization"
         return openapi_30(original(cls, *args, **kwargs), document=document)
 
     model_json_schema.fanzha_openapi_30 = True
@@ -118,8 +121,8 @@ def publish(service) -> None:
     become OpenAPI 3.0 (in /docs.json and /schema.json), and /docs.json is served by OpenApiDocument. Call it
     after the service's other middleware (the gate), so that /docs.json still passes the gate."""
     for api in service.apis.values():
-        for spec in (api.input_spec, api.output_spec):
+        for spec, output in ((api.input_spec, False), (api.output_spec, True)):
             if not getattr(spec.model_json_schema, "fanzha_openapi_30", False):
-                spec.model_json_schema = _published(_classmethod_of(spec))
+                spec.model_json_schema = _published(_classmethod_of(spec), output)
     if not any(cls is OpenApiDocument for cls, _ in service.middlewares):
         service.add_asgi_middleware(OpenApiDocument, service=service)

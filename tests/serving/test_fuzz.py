@@ -1,9 +1,12 @@
-"""Property-based fuzzing of the OpenAPI surface (schemathesis): no generated request gets a 5xx.
+"""Property-based fuzzing of the OpenAPI surface (schemathesis): no generated request gets a 5xx, and every 2xx
+answer validates against the published schema (response-schema conformance).
 
 Requests go through the session's test client, on the event loop the app started on (the adaptive
 batcher belongs to that loop). Task status/get/retry/cancel need the task store a real server starts,
 and /metrics hangs under the test client: test_server.py exercises those against a real server.
 """
+
+from collections import Counter
 
 import requests
 import schemathesis
@@ -18,6 +21,7 @@ def test_no_generated_request_gets_a_server_error(client) -> None:
     schema = schemathesis.openapi.from_dict(spec).exclude(path_regex=r"^/(metrics|scan_video|classify_archive)")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/classify_text", "/classify_image", "/classify_video", "/classify_batch"}
+    conforming: Counter[str] = Counter()
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -29,5 +33,10 @@ def test_no_generated_request_gets_a_server_error(client) -> None:
             prepared = requests.Request(**{k: v for k, v in kwargs.items() if k in REQUEST_KEYS}).prepare()
             response = client.request(prepared.method, prepared.url, content=prepared.body, headers=dict(prepared.headers))
             assert response.status_code < 500, f"{case.as_curl_command(base_url='http://testserver')}\n→ {response.status_code} {response.text[:500]}"
+            if response.is_success:
+                case.operation.validate_response(response)  # raises, naming the violations
+                conforming[case.operation.path] += 1
 
         no_server_error()
+    # valid generated requests got conforming answers (every endpoint's real answers: test_clients.py)
+    assert min(conforming[path] for path in ("/classify_text", "/classify_image", "/clusters", "/alerts", "/reports")) > 0, conforming
