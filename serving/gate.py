@@ -1,14 +1,22 @@
-"""One ASGI middleware in front of every endpoint: request ids, API keys, body limits, logs, latency.
+"""One ASGI middleware in front of everything, BentoML's own middlewares included: request ids, API keys,
+known routes, body limits, task checks, error bodies, logs, latency.
 
 - Every request gets an id (the client's X-Request-ID, else a new one), echoed in the response header and
   in the one structured log line written per request.
 - With FANZHA_API_KEYS set (comma-separated), every path but the health probes needs
-  `Authorization: Bearer <key>` or `X-API-Key: <key>`; without it the service is open (local use).
+  `Authorization: Bearer <key>` (the scheme in any case, RFC 7235) or `X-API-Key: <key>`; a key anywhere
+  else (the query string, a cookie, a header without the scheme) is no key. Without keys the service is
+  open (local use).
 - With FANZHA_MODERATOR_KEYS set, the moderator paths (reading and resolving fraud reports) need one of
   those keys (401 without a key, 403 with another key); a moderator key also opens every other path.
+- Only the paths the app serves get past the gate (`routes`): any other path is a 404 here, so BentoML's
+  metrics (labelled with the raw path) never see it, and no redirect is built from a client's Host header.
 - Bodies over the endpoint's limit are refused with 413 before they are read (Content-Length) or as soon
   as they pass the limit (chunked uploads).
-- Error bodies are always one JSON object with an "error" field (BentoML wraps some in a list).
+- Task submissions are validated before BentoML stores them (`checks`, tasks.py), and a task id is refused
+  at another task's endpoints (`task_owner`).
+- Error bodies are always one JSON object with an "error" field (BentoML wraps some in a list, Starlette
+  answers some in plain text); a 503 (adaptive batching shedding load) says so and carries Retry-After.
 """
 
 from __future__ import annotations
@@ -16,8 +24,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import parse_qs
 
 from fanzha.models.settings import MB, settings
 
@@ -25,22 +38,44 @@ from .metrics import metrics
 
 logger = logging.getLogger("fanzha.serving")
 OPEN_PATHS = ("/healthz", "/livez", "/readyz")
+OVERLOADED = "overloaded, retry later"
+RETRY_AFTER_S = 1
+TASK_ACTIONS = ("status", "get", "retry", "cancel")
+
+# a check run on a buffered request body before the app sees it: raises tasks.Refusal to answer instead
+Check = Callable[[dict, bytes], Awaitable[None]]
 
 
 class Gate:
     def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB, moderator_paths: tuple[str, ...] = (),
-                 refused_paths: dict[str, str] | None = None) -> None:
+                 refused_paths: dict[str, str] | None = None, routes: Iterable[str | re.Pattern] | None = None,
+                 checks: dict[str, Check] | None = None, task_owner: Callable[[str], Awaitable[str | None]] | None = None,
+                 tasks: Iterable[str] = ()) -> None:
+        """`routes`: the paths the app serves (plain strings, or compiled patterns for routes with parameters);
+        None lets every path through. `checks`: path → a check of the whole body (task submissions).
+        `task_owner`: task id → the task that made it; `tasks`: the task names whose /status, /get, /retry and
+        /cancel must only see their own ids."""
         self.app = app
         self.refused_paths = refused_paths or {}  # path → what to use instead (404 with that hint)
         self.body_limits = body_limits
         self.default_limit = default_limit
+        self.routes = None if routes is None else {r for r in routes if isinstance(r, str)}
+        self.route_patterns = [] if routes is None else [r for r in routes if not isinstance(r, str)]
+        self.checks = checks or {}
+        self.task_owner = task_owner
+        self.task_paths = {f"/{task}/{action}": task for task in tasks for action in TASK_ACTIONS}
         s = settings()  # FANZHA_API_KEYS, FANZHA_MODERATOR_KEYS: taken when the gate is built
         self.moderator_keys = [k.encode() for k in s.moderator_keys]
         platform_keys = [k.encode() for k in s.api_keys]
         self.keys = platform_keys + self.moderator_keys if platform_keys else []  # unset: open, but for moderator paths
         self.moderator_paths = moderator_paths
 
+    def served(self, path: str) -> bool:
+        return self.routes is None or path in self.routes or any(p.fullmatch(path) for p in self.route_patterns)
+
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":  # the service has none: refused before anything counts the path
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
@@ -67,19 +102,28 @@ class Gate:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
-                if message["status"] >= 400 and _is_json(message):
+                if message["status"] >= 400:
                     status["start"] = message  # held back: the error body is rewritten into one object
                     return
             elif message["type"] == "http.response.body" and "start" in status:
                 error_body.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                body = _one_error_object(b"".join(error_body), request_id)
                 start = status.pop("start")
-                start["headers"] = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-                start["headers"].append((b"content-length", str(len(body)).encode()))
-                await send(start)
+                code = start["status"]
+                headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+                if code == 503 and path not in OPEN_PATHS:
+                    # adaptive batching (or BentoML's concurrency limit) shedding load: say so, and when to come back
+                    body = json.dumps({"error": OVERLOADED, "request_id": request_id}).encode()
+                    headers = [(k, v) for k, v in headers if k.lower() != b"retry-after"] + [(b"retry-after", str(RETRY_AFTER_S).encode())]
+                else:
+                    body = _one_error_object(b"".join(error_body), request_id, code, _is_json(start))
+                headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                status["sent_start"] = True
+                await send({**start, "headers": headers})
                 message = {"type": "http.response.body", "body": body}
+            if message["type"] == "http.response.start":
+                status["sent_start"] = True
             await send(message)
 
         try:
@@ -90,22 +134,51 @@ class Gate:
                 return await reply(403 if offered else 401, f"{path} is for moderators: send a moderator key (FANZHA_MODERATOR_KEYS)")
             if path in self.refused_paths:
                 return await reply(404, f"{path} is not served: {self.refused_paths[path]}")
+            if not self.served(path):
+                return await reply(404, f"no such endpoint: {path[:200]!r} (the API is listed at /docs.json)")
             limit = self.body_limits.get(path, self.default_limit)
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 return await reply(413, f"request body is {int(length):,} bytes; the limit for {path} is {limit:,}")
-            await self.app(scope, _limited(receive, limit, path, too_large), send_with_id)
+            receive = _limited(receive, limit, path, too_large)
+            if path in self.task_paths and self.task_owner is not None:
+                task_id = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("task_id") or [""])[0]
+                owner = await self.task_owner(task_id) if task_id else None
+                if owner is not None and owner != self.task_paths[path]:
+                    return await reply(404, f"no {self.task_paths[path]} task {task_id[:64]!r}: the id belongs to another endpoint")
+            if path in self.checks:
+                from .tasks import Refusal
+
+                body = await _read_all(receive)
+                try:
+                    await self.checks[path](scope, body)
+                except Refusal as refusal:
+                    status["code"] = refusal.status
+                    data = _one_error_object(json.dumps(refusal.body).encode(), request_id, refusal.status, True)
+                    return await self._send_raw(send, refusal.status, data, [(b"x-request-id", request_id.encode())])
+                receive = _replay(body)
+            await self.app(scope, receive, send_with_id)
         except BodyTooLarge:
             if not too_large.get("sent") and "start" not in status:
                 too_large["sent"] = "yes"
                 status["code"] = 413
                 await self._send_json(send, 413, {"error": too_large["message"], "request_id": request_id},
                                       [(b"x-request-id", request_id.encode())])
+        except ClientGone:
+            status["code"] = 499  # the client closed the connection before its body was read (nginx's code)
+        except Exception:
+            # a bug below the gate (BentoML answers its own exceptions; this is anything that escaped it)
+            logger.exception("unhandled error", extra={"fields": {"request_id": request_id, "path": path}})
+            if status.get("sent_start") or too_large.get("sent"):
+                raise
+            status["code"] = 500
+            await self._send_json(send, 500, {"error": "internal error (logged with this request id)", "request_id": request_id},
+                                  [(b"x-request-id", request_id.encode())])
         finally:
             elapsed = time.perf_counter() - started
             # a label per known route only: arbitrary paths must not grow the metric series without bound
-            known = path in self.body_limits or path in self.moderator_paths
-            endpoint = path if known else "other"
+            known = path in self.routes if self.routes is not None else path in self.body_limits or path in self.moderator_paths
+            endpoint = path if known and path not in self.refused_paths else "other"
             if path not in OPEN_PATHS and path != "/metrics":
                 metrics().latency.labels(endpoint).observe(elapsed)
                 if status["code"] >= 400:
@@ -115,15 +188,23 @@ class Gate:
 
     @staticmethod
     def _offered(headers: dict[str, str]) -> str:
-        return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        """The key a request offers: X-API-Key, or the credentials of an `Authorization: Bearer` header (the
+        scheme in any case); an Authorization header with another scheme, or none, offers nothing."""
+        if headers.get("x-api-key"):
+            return headers["x-api-key"]
+        scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+        return credentials.strip() if scheme.lower() == "bearer" else ""
 
     def _authorised(self, headers: dict[str, str], keys: list[bytes] | None = None) -> bool:
         offered = self._offered(headers).encode()
         return any(hmac.compare_digest(offered, key) for key in (self.keys if keys is None else keys))
 
+    @classmethod
+    async def _send_json(cls, send, code: int, obj: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
+        await cls._send_raw(send, code, json.dumps(obj, ensure_ascii=False).encode(), extra_headers)
+
     @staticmethod
-    async def _send_json(send, code: int, obj: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
-        body = json.dumps(obj, ensure_ascii=False).encode()
+    async def _send_raw(send, code: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
         await send({"type": "http.response.start", "status": code,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 *extra_headers]})
@@ -171,21 +252,76 @@ def _limited(receive, limit: int, path: str, too_large: dict[str, str]):
     return wrapped
 
 
+async def _read_all(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes):
+    """A receive channel that hands the app a body the gate already read, then waits like a real one."""
+    sent = {"done": False}
+
+    async def receive():
+        if not sent["done"]:
+            sent["done"] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class ClientGone(Exception):
+    pass
+
+
 def _is_json(start_message) -> bool:
     return any(k.lower() == b"content-type" and b"json" in v for k, v in start_message.get("headers", []))
 
 
-def _one_error_object(body: bytes, request_id: str) -> bytes:
+def _one_error_object(body: bytes, request_id: str, status: int = 500, is_json: bool = True) -> bytes:
+    """Any error body as one JSON object {"error": …, "request_id": …} (a plain-text body becomes its error)."""
     try:
-        data = json.loads(body or b"{}")
+        data = json.loads(body or b"{}") if is_json else None
     except ValueError:
-        return body
+        data = None
+    if data is None:
+        text = body.decode("utf-8", "replace").strip()[:500]
+        data = {"error": text or _phrase(status)}
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]  # BentoML 1.4 answers a 4xx BentoMLException as [{"error": ...}]
     if isinstance(data, dict):
         if isinstance(data.get("detail"), list) and data["detail"] and "msg" in data["detail"][0]:
             # pydantic's "1 validation error for Input" says nothing: name the field and the problem instead
             data["error"] = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])) or 'body'}: {d['msg']}" for d in data["detail"][:5])
+        data.setdefault("error", _phrase(status))
         data.setdefault("request_id", request_id)
         return json.dumps(data, ensure_ascii=False).encode()
-    return body
+    return json.dumps({"error": _phrase(status), "detail": data, "request_id": request_id}, ensure_ascii=False).encode()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def served_routes(app) -> list[str | re.Pattern]:
+    """The paths a Starlette app serves: its routes, and the files of its static mounts (the OpenAPI UI's)."""
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    out: list[str | re.Pattern] = []
+    for route in app.routes:
+        if isinstance(route, Route):
+            out.append(route.path if "{" not in route.path else route.path_regex)
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles) and route.app.directory:
+            root = Path(route.app.directory)
+            out += [f"{route.path}/{f.relative_to(root).as_posix()}" for f in root.rglob("*") if f.is_file()]
+    return out

@@ -23,12 +23,14 @@ from fanzha.models.settings import settings
 from fanzha.platform import ItemRef, Platform, Scored
 
 from .errors import http_errors
-from .gate import Gate, configure_logging
+from .forms import guard_inputs
+from .gate import Gate, configure_logging, served_routes
 from .metrics import count_verdict
 from .model_store import MODEL_NAME
 from .openapi import publish
 from .platform_api import MODERATOR_PATHS, PlatformEndpoints
-from .schemas import BatchItem, BatchResult, JobStatus, TextItem, VerdictBody
+from .schemas import BatchItem, BatchResult, JobStatus, OptionalId, TextItem, VerdictBody
+from .tasks import SubmitCheck, TaskOwners, probe_video
 
 logger = logging.getLogger("fanzha.serving")
 configure_logging()
@@ -79,13 +81,13 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
 
     # -- media ----------------------------------------------------------------------------------------------
     @bentoml.api
-    def classify_image(self, file: Path, id: str | None = None) -> VerdictBody:
+    def classify_image(self, file: Path, id: OptionalId = None) -> VerdictBody:
         """Upload an image (JPEG, PNG, WebP, GIF, BMP, TIFF): OCR + QR codes → verdict with boxes."""
         with http_errors():
             return self._answer(self._media(file.read_bytes(), "image", ItemRef(id=id)), "classify_image")
 
     @bentoml.api
-    def classify_video(self, file: Path, id: str | None = None) -> VerdictBody:
+    def classify_video(self, file: Path, id: OptionalId = None) -> VerdictBody:
         """Upload a short video (MP4, MOV, WebM, MKV, FLV): captions → verdict with a timeline.
         Clips longer than FANZHA_MAX_SYNC_VIDEO_SECONDS go through the scan_video task."""
         with http_errors():
@@ -99,7 +101,7 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
 
     # -- long jobs ------------------------------------------------------------------------------------------
     @bentoml.task
-    def scan_video(self, file: Path, id: str | None = None) -> VerdictBody:
+    def scan_video(self, file: Path, id: OptionalId = None) -> VerdictBody:
         """A long video as a task: POST /scan_video/submit, then /scan_video/status and /scan_video/get."""
         with http_errors():
             return self._answer(self._media(file.read_bytes(), "video", ItemRef(id=id)), "scan_video")
@@ -151,8 +153,33 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
 
 
 # BentoML also routes a task's plain POST /<task> and runs it synchronously: only /<task>/submit is ours
-REFUSED_PATHS = {f"/{task}": f"submit it to /{task}/submit, then poll /{task}/status" for task in ("scan_video", "classify_archive")}
-Fanzha.add_asgi_middleware(Gate, body_limits=BODY_LIMITS, moderator_paths=MODERATOR_PATHS, refused_paths=REFUSED_PATHS)
+TASKS = ("scan_video", "classify_archive")
+REFUSED_PATHS = {f"/{task}": f"submit it to /{task}/submit, then poll /{task}/status" for task in TASKS}
+
+# a form BentoML cannot parse is a 400, and a file field takes only an uploaded file (nothing is fetched)
+guard_inputs(Fanzha)
+
+
+class GatedService(type(Fanzha)):
+    """The service with the gate in front of everything, BentoML's own middlewares included.
+
+    BentoML puts a service's ASGI middlewares (add_asgi_middleware) behind its own: its metrics, tracing and
+    access log would see every request first, and its request metrics are labelled with the raw path (a
+    series per path a client invents). Starlette's add_middleware on the built app puts the gate outermost, so
+    a request the gate refuses (no key, an unknown path) reaches nothing of BentoML's."""
+
+    __slots__ = ()
+
+    def to_asgi(self, is_main: bool = True, *args, **kwargs):
+        app = super().to_asgi(is_main, *args, **kwargs)
+        app.add_middleware(Gate, body_limits=BODY_LIMITS, moderator_paths=MODERATOR_PATHS, refused_paths=REFUSED_PATHS,
+                           routes=served_routes(app), tasks=TASKS, task_owner=TaskOwners(),
+                           checks={"/scan_video/submit": SubmitCheck(self, "scan_video", probe_video),
+                                   "/classify_archive/submit": SubmitCheck(self, "classify_archive")})
+        return app
+
+
+Fanzha.__class__ = GatedService
 
 # BentoML 1.4.40 works out a JSON response's media type by generating the output's JSON Schema again for
 # every response: a third of the server's CPU under load (py-spy, bench/serve_load.py). Every answer here
