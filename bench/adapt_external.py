@@ -30,6 +30,22 @@ def write_traffic(path: Path, parts: dict[str, list[str]]) -> int:
     return sum(len(v) for v in parts.values())
 
 
+def fraud_recall(telecom: dict[str, list[str]], base_model: str, adapted: Path) -> dict[str, dict[str, float]]:
+    """Review+block rate on the telecom fraud sets (never in the traffic) for the base and the adapted model."""
+    from fanzha.models import Detector
+    from fanzha.models.normalize import normalize
+
+    out = {}
+    for name, model_dir in (("before", base_model or None), ("after", adapted)):
+        detector = Detector.load(model_dir)
+        for cls, texts in telecom.items():
+            if cls == "normal":
+                continue
+            probs = detector.classifier.predict([normalize(t).text for t in texts])[:, 0]
+            out.setdefault(cls, {})[name] = round(float((probs >= detector.thresholds.review).mean()), 4)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpora_dir", default=None)
@@ -54,6 +70,7 @@ def main() -> int:
             print(f"== {name}: {n:,} messages", flush=True)
             adapt.main(AdaptArguments(traffic=str(traffic), output=str(out), base_model=args.base_model, held_out=0.5))
             results[name] = json.loads((out / "adapt_report.json").read_text())
+            results[name]["external_fraud_recall"] = fraud_recall(telecom, args.base_model, out)
     print()
     print("| traffic | group | held-out n | review+block before | after | block before | after |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -69,6 +86,12 @@ def main() -> int:
         for split, v in r["labelled"].items():
             print(f"| {name} | {split} | {adapt._pct(v['recall_before'])} | {adapt._pct(v['recall_after'])} "
                   f"| {adapt._pct(v['benign_flag_rate_before'])} | {adapt._pct(v['benign_flag_rate_after'])} | {r['wall_time_s']:.0f} s |")
+    print()
+    print("| traffic | telecom fraud set (never in the traffic) | recall before | after |")
+    print("|---|---|---:|---:|")
+    for name, r in results.items():
+        for cls, v in r["external_fraud_recall"].items():
+            print(f"| {name} | {cls} | {adapt._pct(v['before'])} | {adapt._pct(v['after'])} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=2))
     return 0

@@ -322,11 +322,15 @@ def recall(probs: np.ndarray, y: np.ndarray, threshold: float) -> float:
 
 
 def choose_review_threshold(base_probs: np.ndarray, new_probs: np.ndarray, y: np.ndarray, base_threshold: float, max_drop: float) -> float:
-    """The highest threshold (0.5–0.95) whose dev recall stays within max_drop of the base model's."""
+    """The highest threshold (0.05–0.95) whose dev recall stays within max_drop of the base model's.
+
+    The re-fitted head is calibrated to a different mix (the traffic's weight moves every score), so the
+    review threshold may go below 0.5 here, unlike at training time.
+    """
     target = recall(base_probs, y, base_threshold) - max_drop
-    grid = np.round(np.arange(0.5, 0.951, 0.01), 2)
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
     ok = [t for t in grid if recall(new_probs, y, t) >= target - 1e-9]
-    return float(max(ok)) if ok else 0.5
+    return float(max(ok)) if ok else 0.05
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -368,39 +372,58 @@ def main(args: AdaptArguments) -> Path:
     targets = _targets()
     y = {name: targets(records) for name, records in split.items() if records}
 
-    # 4. fit
+    # 4. fit: the traffic's weight is chosen on dev recall and a validation slice of the fitted traffic;
+    #    the held-out part is never looked at until the report
     w0, b0 = base_head(feats["train"])
-    x_parts, y_parts, w_parts = [], [], []
     yt = window_targets(feats["train"], y["train"])
     pos = yt.sum(0)
     pos_weight = np.clip((len(yt) - pos) / np.maximum(pos, 1), 1.0, 4.0)  # as the fine-tuning does
-    x_parts.append(feats["train"].pooled)
-    y_parts.append(yt)
-    w_parts.append(np.where(yt > 0.5, pos_weight, 1.0))
-    fit_windows = ~held[feats["traffic"].owner]
-    n_fit = int(fit_windows.sum())
-    benign_weight = float((yt[:, 0] < 0.5).sum())
-    x_parts.append(feats["traffic"].pooled[fit_windows])
-    y_parts.append(np.zeros((n_fit, yt.shape[1]), dtype=np.float32))
-    w_parts.append(np.full((n_fit, yt.shape[1]), args.traffic_weight * benign_weight / max(n_fit, 1)))
+    corpus_part = (feats["train"].pooled, yt, np.where(yt > 0.5, pos_weight, 1.0))
+    feedback_part = None
     if feedback:
         yf = window_targets(feats["feedback"], targets(feedback))
-        x_parts.append(feats["feedback"].pooled)
-        y_parts.append(yf)
-        w_parts.append(np.full_like(yf, args.feedback_weight))
-    log.info("fitting the head on %d windows (%d traffic, %d feedback)", sum(len(p) for p in x_parts), n_fit,
-             len(feats["feedback"].owner) if feedback else 0)
-    weight, bias = fit_head(np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64), w0, b0, args.l2)
-
-    # 5. thresholds on dev
+        feedback_part = (feats["feedback"].pooled, yf, np.full_like(yf, args.feedback_weight))
+    validation = ~held & held_out_mask(texts, 0.2, args.seed + 1)  # a slice of the fitted part, for choosing
+    tr = feats["traffic"]
     base_thresholds = json.loads(base_meta["fanzha.thresholds"])
-    new_logits = {name: f.pooled @ weight + bias for name, f in feats.items()}
-    dev_base, dev_new = feats["dev"].text_probs(), feats["dev"].text_probs(new_logits["dev"])
-    thresholds = {OUTPUTS[0]: choose_review_threshold(dev_base[:, 0], dev_new[:, 0], y["dev"][:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop)}
-    from .metrics import tune_thresholds
+    benign_weight = float((yt[:, 0] < 0.5).sum())
+    dev_base = feats["dev"].text_probs()
 
+    def fit(traffic_weight: float, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        windows = fitted[tr.owner]
+        n = int(windows.sum())
+        x_parts, y_parts, w_parts = [corpus_part[0]], [corpus_part[1]], [corpus_part[2]]
+        x_parts.append(tr.pooled[windows])
+        y_parts.append(np.zeros((n, yt.shape[1]), dtype=np.float32))
+        w_parts.append(np.full((n, yt.shape[1]), traffic_weight * benign_weight / max(n, 1)))
+        if feedback_part:
+            for parts, value in zip((x_parts, y_parts, w_parts), feedback_part, strict=True):
+                parts.append(value)
+        return fit_head(np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64), w0, b0, args.l2)
+
+    def review_threshold(weight: np.ndarray, bias: np.ndarray) -> tuple[float, np.ndarray]:
+        dev_new = feats["dev"].text_probs(feats["dev"].pooled @ weight + bias)
+        return choose_review_threshold(dev_base[:, 0], dev_new[:, 0], y["dev"][:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop), dev_new
+
+    candidates = sorted(set(args.traffic_weights or [args.traffic_weight]))
+    search = []
+    for tw in tqdm(candidates, desc="choosing the traffic weight", disable=len(candidates) == 1):
+        weight, bias = fit(tw, ~held & ~validation)
+        t, _ = review_threshold(weight, bias)
+        p_val = tr.text_probs(tr.pooled @ weight + bias)[validation, 0]
+        search.append({"traffic_weight": tw, "review_threshold": t, "validation_flag_rate": round(float((p_val >= t).mean()), 4) if len(p_val) else None})
+    best = min(search, key=lambda r: (r["validation_flag_rate"] if r["validation_flag_rate"] is not None else 1.0, r["traffic_weight"]))
+    log.info("traffic weight search: %s → %s", search, best["traffic_weight"])
+    weight, bias = fit(best["traffic_weight"], ~held)
+
+    # 5. thresholds on dev: review keeps dev recall, block is as precise as at export, labels maximise dev F1
+    from .metrics import tune_block_threshold, tune_thresholds
+
+    review, dev_new = review_threshold(weight, bias)
+    new_logits = {name: f.pooled @ weight + bias for name, f in feats.items()}
     label_t = tune_thresholds(dev_new, y["dev"])
-    thresholds.update({o: round(float(t), 2) for o, t in zip(OUTPUTS[1:], label_t[1:], strict=True)})
+    thresholds = {OUTPUTS[0]: review, **{o: round(float(t), 2) for o, t in zip(OUTPUTS[1:], label_t[1:], strict=True)},
+                  "block": max(review, tune_block_threshold(dev_new[:, 0], y["dev"][:, 0]))}
 
     # 6. write, check, report
     version = f"{base_meta.get('fanzha.version', 'fanzha')}-adapted-{digest[:8]}"
@@ -413,7 +436,8 @@ def main(args: AdaptArguments) -> Path:
     onnx.save(with_new_head(base_model, weight, bias, metadata), str(out / "model.onnx"))
     shutil.copy2(base_dir / "tokenizer.json", out / "tokenizer.json")
     _check_written(out, split["dev"][:64], dev_new[:64])
-    report = _report(args, feats, new_logits, y, held, groups, base_thresholds, thresholds, version, metadata, len(texts), time.time() - started)
+    report = _report(args, feats, new_logits, y, held, groups, base_thresholds, thresholds, version, metadata, len(texts),
+                     time.time() - started, search)
     (out / "adapt_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "ADAPT_REPORT.md").write_text(render(report), encoding="utf-8")
     _plot_pr(feats["test"] if "test" in feats else feats["dev"], new_logits.get("test", new_logits["dev"]),
@@ -454,16 +478,17 @@ def _rates(probs: np.ndarray, review: float, block: float) -> dict[str, float]:
             "block": round(float((p >= block).mean()), 4) if len(p) else None}
 
 
-def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall) -> dict:
+def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall, search) -> dict:
     from fanzha.models.labels import DecisionThresholds
 
-    block = DecisionThresholds.block
+    block_before, block_after = base_t.get("block", DecisionThresholds.block), new_t["block"]
     t = feats["traffic"]
     base_p, new_p = t.text_probs(), t.text_probs(new_logits["traffic"])
     traffic = {}
     for g in ["all", *sorted(set(groups) - {"all"})]:
         m = held & (np.array(groups) == g) if g != "all" else held
-        traffic[g] = {"before": _rates(base_p[m], base_t["fraud"], block), "after": _rates(new_p[m], new_t["fraud"], block)}
+        traffic[g] = {"before": _rates(base_p[m], base_t["fraud"], block_before),
+                      "after": _rates(new_p[m], new_t["fraud"], block_after)}
     labelled = {}
     for name in ("dev", "test"):
         if name not in feats:
@@ -478,7 +503,7 @@ def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, me
         }
     return {"version": version, "adapted_from": metadata["fanzha.adapted_from"], "traffic": {"path": str(args.traffic),
             "sha256": metadata["fanzha.traffic_sha256"], "size": n_traffic, "held_out": int(held.sum())},
-            "thresholds": {"before": base_t, "after": new_t, "block": block}, "held_out_traffic": traffic,
+            "thresholds": {"before": base_t, "after": new_t}, "held_out_traffic": traffic, "traffic_weight_search": search,
             "labelled": labelled, "wall_time_s": round(wall, 1)}
 
 
@@ -486,7 +511,10 @@ def render(r: dict) -> str:
     lines = [f"# Adaptation report — {r['version']}", "",
              f"Base model `{r['adapted_from']}`; traffic `{r['traffic']['path']}` ({r['traffic']['size']:,} messages, "
              f"sha256 `{r['traffic']['sha256'][:16]}…`); {r['traffic']['held_out']:,} held out and never fitted on. "
-             f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block {r['thresholds']['block']}. "
+             f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block "
+             f"{r['thresholds']['before'].get('block', 0.9)} → {r['thresholds']['after']['block']}; traffic weight "
+             f"{min(r['traffic_weight_search'], key=lambda x: x['validation_flag_rate'] or 1.0)['traffic_weight']} "
+             f"(searched {[x['traffic_weight'] for x in r['traffic_weight_search']]} on dev recall and a validation slice of the fitted traffic). "
              f"Wall time {r['wall_time_s'] / 60:.1f} min.", "",
              "## Flag rate on held-out traffic", "",
              "| group | n | review+block before | after | block before | after |", "|---|---:|---:|---:|---:|---:|"]

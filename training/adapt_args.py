@@ -16,7 +16,10 @@ class AdaptArguments:
     feedback: list[str] = field(default_factory=list, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated reports)"})
     text_field: str = field(default="text", metadata={"help": "column holding the message text"})
     group_field: str = field(default="source", metadata={"help": "optional column to break the report down by (e.g. genre); ignored when absent"})
-    traffic_weight: float = field(default=0.5, metadata={"help": "total weight of the traffic, as a multiple of the corpus' benign weight"})
+    traffic_weight: float = field(default=1.0, metadata={"help": "total weight of the traffic, as a multiple of the corpus' benign weight (when no search)"})
+    traffic_weights: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0], metadata={
+        "help": "candidate traffic weights: each is fitted without a validation slice of the traffic, and the one whose "
+                "validation flag rate is lowest (at the dev-recall-preserving threshold) is refitted on all of it"})
     feedback_weight: float = field(default=3.0, metadata={"help": "weight of one moderated feedback record (a corpus record weighs 1)"})
     l2: float = field(default=1.0, metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"})
     max_recall_drop: float = field(default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"})
@@ -37,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(AdaptArguments):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         kwargs: dict = {"help": f.metadata.get("help", "")}
-        if f.type in ("list[str]",):
-            kwargs.update(nargs="*", default=[])
+        if f.type in ("list[str]", "list[float]"):
+            kwargs.update(nargs="*", default=f.default_factory(), type=float if "float" in f.type else str)
         elif not required:
             kwargs.update(type=str if f.default is None else type(f.default), default=f.default)
         parser.add_argument(f"--{f.name}", required=required, **kwargs)

@@ -32,7 +32,7 @@ def traffic(tmp_path_factory, tiny_corpus):
 def adapted(tmp_path_factory, tiny_model_dir, tiny_corpus, traffic):
     out = tmp_path_factory.mktemp("adapted") / "model"
     adapt.main(AdaptArguments(traffic=str(traffic), output=str(out), base_model=str(tiny_model_dir),
-                                    corpus=str(tiny_corpus), threads=1, traffic_weight=3.0))
+                                    corpus=str(tiny_corpus), threads=1))
     return out
 
 
@@ -52,13 +52,35 @@ def test_adapted_model_loads_like_the_default_and_records_its_provenance(adapted
     assert (tiny_model_dir / "model.onnx").is_file()  # the base model is untouched
 
 
-def test_adaptation_lowers_scores_on_the_held_out_traffic(adapted, tiny_model_dir, traffic) -> None:
+def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, traffic) -> None:
+    """The report's 'after' flag rate is what the written model itself flags on the held-out part."""
+    from fanzha.models.normalize import normalize
+
     texts, _, _ = adapt.read_traffic(traffic)
-    held = [t for t, h in zip(texts, adapt.held_out_mask(texts, 0.2, 13), strict=True) if h]
-    assert len(held) > 20
-    before = TextClassifier.load(tiny_model_dir, threads=1).predict(held)[:, 0]
-    after = TextClassifier.load(adapted, threads=1).predict(held)[:, 0]
-    assert after.mean() < before.mean()
+    held = [normalize(t).text for t, h in zip(texts, adapt.held_out_mask(texts, 0.2, 13), strict=True) if h]
+    report = json.loads((adapted / "adapt_report.json").read_text())
+    assert report["held_out_traffic"]["all"]["after"]["n"] == len(held) > 20
+    clf = TextClassifier.load(adapted, threads=1)
+    flagged = float((clf.predict(held)[:, 0] >= clf.thresholds["fraud"]).mean())
+    assert abs(flagged - report["held_out_traffic"]["all"]["after"]["review_or_block"]) < 1e-3
+    assert [r["traffic_weight"] for r in report["traffic_weight_search"]] == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def test_traffic_as_weighted_negatives_moves_the_boundary_off_the_traffic() -> None:
+    """PU fit on synthetic vectors: lures at +2, the corpus' benign at -2, the platform's benign traffic at +1
+    (it looks like lures to the base head). Weighted negatives pull the traffic down and keep the lures up."""
+    rng = np.random.default_rng(0)
+    lures = rng.normal([2.0, 0.0], 0.3, size=(300, 2))
+    benign = rng.normal([-2.0, 0.0], 0.3, size=(300, 2))
+    traffic = rng.normal([1.0, 1.5], 0.3, size=(3000, 2))  # same direction on x, off on y
+    x = np.vstack([lures, benign, traffic]).astype(np.float32)
+    y = np.concatenate([np.ones(300), np.zeros(3300)])[:, None].astype(np.float32)
+    w = np.concatenate([np.ones(600), np.full(3000, 300 / 3000)])[:, None]
+    w0, b0 = np.array([[1.0], [0.0]], np.float32), np.array([0.0], np.float32)  # base head: "x > 0 is a lure"
+    assert (traffic @ w0 + b0 > 0).mean() > 0.99
+    wt, bt = adapt.fit_head(x, y, w, w0, b0, l2=0.1)
+    assert (traffic @ wt + bt > 0).mean() < 0.05
+    assert (lures @ wt + bt > 0).mean() > 0.97
 
 
 def test_fit_head_recovers_a_known_linear_rule() -> None:
