@@ -13,9 +13,10 @@ $(VENV)/.core: pyproject.toml
 	$(PIP) -e .
 	@touch $@
 
+# the postgres extra: the PostgreSQL variants of the store tests run against a throwaway cluster (tests/postgres.py)
 $(VENV)/.dev: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[train,dev,distributed]"
+	$(PIP) -e ".[train,dev,distributed,postgres]"
 	@touch $@ $(VENV)/.core
 
 ## run: serve the committed default model on http://localhost:3000 (imports it into the BentoML store first)
@@ -33,8 +34,10 @@ bento: $(VENV)/.core
 test: $(VENV)/.dev
 	@$(PY) -m pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc; }
 
+## lint: ruff's checks and its formatter, as CI runs them (`ruff format .` fixes the second)
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check

@@ -12,6 +12,7 @@ import pytest
 from fanzha.datasets.corpus import load_corpus
 from fanzha.models.normalize import normalize
 
+from .postgres import postgres_url  # noqa: F401 (session fixture: a throwaway PostgreSQL cluster)
 from .tiny_e5 import write_tiny_e5
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""The risk store: state, decay, windows, clusters, alerts, webhook, migrations — on SQLite (and PostgreSQL
-when FANZHA_TEST_POSTGRES_URL is set) — and the 20-scammers-among-500 scenario with the real model."""
+"""The risk store: state, decay, windows, clusters, alerts, webhook, migrations — on SQLite and PostgreSQL
+(tests/postgres.py) — and the 20-scammers-among-500 scenario with the real model."""
 
 from __future__ import annotations
 
