@@ -96,6 +96,19 @@ def test_flagged_in_window_alert_comes_from_the_crossing_item_once_per_episode(m
     assert [len(a) for a in again] == [0, 0, 1] and again[2][0].item_id == "late2"
 
 
+def test_a_late_item_completes_its_window(make_store) -> None:
+    """Two replicas, a retry or a resumed run deliver items out of time order: the item that arrives last
+    makes N flagged within one window whatever its timestamp, and it raises the alert (once)."""
+    store = make_store(RiskRules(flagged_in_window=3, window_s=3600, risk=100))
+    assert store.ingest_many([scam("u1", T0 + 600, item="newest"), scam("u1", T0 + 300, item="middle")]) == []
+    alerts = store.ingest(scam("u1", T0, item="late"))
+    assert [(a.rule, a.item_id, a.value) for a in alerts] == [("flagged_in_window", "late", 3)]
+    assert store.ingest(scam("u1", T0 + 60, item="later-still")) == []  # the same episode
+    # one that belongs to no window of the newest ones completes nothing
+    other = make_store(RiskRules(flagged_in_window=2, window_s=3600, risk=100))
+    assert other.ingest_many([scam("u2", T0 + 7200, item="now"), scam("u2", T0, item="two-hours-before")]) == []
+
+
 def test_risk_alert_when_decayed_risk_crosses(make_store) -> None:
     store = make_store(RiskRules(risk=2.4, half_life_s=3600, flagged_in_window=100))
     assert store.ingest_many([scam("u1", T0, score=1.0), scam("u1", T0 + 1, score=1.0)]) == []

@@ -320,8 +320,11 @@ class _Batch:
         else:
             before = entity.risk
             entity.risk += r.decay(item.fraud_score, entity.risk_ts - ts)
-        # flagged in window: the last N flagged times are enough to tell when the N-th falls inside it
-        in_window = lambda: sum(ts - r.window_s < t <= ts for t in entity.recent_flags)  # noqa: E731
+        # flagged in window: the last N flagged times are enough to tell when the N-th falls inside it. Counted in
+        # the window that ends at the newest flagged time, this item's or one seen before it: an item that arrives
+        # late (another replica, a retry, a resumed run) still completes the window it belongs to
+        newest = max(ts, entity.recent_flags[-1]) if entity.recent_flags else ts
+        in_window = lambda: sum(newest - r.window_s < t <= newest for t in entity.recent_flags)  # noqa: E731
         count_before = in_window()
         bisect.insort(entity.recent_flags, ts)
         del entity.recent_flags[: -r.flagged_in_window]
