@@ -15,13 +15,24 @@ def clf(tiny_model_dir) -> TextClassifier:
 def test_windows_cover_long_text_with_overlap(clf) -> None:
     text = "免费领取签名照" * 60
     windows = clf.windows(text)
-    assert len(windows) > 1
+    assert len(windows) > 2
     assert all(len(w) <= clf.window <= clf.max_length for w in windows)
     assert all(w[0] == windows[0][0] and w[-1] == windows[0][-1] for w in windows)  # specials on every window
     body = clf.tokenizer.encode(text, add_special_tokens=False).ids
-    covered = sum(len(w) - 2 for w in windows)
-    assert covered >= len(body)
-    assert windows[-1][-2] == body[-1]  # the last window reaches the end of the text
+    size = clf.window - 2  # tokens of text per window
+    half = size // 2
+    bodies = [w[1:-1] for w in windows]
+    assert all(len(b) == size for b in bodies[:-1])  # every window but the last is full
+    assert bodies[0] == body[:size]
+    # neighbouring windows share half a window: each starts half a window after the one before it
+    for i, (a, b) in enumerate(zip(bodies, bodies[1:], strict=False)):
+        assert b == body[(i + 1) * half : (i + 1) * half + size], i
+        assert a[half:] == b[: len(a) - half] and len(a) - half >= size // 2, i
+    assert bodies[-1][-1] == body[-1] and len(bodies[-1]) > size - half  # the last window reaches the end of the text
+    # so every phrase up to half a window long lies whole inside some window
+    for start in range(0, len(body) - half + 1):
+        phrase = body[start : start + half]
+        assert any(b[j : j + half] == phrase for b in bodies for j in range(len(b) - half + 1)), start
 
 
 def test_long_text_scores_are_the_max_over_its_windows(tiny_model_dir) -> None:
@@ -74,7 +85,21 @@ def test_detector_decisions_follow_thresholds(clf) -> None:
     score = Detector(clf).classify_text(text).fraud_score
     assert Detector(clf, DecisionThresholds(review=0.0, block=0.0)).classify_text(text).decision == "block"
     assert Detector(clf, DecisionThresholds(review=1.0, block=1.0)).classify_text(text).decision == ("block" if score >= 1.0 else "pass")
-    assert Detector(clf, DecisionThresholds(review=0.0, block=1.0)).classify_text(text).decision in ("review", "block")
+    assert Detector(clf, DecisionThresholds(review=0.0, block=1.0)).classify_text(text).decision == ("block" if score >= 1.0 else "review")
+
+
+def test_a_score_between_review_and_block_gives_review(clf) -> None:
+    t = DecisionThresholds(review=0.5, block=0.9)
+    assert [t.decide(s) for s in (0.0, 0.4999, 0.5, 0.7, 0.8999, 0.9, 1.0)] == \
+        ["pass", "pass", "review", "review", "review", "block", "block"]
+    # through the Detector, with the thresholds either side of the real score
+    text = "恭喜中奖，先交激活费"
+    score = Detector(clf).classify_text(text).fraud_score
+    assert 0.0 < score < 1.0
+    verdict = Detector(clf, DecisionThresholds(review=score / 2, block=(score + 1) / 2)).classify_text(text)
+    assert verdict.decision == "review" and verdict.fraud_score == score
+    assert verdict.labels == [k for k, s in verdict.scores.items() if s >= clf.thresholds[k]]  # a flagged verdict names its lures
+    assert Detector(clf, DecisionThresholds(review=score, block=score)).classify_text(text).decision == "block"  # block wins the tie
 
 
 def test_verdict_is_consistent(clf) -> None:
