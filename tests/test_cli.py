@@ -20,7 +20,13 @@ def test_single_text(capsys, tiny_model_dir) -> None:
     assert code == 0
     result = json.loads(out)
     assert set(result) >= {"fraud_score", "scores", "labels", "decision", "evidence", "model_version"}
-    assert result["decision"] in ("pass", "review", "block")
+    # the decision is the one the model's own thresholds give for this score
+    from fanzha.models import Detector
+
+    detector = Detector.load(tiny_model_dir)
+    assert result["decision"] == detector.thresholds.decide(result["fraud_score"])
+    named = [k for k, v in result["scores"].items() if v >= detector.classifier.thresholds[k]]
+    assert result["labels"] == ([] if result["decision"] == "pass" else named)
     assert any(e["kind"] == "qq_group" and e["value"] == "83726154" for e in result["evidence"])
 
 
@@ -31,10 +37,29 @@ def test_empty_text_is_a_clear_error(capsys, tiny_model_dir, text) -> None:
 
 
 def test_very_long_text_is_scored_in_windows(capsys, tiny_model_dir) -> None:
-    text = (BENIGN * 9000)[:199_990] + SCAM[:10]
+    import numpy as np
+
+    from fanzha.models import TextClassifier
+    from fanzha.models.labels import LABELS
+    from fanzha.models.normalize import normalize
+
+    text = (BENIGN * 9000)[: 200_000 - len(SCAM)] + SCAM  # the lure is the last thing in a 200,000-character post
     assert len(text) == 200_000
     code, out, _ = run(capsys, "classify", text, "--model-dir", str(tiny_model_dir))
-    assert code == 0 and 0.0 <= json.loads(out)["fraud_score"] <= 1.0
+    assert code == 0
+    result = json.loads(out)
+    # read to the end: the QQ group at the very end is evidence, at its place in the text as written
+    (qq,) = [e for e in result["evidence"] if e["kind"] == "qq_group"]
+    assert qq["value"] == "83726154" and text[qq["start"] : qq["end"]] == qq["text"] and qq["start"] > 200_000 - len(SCAM)
+    # scored window by window, each output the max over the windows (computed here one distinct window at a time)
+    clf = TextClassifier.load(tiny_model_dir, threads=1)
+    windows = list(dict.fromkeys(map(tuple, clf.windows(normalize(text).text))))
+    per_window = np.stack([1 / (1 + np.exp(-clf.run_logits(np.array([w]), np.ones((1, len(w)), dtype=np.int64))[0])) for w in windows])
+    expected = dict(zip(clf.outputs, per_window.max(axis=0), strict=True))
+    assert result["scores"] == pytest.approx({label: expected[label] for label in LABELS}, abs=1e-4)
+    assert result["fraud_score"] == pytest.approx(max(expected.values()), abs=1e-4)
+    # and the tail counted: the last window (the lure) raises some output above every window of the benign body
+    assert np.any(per_window[-1] > per_window[:-1].max(axis=0) + 1e-3)
 
 
 def test_too_long_text_is_refused(capsys, tiny_model_dir) -> None:
