@@ -32,10 +32,48 @@ def test_transparency_is_flattened_onto_white() -> None:
     assert tuple(pixels[5, 5]) == (255, 255, 255) and tuple(pixels[0, 0]) == (255, 0, 0)
 
 
-@pytest.mark.parametrize("mode,fmt", [("CMYK", "JPEG"), ("L", "PNG"), ("P", "GIF"), ("I;16", "PNG"), ("1", "BMP"), ("RGB", "WEBP")])
-def test_other_modes_become_rgb(mode, fmt) -> None:
-    image = Image.new("RGB", (16, 8), (200, 30, 30)).convert(mode)
-    assert decode_image(encode(image, fmt)).shape == (8, 16, 3)
+PATCHES = [(200, 30, 30), (30, 160, 60), (20, 40, 200), (0, 0, 0)]  # red, green, blue, black quadrants
+
+
+def quadrants() -> Image.Image:
+    image = Image.new("RGB", (32, 16))
+    for i, colour in enumerate(PATCHES):
+        image.paste(colour, (8 * i, 0, 8 * i + 8, 16))
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_cmyk_is_converted_to_the_same_colours(fmt) -> None:
+    """A CMYK file (print artwork; Pillow writes JPEG CMYK Adobe-style, inverted) reads as the colours it shows."""
+    rgb = quadrants()
+    cmyk = rgb.convert("CMYK")
+    assert cmyk.mode == "CMYK"
+    pixels = decode_image(encode(cmyk, fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+    assert pixels.shape == (16, 32, 3) and pixels.dtype == np.uint8
+    for i, colour in enumerate(PATCHES):  # the middle of each patch, away from JPEG's block edges
+        assert np.abs(pixels[4:12, 8 * i + 2 : 8 * i + 6].astype(int) - colour).max() <= 3, (i, pixels[8, 8 * i + 4])
+    assert np.abs(pixels.astype(int) - np.asarray(rgb)).mean() < 3
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("P", "GIF"), ("1", "BMP"), ("RGB", "PNG"), ("RGB", "WEBP")])
+def test_other_modes_become_their_own_rgb(mode, fmt) -> None:
+    image = quadrants().convert(mode)
+    pixels = decode_image(encode(image, fmt, **({"quality": 95} if fmt == "WEBP" else {})))
+    assert pixels.shape == (16, 32, 3) and pixels.dtype == np.uint8
+    expected = np.asarray(image.convert("RGB")).astype(int)  # grey stays grey, a palette its colours, 1-bit black/white
+    if fmt != "WEBP":
+        assert (pixels == expected).all()
+    for i in range(len(PATCHES)):  # lossy WebP: the middle of each patch (chroma is subsampled across edges)
+        middle = np.s_[4:12, 8 * i + 2 : 8 * i + 6]
+        assert np.abs(pixels[middle].astype(int) - expected[middle]).max() <= 8, i
+
+
+def test_sixteen_bit_grey_is_stretched_to_eight_bits() -> None:
+    ramp = np.linspace(1000, 41_000, 32).astype(np.uint16)[None, :].repeat(4, axis=0)
+    pixels = decode_image(encode(Image.fromarray(ramp), "PNG"))  # a uint16 array: mode I;16
+    assert pixels.shape == (4, 32, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    expected = ((ramp.astype(float) - 1000) * 255 / 40_000).astype(np.uint8)  # darkest → 0, brightest → 255
+    assert (pixels[..., 0] == expected).all() and pixels.min() == 0 and pixels.max() == 255
 
 
 def test_bad_files_are_clear_errors() -> None:
