@@ -16,7 +16,10 @@ from fanzha.batch.formats import ArchiveError
 from fanzha.batch.job import score_archive
 from fanzha.batch.plan import plan
 from fanzha.batch.readers import Columns, read_chunk
+from fanzha.batch.summary_report import render_summary
 from fanzha.cli import main
+from fanzha.models import Detector
+from fanzha.models.labels import LABELS
 
 from ..conftest import BENIGN, MEDIA, SCAM
 
@@ -65,7 +68,11 @@ def test_every_record_gets_one_row_and_bad_ones_an_error(tmp_path, mixed_inputs,
     assert len(rows) == summary.rows == 9 + 2 + 2 + 1 and not (tmp_path / f"scored{suffix}.parts").exists()
     by_id = {r["id"]: r for r in rows}
     assert by_id["s1"]["account_id"] == "u1" and by_id["s1"]["group_id"] == "g1" and by_id["s1"]["error"] is None
-    assert by_id["poster"]["kind"] == "image" and by_id["poster"]["decision"] in ("pass", "review", "block")
+    assert by_id["poster"]["kind"] == "image" and by_id["poster"]["error"] is None
+    thresholds = Detector.load(tiny_model_dir).thresholds
+    for r in rows:  # every scored row's decision is the one its score gives, and only a flagged one names labels
+        if r["error"] is None:
+            assert r["decision"] == thresholds.decide(r["fraud_score"]) and (r["decision"] != "pass" or not r["labels"]), r
     assert by_id["c1"]["account_id"] == "u2" and by_id["c1"]["source"] == "comments.csv:record 1"
     assert by_id["p2"]["source"] == "old.parquet:row 2" and by_id[str(MEDIA / "static.mp4")]["kind"] == "video"
     errors = {r["source"]: r["error"] for r in rows if r["error"]}
@@ -137,7 +144,71 @@ def test_report_markdown_and_html(tmp_path, mixed_inputs, tiny_model_dir, capsys
     assert "| rows | 14 |" in md and "## fraud_score histogram" in md and "invalid JSON" in md
     html_path = tmp_path / "r.html"
     assert main(["report", str(out), "--format", "html", "-o", str(html_path)]) == 0
-    assert html_path.read_text(encoding="utf-8").startswith("<!doctype html>")
+    page = html_path.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>") and "<title>fanzha report: s.parquet</title>" in page
+    # the HTML says what the rows say: read its tables back and recount from the parquet file
+    rows = pq.read_table(out).to_pylist()
+    scored = [r for r in rows if r["error"] is None]
+    flagged = sorted((r for r in scored if r["decision"] != "pass"), key=lambda r: -r["fraud_score"])
+    summary, histogram, errors, top = html_tables(page)
+    facts = dict(summary)
+    assert facts["rows"] == str(len(rows)) == "14" and facts["scored"] == str(len(scored))
+    assert facts["errors"] == str(len(rows) - len(scored))
+    for d in ("block", "review", "pass"):
+        n = sum(r["decision"] == d for r in scored)
+        assert facts[f"decision {d}"] == f"{n:,} ({n / len(scored):.1%})"
+    for label in LABELS:
+        assert facts[f"label {label}"] == str(sum(label in (r["labels"] or []) for r in scored))
+    assert [int(n) for _, n, _ in histogram] == [sum(min(9, int(r["fraud_score"] * 10)) == b for r in scored) for b in range(10)]
+    assert sum(int(n) for _, n in errors) == len(rows) - len(scored) and any("invalid JSON" in k for k, _ in errors)
+    assert top[0] == ["score", "decision", "labels", "id", "source", "evidence"]
+    assert len(top) - 1 == min(20, len(flagged)) > 1  # every flagged row (the default top 20), highest score first
+    assert [(float(x[0]), x[1], x[3]) for x in top[1:]] == [(pytest.approx(r["fraud_score"], abs=1e-4), r["decision"], r["id"])
+                                                           for r in flagged[:20]]
+
+
+def html_tables(page: str) -> list[list[list[str]]]:
+    """Every <table> of a page as rows of cell texts."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables: list[list[list[str]]] = []
+            self.cell: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs) -> None:
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag) -> None:
+            if tag in ("td", "th"):
+                self.tables[-1][-1].append("".join(self.cell).strip())
+                self.cell = None
+
+        def handle_data(self, data) -> None:
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_html_report_escapes_what_it_shows(tmp_path) -> None:
+    out = tmp_path / "hostile.parquet"
+    evidence = json.dumps([{"kind": "url", "value": "x", "text": "<script>alert(1)</script>", "start": 0, "end": 1}])
+    pq.write_table(pa.table({"id": ["<img src=x onerror=alert(1)>"], "source": ["a&b"], "kind": ["text"], "fraud_score": [0.97],
+                             "labels": [["fake_giveaway"]], "decision": ["block"], "evidence": [evidence], "error": pa.array([None], pa.string()),
+                             "model_version": ["m"]}), out)
+    page = render_summary(out, "html")
+    assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page and "a&amp;b" in page
+    top = html_tables(page)[-1]
+    assert top[1][3] == "<img src=x onerror=alert(1)>" and top[1][5] == "url=<script>alert(1)</script>"
 
 
 def test_score_command_summary_and_errors(tmp_path, tiny_model_dir, capsys) -> None:
