@@ -35,6 +35,14 @@ def test_default_files_are_small_and_documented() -> None:
     assert parity["passed"] and parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4 and parity["macro_f1_drop_points"] <= 0.5
 
 
+def test_parity_is_the_committed_models_own(detector) -> None:
+    """parity.json was written by the export that wrote this model.onnx, not left over from an earlier one."""
+    parity = json.loads((DEFAULT_MODEL_DIR / "parity.json").read_text())
+    assert parity["version"] == detector.model_version == detector.classifier.version
+    assert parity["size_mb_int8"] == round((DEFAULT_MODEL_DIR / "model.onnx").stat().st_size / 2**20, 1)
+    assert parity.get("block_threshold") == detector.classifier.thresholds.get("block")  # tuned by that export, when it did
+
+
 @pytest.mark.parametrize("text", sorted(SCAMS))
 def test_scams_are_flagged_with_their_labels(detector, text) -> None:
     verdict = detector.classify_text(text)

@@ -21,6 +21,27 @@ def test_report_without_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) 
     report = (tmp_path / "REPORT.md").read_text(encoding="utf-8")
     assert "Not present on this machine" in report and "tfidf_lr" in report
     assert json.loads((tmp_path / "metrics.json").read_text())["model_version"] == "tiny-test"
+    # the numbers are the confusion matrix of the Detector's own decisions on the test split, counted here
+    from fanzha.datasets.corpus import load_corpus
+    from fanzha.models import Detector
+
+    test = load_corpus(tiny_corpus, splits=["test"])
+    detector = Detector.load(tiny_model_dir)
+    verdicts = detector.classify_texts([r["text"] for r in test])
+    flagged = [v.decision != "pass" for v in verdicts]
+    fraud = [bool(r["labels"]) for r in test]
+    tp = sum(f and y for f, y in zip(flagged, fraud, strict=True))
+    fp = sum(f and not y for f, y in zip(flagged, fraud, strict=True))
+    fn = sum(y and not f for f, y in zip(flagged, fraud, strict=True))
+    precision, recall = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    assert ours["test_fraud"] == {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+    negatives = [f for f, y in zip(flagged, fraud, strict=True) if not y]
+    assert ours["benign_fpr"] == round(sum(negatives) / len(negatives), 4)
+    blocked = [v.decision == "block" for v in verdicts]
+    tb = sum(b and y for b, y in zip(blocked, fraud, strict=True))
+    assert ours["test_block"]["precision"] == (round(tb / sum(blocked), 4) if any(blocked) else 0.0)
+    assert ours["test_block"]["recall"] == round(tb / sum(fraud), 4)
 
 
 @pytest.mark.corpora

@@ -112,3 +112,22 @@ def test_block_threshold_is_the_lowest_that_is_precise_on_dev(tiny_model_dir) ->
     clf = TextClassifier.load(tiny_model_dir, threads=1)
     assert 0.9 <= clf.thresholds["block"] <= 0.99
     assert Detector(clf).thresholds.block == clf.thresholds["block"]  # the detector blocks at the model's own threshold
+
+
+def test_export_refuses_a_model_that_fails_parity(tiny_trained, tiny_corpus, tmp_path, monkeypatch) -> None:
+    """The fp32 graph must reproduce torch's logits: a drift of 0.01 (100× the gate) is refused, and the output
+    folder (the model a deployment ships) keeps what it had."""
+    from fanzha.training import export
+
+    real = export.predict_logits
+    monkeypatch.setattr(export, "predict_logits", lambda *a, **kw: real(*a, **kw) + 0.01)
+    out, work = tmp_path / "shipped", tmp_path / "work"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"the model shipped before")
+    with pytest.raises(SystemExit, match="parity check failed") as refused:
+        export.main(["--model_dir", str(tiny_trained), "--output_dir", str(out), "--work_dir", str(work), "--corpus", str(tiny_corpus),
+                     "--version", "tiny-drift"])
+    assert "nothing written" in str(refused.value)
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"] and (out / "model.onnx").read_bytes() == b"the model shipped before"
+    parity = json.loads((work / "parity.json").read_text())
+    assert parity["passed"] is False and parity["fp32_vs_torch_max_abs_logit_diff"] == pytest.approx(0.01, abs=1e-4)
