@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import random
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -223,7 +224,7 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_webhook_posts_alerts_and_a_dead_webhook_never_breaks_ingest(make_store) -> None:
+def test_webhook_posts_signed_alerts(make_store) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.received = []
@@ -241,13 +242,60 @@ def test_webhook_posts_alerts_and_a_dead_webhook_never_breaks_ingest(make_store)
     finally:
         server.shutdown()
         server.server_close()
-    dead = AlertWebhook(f"http://127.0.0.1:{server.server_port}/gone", timeout_s=0.5, retries=0)
-    store = make_store(RiskRules(flagged_in_window=1, risk=100), webhook=dead)
-    started = time.perf_counter()
-    assert len(store.ingest(scam("u9", T0))) == 1  # stored and returned; the POST fails in the background
-    assert time.perf_counter() - started < 0.5
-    dead.close()
-    assert dead.failed == 1 and dead.sent == 0
+
+
+class _Silent:
+    """A webhook receiver that accepts every connection, reads the request, and never answers: the worst kind
+    of dead (a refused port fails in milliseconds; this holds each POST for the whole timeout)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.received = b""
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            conn.settimeout(5)
+            try:
+                self.received += conn.recv(65536)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_webhook_that_never_answers_never_blocks_ingest(make_store) -> None:
+    silent = _Silent()
+    timeout_s = 1.0
+    hook = AlertWebhook(f"http://127.0.0.1:{silent.port}/alerts", timeout_s=timeout_s, retries=0)
+    store = make_store(RiskRules(flagged_in_window=1, risk=100), webhook=hook)
+    try:
+        for n in range(3):  # one alert each; the first POST hangs while the next ones are queued behind it
+            started = time.perf_counter()
+            (alert,) = store.ingest(scam(f"u{n}", T0, item=f"m{n}"))
+            assert time.perf_counter() - started < timeout_s / 2, n  # stored and returned without waiting for the POST
+            assert store.alerts()[-1]["id"] == alert.id
+        deadline = time.time() + 5
+        while not silent.received and time.time() < deadline:
+            time.sleep(0.02)
+        assert silent.accepted and b"POST /alerts" in silent.received  # the receiver did take the connection
+        waited = time.perf_counter()
+        hook.close(timeout_s=10)
+        assert time.perf_counter() - waited >= timeout_s  # each POST waited out its timeout: the receiver never answered
+        assert (hook.failed, hook.sent, hook.dropped) == (3, 0, 0)
+        assert len(store.alerts()) == 3  # /alerts is the record, whatever the webhook did
+    finally:
+        silent.close()
 
 
 SCAMS = [
