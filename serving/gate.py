@@ -312,6 +312,67 @@ def _phrase(status: int) -> str:
         return f"HTTP {status}"
 
 
+class RequestTimeout:
+    """BentoML's TimeoutMiddleware (traffic.timeout: a 504 when no response has started in time), without its leak.
+
+    BentoML 1.4.40 schedules `loop.call_later(timeout, …)` for every request and never cancels it: the timer
+    keeps a copy of the request's context — its OpenTelemetry span, ~4.5 KB — alive for the whole timeout
+    (600 s here), so memory grows with the request rate (bench/soak.py: +2 KB a request, linearly). This one
+    runs the timer in an empty context and cancels it when the request is done. GatedService.to_asgi puts it
+    in BentoML's place."""
+
+    def __init__(self, app, timeout: float) -> None:
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+        import contextvars
+
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(self.timeout, _time_out, waiter, context=contextvars.Context())
+
+        async def started(message) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, started))
+        task.add_done_callback(lambda t: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except TimeoutError:
+            if task.cancel():
+                body = json.dumps({"error": f"no answer in {self.timeout:g} seconds"}).encode()
+                await send({"type": "http.response.start", "status": 504,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        finally:
+            timer.cancel()
+        await task
+
+
+def _time_out(waiter) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def without_leaking_timeouts(app) -> None:
+    """Replace BentoML's TimeoutMiddleware in a Starlette app not yet started by RequestTimeout, same timeout."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from starlette.middleware import Middleware
+
+    for i, middleware in enumerate(app.user_middleware):
+        if middleware.cls is TimeoutMiddleware:
+            app.user_middleware[i] = Middleware(RequestTimeout, *middleware.args, **middleware.kwargs)
+
+
 def served_routes(app) -> list[str | re.Pattern]:
     """The paths a Starlette app serves: its routes, and the files of its static mounts (the OpenAPI UI's)."""
     from starlette.routing import Mount, Route

@@ -24,7 +24,7 @@ from fanzha.platform import ItemRef, Platform, Scored
 
 from .errors import http_errors
 from .forms import guard_inputs
-from .gate import Gate, configure_logging, served_routes
+from .gate import Gate, configure_logging, served_routes, without_leaking_timeouts
 from .metrics import count_verdict
 from .model_store import MODEL_NAME
 from .openapi import publish
@@ -172,6 +172,7 @@ class GatedService(type(Fanzha)):
 
     def to_asgi(self, is_main: bool = True, *args, **kwargs):
         app = super().to_asgi(is_main, *args, **kwargs)
+        without_leaking_timeouts(app)
         app.add_middleware(Gate, body_limits=BODY_LIMITS, moderator_paths=MODERATOR_PATHS, refused_paths=REFUSED_PATHS,
                            routes=served_routes(app), tasks=TASKS, task_owner=TaskOwners(),
                            checks={"/scan_video/submit": SubmitCheck(self, "scan_video", probe_video),

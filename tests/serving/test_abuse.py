@@ -387,3 +387,54 @@ def test_task_ids_are_refused_at_another_tasks_endpoints(gate) -> None:
 def test_error_bodies_never_echo_more_than_a_bounded_path(gate) -> None:
     body = assert_error(gate(routes=[]).post("/" + "x" * 10_000), 404)
     assert len(json.dumps(body)) < 400
+
+
+# -- memory: no per-request timer outlives its request ----------------------------------------------------------------
+
+def test_the_gate_is_outermost_and_bentomls_leaking_timeout_is_replaced(app) -> None:
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    from fanzha.serving.gate import RequestTimeout
+
+    classes = [m.cls for m in app.user_middleware]
+    assert classes[0] is Gate and RequestTimeout in classes and TimeoutMiddleware not in classes
+
+
+def test_request_timeout_cancels_its_timer_and_keeps_no_context() -> None:
+    import asyncio
+    import contextvars
+
+    from fanzha.serving.gate import RequestTimeout
+
+    marker = contextvars.ContextVar("marker")
+
+    async def quick(scope, receive, send) -> None:
+        marker.set(b"x" * 10_000)  # what a request leaves in its context (BentoML's: the OpenTelemetry span)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def slow(scope, receive, send) -> None:
+        await asyncio.sleep(5)
+
+    async def call(app, timeout: float) -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b""}
+
+        await RequestTimeout(app, timeout)({"type": "http"}, receive, send)
+        return sent
+
+    async def main() -> None:
+        for _ in range(500):
+            assert (await call(quick, 600))[0]["status"] == 200
+        loop = asyncio.get_running_loop()
+        live = [h for h in loop._scheduled if not h.cancelled()]
+        assert live == []  # BentoML's TimeoutMiddleware leaves 500 timers here, each holding its request's context
+        timed_out = await call(slow, 0.05)
+        assert timed_out[0]["status"] == 504 and b"no answer in 0.05 seconds" in timed_out[1]["body"]
+
+    asyncio.run(main())
