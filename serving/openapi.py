@@ -12,6 +12,9 @@ which `publish()` corrects for this service:
 - The task endpoints' status schema names statuses the task store never sends (success, failure, cancelled
   for completed, failed, canceled) and requires `created_at` and `executed_at`, which /submit does not send;
   every task's /cancel has its /retry's operationId. `OpenApiDocument` serves the corrected document.
+- Its error answers (InvalidArgument, NotFound, InternalServerError) say `detail` is a string; the service's
+  error body (serving/gate.py) carries pydantic's list of problems there, one {loc, msg, type} each, and a
+  `request_id`. `document()` publishes ERROR_BODY, what is sent.
 - BentoML's SyncHTTPClient cannot submit a task (README "From Python" gives the working way).
 """
 
@@ -64,9 +67,27 @@ class TaskStatus(BaseModel):
     executed_at: str | None = Field(default=None, description="/status: when it ran (null until then)")
 
 
+# every error answer, whatever its status (serving/gate.py makes them one JSON object)
+ERROR_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "title": "Message", "description": "What went wrong, for a person to read"},
+        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {}}], "nullable": True, "title": "Error Detail",
+                   "description": "A request that failed validation: one {loc, msg, type} per problem"},
+        "request_id": {"type": "string", "title": "Request ID", "description": "This request's X-Request-ID, as logged"},
+    },
+}
+ERRORS = ("InvalidArgument", "NotFound", "InternalServerError")  # the error components BentoML publishes
+
+
 def document(service) -> dict[str, Any]:
     """The OpenAPI document of `service` (a bentoml.Service, after publish()): BentoML's, corrected."""
     doc = service.openapi_spec.asdict()
+    for name in ERRORS:
+        if name in doc["components"]["schemas"]:
+            old = doc["components"]["schemas"][name]
+            doc["components"]["schemas"][name] = {**ERROR_BODY, "title": name, "description": old.get("description", name)}
     doc["components"]["schemas"]["TaskStatusResponse"] = {**openapi_30(TaskStatus.model_json_schema(), document=True),
                                                           "title": "TaskStatusResponse"}
     for path, item in doc["paths"].items():
