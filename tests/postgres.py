@@ -28,7 +28,7 @@ _URL = os.environ.get("FANZHA_TEST_POSTGRES_URL") or next(
     (u for u in [os.environ.get("FANZHA_DATABASE_URL", "")] if u.startswith(("postgresql", "postgres://"))), None)
 REQUIRED = os.environ.get("FANZHA_TEST_REQUIRE_POSTGRES") == "1"
 NO_POSTGRES = ("no PostgreSQL: install the server binaries (Debian: apt-get install postgresql; initdb/pg_ctl under "
-               "/usr/lib/postgresql/*/bin or on PATH) or set FANZHA_TEST_POSTGRES_URL=postgresql://…")
+               "/usr/lib/postgresql/*/bin or on PATH), or set FANZHA_TEST_POSTGRES_URL (or FANZHA_DATABASE_URL) to postgresql://…")
 
 
 def find_bin_dir() -> Path | None:
