@@ -176,7 +176,7 @@ class Ingest:
         # cost of a one-item ingest
         e, h, eh, c = self.entities, self.handles, self.entity_handles, self.clusters_t
         ids = sa.bindparam("ids", expanding=True)
-        self._load_entities = sa.select(e).where(e.c.kind == sa.bindparam("kind"), e.c.id.in_(ids))
+        self._load_entities = sa.select(e).where(sa.tuple_(e.c.kind, e.c.id).in_(ids))  # accounts and groups at once
         self._load_handles = sa.select(h).where(h.c.handle.in_(ids))
         self._load_links = sa.select(eh).where(sa.tuple_(eh.c.entity_kind, eh.c.entity_id, eh.c.handle).in_(ids))
         self._load_clusters = sa.select(c).where(c.c.id.in_(ids))
@@ -257,19 +257,18 @@ class _Batch:
 
     def _load(self, items: list[ScoredItem]) -> None:
         s, conn = self.s, self.conn
-        by_kind: dict[str, set[str]] = {"account": set(), "group": set()}
+        named: set[tuple[str, str]] = set()
         handle_keys: set[str] = set()
         pairs: set[tuple[str, str, str]] = set()
         for item in items:
             keys = [handle_key(*h) for h in item.handles]
             handle_keys.update(keys)
             for kind, eid in _named(item):
-                by_kind[kind].add(eid)
+                named.add((kind, eid))
                 pairs.update((kind, eid, k) for k in keys)
-        for kind, ids in by_kind.items():
-            for chunk in _chunks(sorted(ids)):
-                for row in conn.execute(s._load_entities, {"kind": kind, "ids": chunk}):
-                    self.entities[(kind, row.id)] = EntityState.from_row(row)
+        for chunk in _chunks(sorted(named), 200):
+            for row in conn.execute(s._load_entities, {"ids": chunk}):
+                self.entities[(row.kind, row.id)] = EntityState.from_row(row)
         for chunk in _chunks(sorted(handle_keys)):
             for row in conn.execute(s._load_handles, {"ids": chunk}):
                 self.handles[row.handle] = _Counted(row.first_seen, row.last_seen, row.items, row.flagged, row.cluster_id)
