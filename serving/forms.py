@@ -48,8 +48,10 @@ def guard(spec) -> None:
             form = await read_form(request)
             for name in file_fields:
                 if any(not isinstance(value, UploadFile) for value in form.getlist(name)):
-                    raise InvalidArgument(f"`{name}` must be an uploaded file (a multipart part with a filename), not a text "
-                                          "value: nothing is fetched from URLs or paths")
+                    raise InvalidArgument(
+                        f"`{name}` must be an uploaded file (a multipart part with a filename), not a text "
+                        "value: nothing is fetched from URLs or paths"
+                    )
         try:
             return await parse(request, serde)
         except RecursionError:
@@ -65,15 +67,22 @@ async def read_form(request):
     if content_type.split(";")[0].strip() == "multipart/form-data":
         boundary = _param(content_type, "boundary")
         if not boundary or len(boundary) > MAX_BOUNDARY_CHARS:
-            raise InvalidArgument(f"malformed multipart body: the boundary must be 1–{MAX_BOUNDARY_CHARS} characters (RFC 2046), "
-                                  f"got {len(boundary or '')}")
+            raise InvalidArgument(
+                f"malformed multipart body: the boundary must be 1–{MAX_BOUNDARY_CHARS} characters (RFC 2046), "
+                f"got {len(boundary or '')}"
+            )
     try:
         return await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     except HTTPException as e:  # Starlette's MultiPartException, raised as a 400 inside an app
         raise InvalidArgument(f"malformed form body: {e.detail}") from None
     except MultiPartException as e:
         raise InvalidArgument(f"malformed form body: {e.message}") from None
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:  # python-multipart on bytes it cannot frame
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        UnicodeDecodeError,
+    ) as e:  # python-multipart on bytes it cannot frame
         raise InvalidArgument(f"malformed form body: {type(e).__name__}: {str(e)[:200]}") from None
 
 

@@ -43,7 +43,9 @@ class SubmitCheck:
 
     def __init__(self, service, name: str, content_check: Callable[[object], None] | None = None) -> None:
         self.service, self.api = service, service.apis[name]
-        self.content_check = content_check  # called (in a thread) with the validated input: raise a FanzhaError
+        self.content_check = (
+            content_check  # called (in a thread) with the validated input: raise a FanzhaError
+        )
 
     async def __call__(self, scope: dict, body: bytes) -> None:
         from _bentoml_impl.serde import ALL_SERDE  # the parser BentoML will pick for this media type
@@ -60,7 +62,9 @@ class SubmitCheck:
         media_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
         serde = ALL_SERDE.get(media_type, ALL_SERDE["application/json"])()
         try:
-            with self.service.context.in_request(request):  # uploaded files go to this request's temp dir, removed after
+            with self.service.context.in_request(
+                request
+            ):  # uploaded files go to this request's temp dir, removed after
                 try:
                     data = await self.api.input_spec.from_http_request(request, serde)
                     if self.content_check is not None:
@@ -68,8 +72,13 @@ class SubmitCheck:
                 finally:
                     await request.close()
         except ValidationError as e:
-            raise Refusal(400, {"error": f"{e.error_count()} validation error for {e.title}",
-                                "detail": e.errors(include_context=False, include_input=False, include_url=False)}) from None
+            raise Refusal(
+                400,
+                {
+                    "error": f"{e.error_count()} validation error for {e.title}",
+                    "detail": e.errors(include_context=False, include_input=False, include_url=False),
+                },
+            ) from None
         except FanzhaError as e:
             mapped = http_error(e)
             if mapped is None:

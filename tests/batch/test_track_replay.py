@@ -21,7 +21,12 @@ def entity_counts(url: str) -> dict:
         out = {}
         for kind, entity in (("account", "scammer"), ("account", "kid"), ("group", "g1")):
             e = platform.entity_risk(kind, entity)
-            out[(kind, entity)] = (e["items"], e["flagged"], round(e["risk"], 2), e["labels"])  # risk decays with the wall clock
+            out[(kind, entity)] = (
+                e["items"],
+                e["flagged"],
+                round(e["risk"], 2),
+                e["labels"],
+            )  # risk decays with the wall clock
         out["alerts"] = [(a["rule"], a["entity_id"], a["item_id"]) for a in platform.alerts(limit=1000)]
         return out
     finally:
@@ -36,8 +41,13 @@ def test_a_resumed_track_run_counts_like_a_clean_run(tmp_path, monkeypatch) -> N
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
-    score_archive([str(src)], tmp_path / "clean.parquet", chunk_size=2, progress=False,
-                  tracker=lambda: Platform.from_settings(database=clean_url))
+    score_archive(
+        [str(src)],
+        tmp_path / "clean.parquet",
+        chunk_size=2,
+        progress=False,
+        tracker=lambda: Platform.from_settings(database=clean_url),
+    )
 
     url = f"sqlite:///{tmp_path / 'crashed.db'}"
     calls = {"n": 0}
@@ -51,10 +61,20 @@ def test_a_resumed_track_run_counts_like_a_clean_run(tmp_path, monkeypatch) -> N
             return alerts
 
     with pytest.raises(Crash):
-        score_archive([str(src)], tmp_path / "o.parquet", chunk_size=2, progress=False,
-                      tracker=lambda: CrashAfterTrackingTheSecondChunk.from_settings(database=url))
-    summary = score_archive([str(src)], tmp_path / "o.parquet", chunk_size=2, progress=False,
-                            tracker=lambda: Platform.from_settings(database=url))
+        score_archive(
+            [str(src)],
+            tmp_path / "o.parquet",
+            chunk_size=2,
+            progress=False,
+            tracker=lambda: CrashAfterTrackingTheSecondChunk.from_settings(database=url),
+        )
+    summary = score_archive(
+        [str(src)],
+        tmp_path / "o.parquet",
+        chunk_size=2,
+        progress=False,
+        tracker=lambda: Platform.from_settings(database=url),
+    )
     assert summary.scored_this_run == 4  # the second chunk (tracked, no part) and the third
     assert entity_counts(url) == entity_counts(clean_url)
     assert entity_counts(url)[("account", "scammer")][:2] == (5, 5)

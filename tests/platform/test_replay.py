@@ -13,20 +13,44 @@ T0 = 1_800_000_000.0
 GROUP = ("qq_group", "83726154")
 
 
-def scam(item: str | None, account: str = "u1", group: str | None = "g1", source: str | None = "comment", ts: float = T0,
-         handles=(GROUP,)) -> ScoredItem:
-    return ScoredItem(0.99, "block", ("fake_giveaway",), handles, account_id=account, group_id=group, item_id=item, source=source,
-                      ts=ts)
+def scam(
+    item: str | None,
+    account: str = "u1",
+    group: str | None = "g1",
+    source: str | None = "comment",
+    ts: float = T0,
+    handles=(GROUP,),
+) -> ScoredItem:
+    return ScoredItem(
+        0.99,
+        "block",
+        ("fake_giveaway",),
+        handles,
+        account_id=account,
+        group_id=group,
+        item_id=item,
+        source=source,
+        ts=ts,
+    )
 
 
 def counts(store: RiskState, kind: str, entity: str) -> tuple:
     e = store.entity(kind, entity)
-    return e["items"], e["flagged"], round(e["risk"], 6), e["labels"], len(e["recent_flagged"]), len(e["alerts"])
+    return (
+        e["items"],
+        e["flagged"],
+        round(e["risk"], 6),
+        e["labels"],
+        len(e["recent_flagged"]),
+        len(e["alerts"]),
+    )
 
 
 @pytest.fixture
 def store(db_url):  # noqa: F811
-    opened = RiskState(db_url, rules=RiskRules(flagged_in_window=3, cluster_accounts=2), clock=lambda: T0 + 10)
+    opened = RiskState(
+        db_url, rules=RiskRules(flagged_in_window=3, cluster_accounts=2), clock=lambda: T0 + 10
+    )
     yield opened
     opened.close()
 
@@ -38,8 +62,14 @@ def test_a_replayed_batch_leaves_every_count_as_one_clean_run(store, db_url, tmp
     before = counts(store, "account", "u1"), counts(store, "account", "u2"), counts(store, "group", "g1")
     alerts_before = store.alerts(limit=1000)
     assert store.ingest_many(batch) == []  # a retry: nothing counted, no alert raised again
-    assert store.ingest_many(batch[2:]) == [] and store.ingest(batch[0]) == []  # a resumed tail, one item again
-    assert (counts(store, "account", "u1"), counts(store, "account", "u2"), counts(store, "group", "g1")) == before
+    assert (
+        store.ingest_many(batch[2:]) == [] and store.ingest(batch[0]) == []
+    )  # a resumed tail, one item again
+    assert (
+        counts(store, "account", "u1"),
+        counts(store, "account", "u2"),
+        counts(store, "group", "g1"),
+    ) == before
     assert store.alerts(limit=1000) == alerts_before
     (cluster,) = store.clusters()
     assert cluster["accounts"] == 2 and cluster["handles"][0]["flagged"] == 5
@@ -86,8 +116,18 @@ def test_replay_keys_are_kept_as_long_as_flagged_items(db_url) -> None:  # noqa:
 
 
 def test_ingest_verdicts_is_idempotent_by_record_id_and_source(store) -> None:
-    records = [{"id": f"r{i}", "source": "a.jsonl:line 1", "account_id": "bulk", "fraud_score": 0.97, "decision": "block",
-                "labels": ["click_farming"], "evidence": []} for i in range(3)]
+    records = [
+        {
+            "id": f"r{i}",
+            "source": "a.jsonl:line 1",
+            "account_id": "bulk",
+            "fraud_score": 0.97,
+            "decision": "block",
+            "labels": ["click_farming"],
+            "evidence": [],
+        }
+        for i in range(3)
+    ]
     store.ingest_verdicts(records)
     store.ingest_verdicts(records)
     assert counts(store, "account", "bulk")[:2] == (3, 3)

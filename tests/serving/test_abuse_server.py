@@ -41,8 +41,15 @@ class Server:
         self.port = port
         self.local = threading.local()
 
-    def request(self, method: str, target: str, body: bytes | None = None, headers: dict | None = None, key: str | None = KEY,
-                timeout: float = 120) -> tuple[int, dict, bytes]:
+    def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        key: str | None = KEY,
+        timeout: float = 120,
+    ) -> tuple[int, dict, bytes]:
         """One request on this thread's keep-alive connection; the target is sent exactly as given."""
         headers = dict(headers or {})
         if key:
@@ -69,7 +76,9 @@ class Server:
 
     def json(self, method: str, target: str, obj=None, **kw) -> tuple[int, object]:
         body = None if obj is None else json.dumps(obj, ensure_ascii=False).encode()
-        status, _, raw = self.request(method, target, body, {"Content-Type": "application/json"} if body is not None else {}, **kw)
+        status, _, raw = self.request(
+            method, target, body, {"Content-Type": "application/json"} if body is not None else {}, **kw
+        )
         return status, json.loads(raw) if raw else None
 
     def wait_task(self, task: str, task_id: str, seconds: float = 120) -> str:
@@ -83,7 +92,9 @@ class Server:
         raise AssertionError(f"task {task_id} not done in {seconds} s")
 
 
-def multipart(fields: dict[str, tuple[str | None, bytes]], boundary: str = "abuse-boundary") -> tuple[bytes, dict]:
+def multipart(
+    fields: dict[str, tuple[str | None, bytes]], boundary: str = "abuse-boundary"
+) -> tuple[bytes, dict]:
     out = b""
     for name, (filename, data) in fields.items():
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
@@ -95,11 +106,32 @@ def multipart(fields: dict[str, tuple[str | None, bytes]], boundary: str = "abus
 def server(model_tag, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("abuse-server") / "serve.log"
-    env = {**os.environ, "FANZHA_API_KEYS": KEY, "FANZHA_WORKERS": "1", "FANZHA_THREADS": "1", "FANZHA_MAX_LATENCY_MS": "100"}
+    env = {
+        **os.environ,
+        "FANZHA_API_KEYS": KEY,
+        "FANZHA_WORKERS": "1",
+        "FANZHA_THREADS": "1",
+        "FANZHA_MAX_LATENCY_MS": "100",
+    }
     env.pop("FANZHA_MODERATOR_KEYS", None)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "fanzha.serving.service:Fanzha", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "fanzha.serving.service:Fanzha",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     srv = Server(port)
     deadline = time.time() + 120
     try:
@@ -135,12 +167,28 @@ def assert_error(status: int, headers: dict, raw: bytes, expected: int, says: st
 
 # -- 1. malformed multipart, under concurrency ------------------------------------------------------------------------
 
+
 def test_malformed_multipart_under_load_is_always_400(server) -> None:
-    bodies = [(b"x", "multipart/form-data"), (b"--a\r\nxx", "multipart/form-data; boundary=b"),
-              (b"x", f"multipart/form-data; boundary={'B' * 5000}"),
-              ("".join(f'--bb\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n' for i in range(1001)).encode() + b"--bb--\r\n",
-               "multipart/form-data; boundary=bb")]
-    paths = ["/classify_image", "/classify_text", "/report", "/reports", "/scan_video/submit", "/classify_archive/submit"]
+    bodies = [
+        (b"x", "multipart/form-data"),
+        (b"--a\r\nxx", "multipart/form-data; boundary=b"),
+        (b"x", f"multipart/form-data; boundary={'B' * 5000}"),
+        (
+            "".join(
+                f'--bb\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n' for i in range(1001)
+            ).encode()
+            + b"--bb--\r\n",
+            "multipart/form-data; boundary=bb",
+        ),
+    ]
+    paths = [
+        "/classify_image",
+        "/classify_text",
+        "/report",
+        "/reports",
+        "/scan_video/submit",
+        "/classify_archive/submit",
+    ]
     jobs = [(path, *bodies[i % len(bodies)]) for i, path in enumerate(paths * 16)]
 
     def one(job):
@@ -156,6 +204,7 @@ def test_malformed_multipart_under_load_is_always_400(server) -> None:
 
 
 # -- 2. nothing is fetched on a client's behalf -----------------------------------------------------------------------
+
 
 def test_a_url_or_path_for_file_is_400_and_never_fetched(server) -> None:
     sock = socket.socket()
@@ -175,6 +224,7 @@ def test_a_url_or_path_for_file_is_400_and_never_fetched(server) -> None:
 
 
 # -- 3. bounded metrics, unknown paths and path tricks --------------------------------------------------------------
+
 
 def _metrics(server) -> str:
     status, _, raw = server.request("GET", "/metrics")
@@ -217,17 +267,37 @@ def test_invented_paths_do_not_grow_the_metrics(server) -> None:
     assert _series(after) == _series(before), sorted(_series(after) ^ _series(before))[:10]
     assert len(after) <= 1.1 * len(before), (len(before), len(after))
     assert 'fanzha_request_errors_total{endpoint="other",status="401"}' in after
-    print(f"\n/metrics: {len(before):,} bytes before, {len(after):,} after {RANDOM_PATHS:,} keyless requests to random paths "
-          f"({len(_series(before)):,} series both times)")
+    print(
+        f"\n/metrics: {len(before):,} bytes before, {len(after):,} after {RANDOM_PATHS:,} keyless requests to random paths "
+        f"({len(_series(before)):,} series both times)"
+    )
 
 
-@pytest.mark.parametrize("target", ["//classify_text", "/./classify_text", "/classify_text/.", "/classify_text/", "/classify_text%2F",
-                                    "/%2Fclassify_text", "/x/../classify_text", "/%2e/classify_text", "/classify_text;x",
-                                    "/classify_text%00", "/CLASSIFY_TEXT", "/static_content/..%2F..%2Fservice.py",
-                                    "/reports/", "/docs.json/", "http://evil.example/classify_text"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//classify_text",
+        "/./classify_text",
+        "/classify_text/.",
+        "/classify_text/",
+        "/classify_text%2F",
+        "/%2Fclassify_text",
+        "/x/../classify_text",
+        "/%2e/classify_text",
+        "/classify_text;x",
+        "/classify_text%00",
+        "/CLASSIFY_TEXT",
+        "/static_content/..%2F..%2Fservice.py",
+        "/reports/",
+        "/docs.json/",
+        "http://evil.example/classify_text",
+    ],
+)
 def test_path_tricks_are_404(server, target) -> None:
     body = json.dumps({"items": [{"text": BENIGN}]}).encode()
-    status, headers, raw = server.request("POST", target, body, {"Content-Type": "application/json", "Host": "evil.example"})
+    status, headers, raw = server.request(
+        "POST", target, body, {"Content-Type": "application/json", "Host": "evil.example"}
+    )
     if target.startswith("http://"):  # an absolute-form target: uvicorn takes its path
         assert status in (200, 404), raw
         return
@@ -237,13 +307,22 @@ def test_path_tricks_are_404(server, target) -> None:
 
 # -- 4. tasks are validated at submit ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("task,body,content_type,expected", [
-    ("classify_archive", b"{}", "application/json", 400),
-    ("classify_archive", b'{"items": []}', "application/json", 400),
-    ("classify_archive", json.dumps({"items": [{"type": "text", "text": "你好啊"}] * 10_001}).encode(), "application/json", 400),
-    ("classify_archive", b"not json", "application/json", 400),
-    ("scan_video", b"{}", "application/json", 400),
-])
+
+@pytest.mark.parametrize(
+    "task,body,content_type,expected",
+    [
+        ("classify_archive", b"{}", "application/json", 400),
+        ("classify_archive", b'{"items": []}', "application/json", 400),
+        (
+            "classify_archive",
+            json.dumps({"items": [{"type": "text", "text": "你好啊"}] * 10_001}).encode(),
+            "application/json",
+            400,
+        ),
+        ("classify_archive", b"not json", "application/json", 400),
+        ("scan_video", b"{}", "application/json", 400),
+    ],
+)
 def test_bad_submissions_get_no_task(server, task, body, content_type, expected) -> None:
     status, headers, raw = server.request("POST", f"/{task}/submit", body, {"Content-Type": content_type})
     assert_error(status, headers, raw, expected)
@@ -256,13 +335,29 @@ def test_a_video_submission_that_is_an_image_is_415(server) -> None:
 
 # -- 5. replays count once ----------------------------------------------------------------------------------------------
 
+
 def test_a_retried_archive_task_counts_once(server) -> None:
     account, group = f"acct-{uuid.uuid4().hex[:8]}", f"grp-{uuid.uuid4().hex[:8]}"
     image = base64.b64encode((MEDIA / "poster.png").read_bytes()).decode()
-    items = [{"type": "text", "text": SCAM, "id": "a1", "account_id": account, "group_id": group, "source": "comment"},
-             {"type": "text", "text": SCAM.replace("29", "39"), "id": "a2", "account_id": account, "group_id": group},
-             {"type": "text", "text": BENIGN, "id": "a3", "account_id": account},
-             {"type": "image", "data": image, "id": "a4", "account_id": account, "group_id": group}]
+    items = [
+        {
+            "type": "text",
+            "text": SCAM,
+            "id": "a1",
+            "account_id": account,
+            "group_id": group,
+            "source": "comment",
+        },
+        {
+            "type": "text",
+            "text": SCAM.replace("29", "39"),
+            "id": "a2",
+            "account_id": account,
+            "group_id": group,
+        },
+        {"type": "text", "text": BENIGN, "id": "a3", "account_id": account},
+        {"type": "image", "data": image, "id": "a4", "account_id": account, "group_id": group},
+    ]
     status, submitted = server.json("POST", "/classify_archive/submit", {"items": items})
     assert status == 200, submitted
     assert server.wait_task("classify_archive", submitted["task_id"]) == "completed"
@@ -270,7 +365,15 @@ def test_a_retried_archive_task_counts_once(server) -> None:
     def counts() -> tuple:
         _, a = server.json("POST", "/account_risk", {"account_id": account})
         _, g = server.json("POST", "/group_risk", {"group_id": group})
-        return (a["items"], a["flagged"], a["labels"], len(a["recent_flagged"]), g["items"], g["flagged"], g["labels"])
+        return (
+            a["items"],
+            a["flagged"],
+            a["labels"],
+            len(a["recent_flagged"]),
+            g["items"],
+            g["flagged"],
+            g["labels"],
+        )
 
     once = counts()
     assert once[0] == 4 and once[4] == 3 and once[1] >= 2, once
@@ -288,8 +391,11 @@ def test_a_retried_archive_task_counts_once(server) -> None:
 
 # -- 7. task ids belong to their endpoint; Bearer is a scheme ------------------------------------------------------
 
+
 def test_a_task_id_is_refused_at_another_tasks_endpoints(server) -> None:
-    status, submitted = server.json("POST", "/classify_archive/submit", {"items": [{"type": "text", "text": BENIGN, "id": "t"}]})
+    status, submitted = server.json(
+        "POST", "/classify_archive/submit", {"items": [{"type": "text", "text": BENIGN, "id": "t"}]}
+    )
     assert status == 200
     task_id = submitted["task_id"]
     assert server.wait_task("classify_archive", task_id) == "completed"
@@ -301,47 +407,81 @@ def test_a_task_id_is_refused_at_another_tasks_endpoints(server) -> None:
     assert_error(*server.request("GET", "/scan_video/get?task_id=" + "0" * 32), 404)  # unknown: BentoML's 404
 
 
-@pytest.mark.parametrize("headers,expected", [
-    ({"Authorization": f"Bearer {KEY}"}, 200), ({"Authorization": f"bearer {KEY}"}, 200), ({"Authorization": f"BEARER {KEY}"}, 200),
-    ({"Authorization": KEY}, 401), ({"Authorization": f"Basic {KEY}"}, 401), ({"X-API-Key": KEY[:-1]}, 401),
-    ({"X-API-Key": KEY + "0"}, 401), ({"Cookie": f"X-API-Key={KEY}; api_key={KEY}"}, 401), ({}, 401),
-])
+@pytest.mark.parametrize(
+    "headers,expected",
+    [
+        ({"Authorization": f"Bearer {KEY}"}, 200),
+        ({"Authorization": f"bearer {KEY}"}, 200),
+        ({"Authorization": f"BEARER {KEY}"}, 200),
+        ({"Authorization": KEY}, 401),
+        ({"Authorization": f"Basic {KEY}"}, 401),
+        ({"X-API-Key": KEY[:-1]}, 401),
+        ({"X-API-Key": KEY + "0"}, 401),
+        ({"Cookie": f"X-API-Key={KEY}; api_key={KEY}"}, 401),
+        ({}, 401),
+    ],
+)
 def test_keys_only_whole_and_only_in_their_headers(server, headers, expected) -> None:
     body = json.dumps({"items": [{"text": BENIGN}]}).encode()
-    status, got, raw = server.request("POST", "/classify_text", body, {"Content-Type": "application/json", **headers}, key=None)
+    status, got, raw = server.request(
+        "POST", "/classify_text", body, {"Content-Type": "application/json", **headers}, key=None
+    )
     assert status == expected, raw
-    status, got, raw = server.request("POST", f"/classify_text?api_key={KEY}&X-API-Key={KEY}", body,
-                                      {"Content-Type": "application/json"}, key=None)
+    status, got, raw = server.request(
+        "POST",
+        f"/classify_text?api_key={KEY}&X-API-Key={KEY}",
+        body,
+        {"Content-Type": "application/json"},
+        key=None,
+    )
     assert_error(status, got, raw, 401, "API key")
 
 
 # -- races -------------------------------------------------------------------------------------------------------------
 
+
 def test_confirm_against_reject_exactly_one_wins(server) -> None:
     rounds = 12
     outcomes = []
     for i in range(rounds):
-        status, receipt = server.json("POST", "/report", {"reporter_id": f"race-{i}", "reason": "骗子", "target": {"type": "text", "text": SCAM}})
+        status, receipt = server.json(
+            "POST",
+            "/report",
+            {"reporter_id": f"race-{i}", "reason": "骗子", "target": {"type": "text", "text": SCAM}},
+        )
         assert status == 200, receipt
         barrier = threading.Barrier(2)
 
-        def decide(decision: str, report_id: str = receipt["report_id"], barrier: threading.Barrier = barrier) -> tuple[str, int]:
+        def decide(
+            decision: str, report_id: str = receipt["report_id"], barrier: threading.Barrier = barrier
+        ) -> tuple[str, int]:
             barrier.wait(10)
-            status, _ = server.json("POST", "/resolve_report", {"report_id": report_id, "status": decision, "moderator_id": f"mod-{decision}",
-                                                                "reason": decision})
+            status, _ = server.json(
+                "POST",
+                "/resolve_report",
+                {
+                    "report_id": report_id,
+                    "status": decision,
+                    "moderator_id": f"mod-{decision}",
+                    "reason": decision,
+                },
+            )
             return decision, status
 
         with ThreadPoolExecutor(2) as pool:
             answers = dict(pool.map(decide, ["confirmed", "rejected"]))
         assert sorted(answers.values()) == [200, 409], answers
         winner = next(d for d, s in answers.items() if s == 200)
-        _, final = server.json("POST", "/report_status", {"report_id": receipt["report_id"], "reporter_id": f"race-{i}"})
+        _, final = server.json(
+            "POST", "/report_status", {"report_id": receipt["report_id"], "reporter_id": f"race-{i}"}
+        )
         assert final["status"] == winner and [e["status"] for e in final["history"]].count(winner) == 1
         outcomes.append(winner)
     assert len(outcomes) == rounds
 
 
 # -- 6. overload: a burst sheds load with 503s that say so --------------------------------------------------------------
+
 
 def test_a_burst_sheds_load_with_the_overload_body(server) -> None:
     # 256 texts a request and a 100 ms latency budget (FANZHA_MAX_LATENCY_MS): queued requests are shed
@@ -359,9 +499,14 @@ def test_a_burst_sheds_load_with_the_overload_body(server) -> None:
     assert set(statuses) <= {200, 503}, statuses
     for status, headers, raw in answers:
         if status == 503:
-            assert json.loads(raw) == {"error": "overloaded, retry later", "request_id": headers["x-request-id"]}
+            assert json.loads(raw) == {
+                "error": "overloaded, retry later",
+                "request_id": headers["x-request-id"],
+            }
             assert headers["retry-after"] == "1"
-    assert 503 in statuses, f"no request was shed ({len(answers)} answered): the burst was too small for this machine"
+    assert 503 in statuses, (
+        f"no request was shed ({len(answers)} answered): the burst was too small for this machine"
+    )
 
 
 def test_the_server_logged_no_unhandled_error(server) -> None:
