@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint corpus-check base train export evaluate card bench bench-media bench-serve bench-accounts bento media-fixtures model clean
+.PHONY: run test lint corpus-check base train export evaluate card bench bench-media bench-serve bench-soak bench-accounts bento media-fixtures model clean
 
 export BENTOML_DO_NOT_TRACK ?= true
 
@@ -67,6 +67,10 @@ bench-media: $(VENV)/.dev
 ## bench-accounts: risk-state ingest (items/s), alert latency, 8 writers × 10,000 reports with a restart (SQLite)
 bench-accounts: $(VENV)/.dev
 	$(PY) bench/accounts.py --json reports/bench_accounts.json
+
+## bench-soak: 60 s of mixed valid and hostile requests from 16 threads against the real service (loopback)
+bench-soak: $(VENV)/.dev
+	$(PY) bench/soak.py --seconds 60 --json reports/bench_soak.json
 
 ## bench-serve: the real service under 1/8/32 clients, images, and a 10,000-request memory soak (loopback)
 bench-serve: $(VENV)/.dev
