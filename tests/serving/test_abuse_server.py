@@ -1,8 +1,9 @@
 """The abuse suite against a real `bentoml serve` on loopback (issue 11): what depends on the real server — its
 task store, BentoML's own middlewares and metrics, raw request targets, concurrency and load shedding.
 
-The server runs with an API key, one worker and a low adaptive-batching latency budget (so that a burst sheds
-load with 503s). Every request loop is bounded in count and time. No answer here may be a 500.
+The server runs with an API key, one worker and a 20 ms adaptive-batching latency budget (a burst sheds load
+with 503s; one request at a time is never shed). Every request loop is bounded in count and time. No answer
+here may be a 500.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def server(model_tag, tmp_path_factory):
         "FANZHA_API_KEYS": KEY,
         "FANZHA_WORKERS": "1",
         "FANZHA_THREADS": "1",
-        "FANZHA_MAX_LATENCY_MS": "100",
+        "FANZHA_MAX_LATENCY_MS": "20",
     }
     env.pop("FANZHA_MODERATOR_KEYS", None)
     with open(log, "wb") as out:
@@ -387,6 +388,10 @@ def test_a_retried_archive_task_counts_once(server) -> None:
     # the same items through the synchronous endpoint: still the same items
     server.json("POST", "/classify_batch", {"items": items[:2]})
     assert counts() == once
+    print(
+        f"\naccount (items, flagged) and group (items, flagged) after one run {once[:2]} {once[4:6]}, "
+        f"after two retries and a resend {counts()[:2]} {counts()[4:6]}"
+    )
 
 
 # -- 7. task ids belong to their endpoint; Bearer is a scheme ------------------------------------------------------
@@ -484,7 +489,7 @@ def test_confirm_against_reject_exactly_one_wins(server) -> None:
 
 
 def test_a_burst_sheds_load_with_the_overload_body(server) -> None:
-    # 256 texts a request and a 100 ms latency budget (FANZHA_MAX_LATENCY_MS): queued requests are shed
+    # 256 texts a request and a 20 ms latency budget (FANZHA_MAX_LATENCY_MS): queued requests are shed
     body = json.dumps({"items": [{"text": f"{SCAM} {i}"} for i in range(256)]}, ensure_ascii=False).encode()
     deadline = time.time() + 90
 
