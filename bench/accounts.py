@@ -33,7 +33,9 @@ from pathlib import Path
 from common import messages
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "platform"))  # the PostgreSQL scratch-schema helper of the store tests
+sys.path.insert(
+    0, str(REPO / "tests" / "platform")
+)  # the PostgreSQL scratch-schema helper of the store tests
 
 
 def scored_pool(threads: int) -> list[dict]:
@@ -47,8 +49,16 @@ def make_items(pool: list[dict], n: int, t0: float):
     from fanzha.platform.risk import ScoredItem
 
     rng = random.Random(0)
-    return [ScoredItem.from_verdict(pool[i % len(pool)], account_id=f"acct{rng.randrange(20_000)}", group_id=f"grp{rng.randrange(500)}",
-                                    item_id=f"item{i}", ts=t0 + i * 0.01) for i in range(n)]
+    return [
+        ScoredItem.from_verdict(
+            pool[i % len(pool)],
+            account_id=f"acct{rng.randrange(20_000)}",
+            group_id=f"grp{rng.randrange(500)}",
+            item_id=f"item{i}",
+            ts=t0 + i * 0.01,
+        )
+        for i in range(n)
+    ]
 
 
 def bench_ingest(url: str, pool: list[dict], items: int, batch: int) -> dict:
@@ -71,9 +81,18 @@ def bench_ingest(url: str, pool: list[dict], items: int, batch: int) -> dict:
     replay_seconds = time.perf_counter() - started
     unchanged = state_digest(store) == before and replay_alerts == 0
     store.close()
-    return {"batch": batch, "items": items, "flagged": flagged, "with_handles": sum(bool(x.handles) for x in data),
-            "seconds": round(seconds, 2), "items_per_s": round(items / seconds, 1), "alerts": alerts, "clusters": len(clusters),
-            "replay_items_per_s": round(items / replay_seconds, 1), "replay_unchanged": unchanged}
+    return {
+        "batch": batch,
+        "items": items,
+        "flagged": flagged,
+        "with_handles": sum(bool(x.handles) for x in data),
+        "seconds": round(seconds, 2),
+        "items_per_s": round(items / seconds, 1),
+        "alerts": alerts,
+        "clusters": len(clusters),
+        "replay_items_per_s": round(items / replay_seconds, 1),
+        "replay_unchanged": unchanged,
+    }
 
 
 def state_digest(store) -> tuple:
@@ -82,11 +101,15 @@ def state_digest(store) -> tuple:
 
     t = store.db.tables
     e, h, eh = t["entities"], t["handles"], t["entity_handles"]
-    queries = [sa.select(sa.func.count(), sa.func.sum(e.c["items"]), sa.func.sum(e.c.flagged), sa.func.sum(e.c.risk)).select_from(e),
-               sa.select(sa.func.count(), sa.func.sum(h.c["items"])).select_from(h),
-               sa.select(sa.func.count(), sa.func.sum(eh.c["items"])).select_from(eh),
-               sa.select(sa.func.count()).select_from(t["flagged_items"]),
-               sa.select(sa.func.count()).select_from(t["alerts"])]
+    queries = [
+        sa.select(
+            sa.func.count(), sa.func.sum(e.c["items"]), sa.func.sum(e.c.flagged), sa.func.sum(e.c.risk)
+        ).select_from(e),
+        sa.select(sa.func.count(), sa.func.sum(h.c["items"])).select_from(h),
+        sa.select(sa.func.count(), sa.func.sum(eh.c["items"])).select_from(eh),
+        sa.select(sa.func.count()).select_from(t["flagged_items"]),
+        sa.select(sa.func.count()).select_from(t["alerts"]),
+    ]
     with store.db.read() as conn:
         return tuple(tuple(conn.execute(q).one()) for q in queries)
 
@@ -113,15 +136,26 @@ def bench_alert_latency(url: str, pool: list[dict], rounds: int) -> dict:
     hook = AlertWebhook(f"http://127.0.0.1:{server.server_port}/", timeout_s=5)
     rules = RiskRules(flagged_in_window=5, risk=1000)
     store = RiskState(url, rules=rules)
-    store.ingest_many(make_items(pool, 20_000, time.time()))  # a store with state in it (its alerts not posted)
+    store.ingest_many(
+        make_items(pool, 20_000, time.time())
+    )  # a store with state in it (its alerts not posted)
     store.webhook, _Receiver.arrivals = hook, {}
     scam = next(v for v in pool if v["decision"] == "block")
     sync_ms, webhook_ms = [], []
     for r in range(rounds):
         now = time.time()
-        store.ingest_many([ScoredItem.from_verdict(scam, account_id=f"lat{r}", ts=now) for _ in range(rules.flagged_in_window - 1)])
+        store.ingest_many(
+            [
+                ScoredItem.from_verdict(scam, account_id=f"lat{r}", ts=now)
+                for _ in range(rules.flagged_in_window - 1)
+            ]
+        )
         started = time.perf_counter()
-        (alert,) = [a for a in store.ingest(ScoredItem.from_verdict(scam, account_id=f"lat{r}", ts=now)) if a.rule == "flagged_in_window"]
+        (alert,) = [
+            a
+            for a in store.ingest(ScoredItem.from_verdict(scam, account_id=f"lat{r}", ts=now))
+            if a.rule == "flagged_in_window"
+        ]
         sync_ms.append((time.perf_counter() - started) * 1000)
         deadline = time.time() + 5
         while alert.id not in _Receiver.arrivals and time.time() < deadline:
@@ -130,8 +164,13 @@ def bench_alert_latency(url: str, pool: list[dict], rounds: int) -> dict:
     store.close()
     server.shutdown()
     q = lambda xs, p: round(statistics.quantiles(xs, n=100)[p - 1], 2)  # noqa: E731
-    return {"rounds": rounds, "sync_p50_ms": q(sync_ms, 50), "sync_p99_ms": q(sync_ms, 99),
-            "webhook_p50_ms": q(webhook_ms, 50), "webhook_p99_ms": q(webhook_ms, 99)}
+    return {
+        "rounds": rounds,
+        "sync_p50_ms": q(sync_ms, 50),
+        "sync_p99_ms": q(sync_ms, 99),
+        "webhook_p50_ms": q(webhook_ms, 50),
+        "webhook_p99_ms": q(webhook_ms, 99),
+    }
 
 
 def bench_reports(url: str, writers: int, per_writer: int) -> dict:
@@ -146,8 +185,16 @@ def bench_reports(url: str, writers: int, per_writer: int) -> dict:
         for n in range(per_writer):
             for _ in range(2 if n % 100 == 0 else 1):
                 try:
-                    store.create(NewReport(reporter_id=f"writer{w}", target_type="text", reason="先交激活费才给皮肤",
-                                           target_text=f"免费领皮肤，先交{n % 50 + 1}元激活费", verdict=verdict, idempotency_key=f"k{n}"))
+                    store.create(
+                        NewReport(
+                            reporter_id=f"writer{w}",
+                            target_type="text",
+                            reason="先交激活费才给皮肤",
+                            target_text=f"免费领皮肤，先交{n % 50 + 1}元激活费",
+                            verdict=verdict,
+                            idempotency_key=f"k{n}",
+                        )
+                    )
                     sent[w] += 1
                 except Exception as e:  # counted, not raised: the figure is how many were lost
                     errors.append(repr(e))
@@ -165,30 +212,52 @@ def bench_reports(url: str, writers: int, per_writer: int) -> dict:
     per_key = Counter((r["reporter_id"], r["idempotency_key"]) for r in rows)
     expected = {(f"writer{w}", f"k{n}") for w in range(writers) for n in range(per_writer)}
     sample = random.Random(1).sample(rows, min(1000, len(rows)))
-    retrievable = sum(reopened.status(r["report_id"], r["reporter_id"])["status"] == "received" for r in sample)
+    retrievable = sum(
+        reopened.status(r["report_id"], r["reporter_id"])["status"] == "received" for r in sample
+    )
     reopened.close()
-    return {"writers": writers, "reports": writers * per_writer, "requests": sum(sent.values()) + len(errors),
-            "seconds": round(seconds, 1), "reports_per_s": round(writers * per_writer / seconds, 1), "errors": len(errors),
-            "stored": len(rows), "lost": len(expected - set(per_key)), "duplicated": sum(c - 1 for c in per_key.values() if c > 1),
-            "status_checked": len(sample), "status_ok": retrievable}
+    return {
+        "writers": writers,
+        "reports": writers * per_writer,
+        "requests": sum(sent.values()) + len(errors),
+        "seconds": round(seconds, 1),
+        "reports_per_s": round(writers * per_writer / seconds, 1),
+        "errors": len(errors),
+        "stored": len(rows),
+        "lost": len(expected - set(per_key)),
+        "duplicated": sum(c - 1 for c in per_key.values() if c > 1),
+        "status_checked": len(sample),
+        "status_ok": retrievable,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, default=20_000, help="items per ingest run (the 1-per-transaction run uses a tenth)")
+    p.add_argument(
+        "--items",
+        type=int,
+        default=20_000,
+        help="items per ingest run (the 1-per-transaction run uses a tenth)",
+    )
     p.add_argument("--writers", type=int, default=8)
     p.add_argument("--reports-per-writer", type=int, default=10_000)
     p.add_argument("--latency-rounds", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads for scoring the message pool")
-    p.add_argument("--postgres-url", default=None, help="also run everything against this PostgreSQL (a scratch schema)")
+    p.add_argument(
+        "--postgres-url", default=None, help="also run everything against this PostgreSQL (a scratch schema)"
+    )
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args()
 
     pool = scored_pool(args.threads)
-    print(f"pool: {len(pool)} scored messages, {sum(v['decision'] != 'pass' for v in pool)} flagged", file=sys.stderr)
+    print(
+        f"pool: {len(pool)} scored messages, {sum(v['decision'] != 'pass' for v in pool)} flagged",
+        file=sys.stderr,
+    )
     backends = ["sqlite"] + (["postgresql"] if args.postgres_url else [])
     results: dict = {}
     for name in backends:
+
         def fresh(name: str = name):
             """A new empty database: a SQLite file in a temp dir, or a scratch PostgreSQL schema."""
             if name == "postgresql":
@@ -200,7 +269,9 @@ def main() -> None:
         out = results[name] = {"ingest": []}
         for batch in (1, 64, 1000):
             url, drop = fresh()
-            out["ingest"].append(bench_ingest(url, pool, args.items // 10 if batch == 1 else args.items, batch))
+            out["ingest"].append(
+                bench_ingest(url, pool, args.items // 10 if batch == 1 else args.items, batch)
+            )
             drop()
             print(name, out["ingest"][-1], file=sys.stderr)
         url, drop = fresh()
@@ -216,23 +287,37 @@ def main() -> None:
     for name, out in results.items():
         for row in out["ingest"]:
             target = "≥ 1,000 ✅" if row["items_per_s"] >= 1000 else "≥ 1,000 ❌" if row["batch"] > 1 else ""
-            print(f"| {name} | ingest, {row['batch']:,} item(s) per transaction ({row['items']:,} scored items, {row['flagged']:,} flagged, "
-                  f"{row['with_handles']:,} with handles; {row['clusters']:,} clusters, {row['alerts']:,} alerts) | "
-                  f"**{row['items_per_s']:,.0f} items/s** | {target} |")
+            print(
+                f"| {name} | ingest, {row['batch']:,} item(s) per transaction ({row['items']:,} scored items, {row['flagged']:,} flagged, "
+                f"{row['with_handles']:,} with handles; {row['clusters']:,} clusters, {row['alerts']:,} alerts) | "
+                f"**{row['items_per_s']:,.0f} items/s** | {target} |"
+            )
             same = "✅" if row["replay_unchanged"] else "❌"
-            print(f"| {name} | the same {row['items']:,} items again, {row['batch']:,} per transaction (replays: counted once) | "
-                  f"{row['replay_items_per_s']:,.0f} items/s; state unchanged {same} | every count as after one run |")
+            print(
+                f"| {name} | the same {row['items']:,} items again, {row['batch']:,} per transaction (replays: counted once) | "
+                f"{row['replay_items_per_s']:,.0f} items/s; state unchanged {same} | every count as after one run |"
+            )
         lat = out["alert_latency"]
-        print(f"| {name} | alert latency: crossing item → alert returned (p50 / p99, {lat['rounds']} rounds) | "
-              f"{lat['sync_p50_ms']} / {lat['sync_p99_ms']} ms | the crossing item raises it |")
-        print(f"| {name} | alert latency: crossing item → webhook on loopback has it (p50 / p99) | "
-              f"{lat['webhook_p50_ms']} / {lat['webhook_p99_ms']} ms | |")
+        print(
+            f"| {name} | alert latency: crossing item → alert returned (p50 / p99, {lat['rounds']} rounds) | "
+            f"{lat['sync_p50_ms']} / {lat['sync_p99_ms']} ms | the crossing item raises it |"
+        )
+        print(
+            f"| {name} | alert latency: crossing item → webhook on loopback has it (p50 / p99) | "
+            f"{lat['webhook_p50_ms']} / {lat['webhook_p99_ms']} ms | |"
+        )
         rep = out["reports"]
-        ok = "✅" if rep["lost"] == rep["duplicated"] == rep["errors"] == 0 and rep["stored"] == rep["reports"] else "❌"
-        print(f"| {name} | {rep['writers']} writers × {rep['reports'] // rep['writers']:,} reports ({rep['requests']:,} requests incl. "
-              f"retries), then reopened | {rep['reports_per_s']:,.0f} reports/s; stored {rep['stored']:,}, lost {rep['lost']}, "
-              f"duplicated {rep['duplicated']}, errors {rep['errors']}; status of {rep['status_ok']:,}/{rep['status_checked']:,} "
-              f"sampled read back | none lost or duplicated {ok} |")
+        ok = (
+            "✅"
+            if rep["lost"] == rep["duplicated"] == rep["errors"] == 0 and rep["stored"] == rep["reports"]
+            else "❌"
+        )
+        print(
+            f"| {name} | {rep['writers']} writers × {rep['reports'] // rep['writers']:,} reports ({rep['requests']:,} requests incl. "
+            f"retries), then reopened | {rep['reports_per_s']:,.0f} reports/s; stored {rep['stored']:,}, lost {rep['lost']}, "
+            f"duplicated {rep['duplicated']}, errors {rep['errors']}; status of {rep['status_ok']:,}/{rep['status_checked']:,} "
+            f"sampled read back | none lost or duplicated {ok} |"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=2))

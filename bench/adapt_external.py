@@ -30,7 +30,9 @@ def write_traffic(path: Path, parts: dict[str, list[str]]) -> int:
     return sum(len(v) for v in parts.values())
 
 
-def fraud_recall(telecom: dict[str, list[str]], base_model: str, adapted: Path) -> dict[str, dict[str, float]]:
+def fraud_recall(
+    telecom: dict[str, list[str]], base_model: str, adapted: Path
+) -> dict[str, dict[str, float]]:
     """Review+block rate on the telecom fraud sets (never in the traffic) for the base and the adapted model."""
     from fanzha.models import Detector
     from fanzha.models.normalize import normalize
@@ -59,7 +61,11 @@ def main() -> int:
     telecom, msglog = load_telecom(root), load_msglog(root)
     runs = {
         "label00+msgpass": {"telecom_label00": telecom["normal"], "msgpass": msglog["pass"]},
-        "label00+msgpass+msgspam": {"telecom_label00": telecom["normal"], "msgpass": msglog["pass"], "msgspam": msglog["spam"]},
+        "label00+msgpass+msgspam": {
+            "telecom_label00": telecom["normal"],
+            "msgpass": msglog["pass"],
+            "msgspam": msglog["spam"],
+        },
     }
     results = {}
     with tempfile.TemporaryDirectory(prefix="fanzha-adapt-bench-") as tmp:
@@ -68,7 +74,11 @@ def main() -> int:
             n = write_traffic(traffic, parts)
             out = Path(tmp) / f"model-{name}"
             print(f"== {name}: {n:,} messages", flush=True)
-            adapt.main(AdaptArguments(traffic=str(traffic), output=str(out), base_model=args.base_model, held_out=0.5))
+            adapt.main(
+                AdaptArguments(
+                    traffic=str(traffic), output=str(out), base_model=args.base_model, held_out=0.5
+                )
+            )
             results[name] = json.loads((out / "adapt_report.json").read_text())
             results[name]["external_fraud_recall"] = fraud_recall(telecom, args.base_model, out)
     print()
@@ -77,15 +87,19 @@ def main() -> int:
     for name, r in results.items():
         for g, v in r["held_out_traffic"].items():
             b, a = v["before"], v["after"]
-            print(f"| {name} | {g} | {b['n']:,} | {adapt._pct(b['review_or_block'])} | {adapt._pct(a['review_or_block'])} "
-                  f"| {adapt._pct(b['block'])} | {adapt._pct(a['block'])} |")
+            print(
+                f"| {name} | {g} | {b['n']:,} | {adapt._pct(b['review_or_block'])} | {adapt._pct(a['review_or_block'])} "
+                f"| {adapt._pct(b['block'])} | {adapt._pct(a['block'])} |"
+            )
     print()
     print("| traffic | split | fraud recall before | after | benign flag rate before | after | wall time |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         for split, v in r["labelled"].items():
-            print(f"| {name} | {split} | {adapt._pct(v['recall_before'])} | {adapt._pct(v['recall_after'])} "
-                  f"| {adapt._pct(v['benign_flag_rate_before'])} | {adapt._pct(v['benign_flag_rate_after'])} | {r['wall_time_s']:.0f} s |")
+            print(
+                f"| {name} | {split} | {adapt._pct(v['recall_before'])} | {adapt._pct(v['recall_after'])} "
+                f"| {adapt._pct(v['benign_flag_rate_before'])} | {adapt._pct(v['benign_flag_rate_after'])} | {r['wall_time_s']:.0f} s |"
+            )
     print()
     print("| traffic | telecom fraud set (never in the traffic) | recall before | after |")
     print("|---|---|---:|---:|")

@@ -21,5 +21,5 @@ def batched_throughput(texts: list[str], threads: int, batch_size: int) -> float
     detector.classify_texts(texts[:batch_size])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(texts), batch_size):
-        detector.classify_texts(texts[i:i + batch_size])
+        detector.classify_texts(texts[i : i + batch_size])
     return len(texts) / (time.perf_counter() - t0)

@@ -76,20 +76,35 @@ def load(client: Client, bodies: list[tuple[str, bytes, str]], concurrency: int,
     client_cpu = (time.process_time() - cpu0) / wall  # cores the load generator itself used
     latencies = sorted(lat for _, lat in results)
     errors = sum(status != 200 for status, _ in results)
-    return {"clients": concurrency, "requests": len(results), "errors": errors, "throughput_rps": round(len(results) / wall, 1),
-            "client_cpu_cores": round(client_cpu, 2),
-            "p50_ms": round(1000 * statistics.median(latencies), 1),
-            "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)}
+    return {
+        "clients": concurrency,
+        "requests": len(results),
+        "errors": errors,
+        "throughput_rps": round(len(results) / wall, 1),
+        "client_cpu_cores": round(client_cpu, 2),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+    }
 
 
 def text_body(text: str) -> tuple[str, bytes, str]:
-    return "/classify_text", json.dumps({"items": [{"text": text}]}, ensure_ascii=False).encode(), "application/json"
+    return (
+        "/classify_text",
+        json.dumps({"items": [{"text": text}]}, ensure_ascii=False).encode(),
+        "application/json",
+    )
 
 
 def image_body() -> tuple[str, bytes, str]:
     boundary = "fanzha-bench"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"frame.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode() + FRAME.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="frame.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + FRAME.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return "/classify_image", body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -101,13 +116,34 @@ def server_rss_mb(pid: int) -> float:
 
 
 def start_server(port: int, workers: int, threads: int, home: str) -> tuple[subprocess.Popen, float]:
-    env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true", "FANZHA_WORKERS": str(workers),
-           "FANZHA_THREADS": str(threads)}
-    subprocess.run([sys.executable, "-m", "fanzha.cli", "import-model"], env=env, check=True, capture_output=True)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": home,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "FANZHA_WORKERS": str(workers),
+        "FANZHA_THREADS": str(threads),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "fanzha.cli", "import-model"], env=env, check=True, capture_output=True
+    )
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "fanzha.serving.service:Fanzha", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "fanzha.serving.service:Fanzha",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while time.perf_counter() - t0 < 120:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -124,12 +160,16 @@ def start_server(port: int, workers: int, threads: int, home: str) -> tuple[subp
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=2, help="service workers (FANZHA_WORKERS)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker")
     parser.add_argument("--requests", type=int, default=600, help="text requests per concurrency level")
     parser.add_argument("--image-requests", type=int, default=40)
-    parser.add_argument("--soak", type=int, default=10_000, help="text requests for the memory soak (0 = skip)")
+    parser.add_argument(
+        "--soak", type=int, default=10_000, help="text requests for the memory soak (0 = skip)"
+    )
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound for each load level")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -145,7 +185,10 @@ def main() -> None:
         try:
             client = Client("127.0.0.1", port)
             load(client, [text_body(t) for t in texts[:64]], 8, 30)  # warm-up
-            text_rows = [load(client, [text_body(t) for t in texts[:args.requests]], c, args.max_seconds) for c in (1, 8, 32)]
+            text_rows = [
+                load(client, [text_body(t) for t in texts[: args.requests]], c, args.max_seconds)
+                for c in (1, 8, 32)
+            ]
             image_row = load(client, [image_body()] * args.image_requests, 4, args.max_seconds)
             soak = None
             if args.soak:
@@ -154,29 +197,59 @@ def main() -> None:
                 before = server_rss_mb(proc.pid)
                 row = load(client, bodies, 16, 30 * 60)
                 after = server_rss_mb(proc.pid)
-                soak = {"requests": row["requests"] + 500, "errors": row["errors"], "rss_after_500_mb": round(before, 1),
-                        "rss_after_all_mb": round(after, 1), "growth_pct": round(100 * (after / before - 1), 2)}
+                soak = {
+                    "requests": row["requests"] + 500,
+                    "errors": row["errors"],
+                    "rss_after_500_mb": round(before, 1),
+                    "rss_after_all_mb": round(after, 1),
+                    "growth_pct": round(100 * (after / before - 1), 2),
+                }
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
 
-    print(f"\nfanzha service on 127.0.0.1, {args.workers} worker(s) × {args.threads} onnxruntime threads, {os.cpu_count()} cores; "
-          f"start → ready {ready_s:.2f} s\n")
-    print("| load | requests | errors | p50 | p99 | throughput | vs in-process batched | load generator CPU |")
+    print(
+        f"\nfanzha service on 127.0.0.1, {args.workers} worker(s) × {args.threads} onnxruntime threads, {os.cpu_count()} cores; "
+        f"start → ready {ready_s:.2f} s\n"
+    )
+    print(
+        "| load | requests | errors | p50 | p99 | throughput | vs in-process batched | load generator CPU |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in text_rows:
-        print(f"| text, {r['clients']} clients | {r['requests']} | {r['errors']} | {r['p50_ms']} ms | {r['p99_ms']} ms | "
-              f"{r['throughput_rps']} texts/s | {r['throughput_rps'] / inproc:.0%} | {r['client_cpu_cores']} cores |")
-    print(f"| image 1280×720, 4 clients | {image_row['requests']} | {image_row['errors']} | {image_row['p50_ms']} ms | "
-          f"{image_row['p99_ms']} ms | {image_row['throughput_rps']} images/s | | {image_row['client_cpu_cores']} cores |")
-    print(f"\nin-process batched throughput (batch 32, {args.workers * args.threads} threads): {inproc:.0f} texts/s")
+        print(
+            f"| text, {r['clients']} clients | {r['requests']} | {r['errors']} | {r['p50_ms']} ms | {r['p99_ms']} ms | "
+            f"{r['throughput_rps']} texts/s | {r['throughput_rps'] / inproc:.0%} | {r['client_cpu_cores']} cores |"
+        )
+    print(
+        f"| image 1280×720, 4 clients | {image_row['requests']} | {image_row['errors']} | {image_row['p50_ms']} ms | "
+        f"{image_row['p99_ms']} ms | {image_row['throughput_rps']} images/s | | {image_row['client_cpu_cores']} cores |"
+    )
+    print(
+        f"\nin-process batched throughput (batch 32, {args.workers * args.threads} threads): {inproc:.0f} texts/s"
+    )
     if soak:
-        print(f"soak: {soak['requests']} text requests, {soak['errors']} errors; server RSS {soak['rss_after_500_mb']} MB after 500 → "
-              f"{soak['rss_after_all_mb']} MB after all ({soak['growth_pct']:+.2f} %)")
+        print(
+            f"soak: {soak['requests']} text requests, {soak['errors']} errors; server RSS {soak['rss_after_500_mb']} MB after 500 → "
+            f"{soak['rss_after_all_mb']} MB after all ({soak['growth_pct']:+.2f} %)"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"workers": args.workers, "threads": args.threads, "ready_s": round(ready_s, 2),
-                                               "in_process_texts_per_s": round(inproc, 1), "text": text_rows, "image": image_row,
-                                               "soak": soak}, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "workers": args.workers,
+                    "threads": args.threads,
+                    "ready_s": round(ready_s, 2),
+                    "in_process_texts_per_s": round(inproc, 1),
+                    "text": text_rows,
+                    "image": image_row,
+                    "soak": soak,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def worker(config: str, args: argparse.Namespace) -> dict:
 
         def predict(batch: list[str]):
             with torch.inference_mode():
-                return model(**encode_batch(tokenizer, [normalize(t).text for t in batch], cfg["max_length"])).numpy()
+                return model(
+                    **encode_batch(tokenizer, [normalize(t).text for t in batch], cfg["max_length"])
+                ).numpy()
     else:
         from fanzha.models import TextClassifier
         from fanzha.models.normalize import normalize
@@ -51,8 +53,12 @@ def worker(config: str, args: argparse.Namespace) -> dict:
         path = args.fp32 if config.startswith("ort_fp32") else str(Path(args.model_dir) / "model.onnx")
         # the runtime scores one window per session run (deterministic int8 scores); *_batched rows run the
         # request's windows together, the old behaviour, to show what that determinism costs
-        clf = TextClassifier(path, Path(args.model_dir) / "tokenizer.json", threads=args.threads,
-                             batch_size=32 if config.endswith("_batched") else 1)
+        clf = TextClassifier(
+            path,
+            Path(args.model_dir) / "tokenizer.json",
+            threads=args.threads,
+            batch_size=32 if config.endswith("_batched") else 1,
+        )
 
         def predict(batch: list[str]):
             return clf.predict([normalize(t).text for t in batch])
@@ -84,18 +90,35 @@ def worker(config: str, args: argparse.Namespace) -> dict:
 
 def import_time(runs: int = 3) -> float:
     code = "import time; t=time.perf_counter(); import fanzha.models; print(time.perf_counter()-t)"
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) for _ in range(runs)]
+    times = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(runs)
+    ]
     return round(min(times), 3)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default=str(REPO / "models" / "default"), help="dir with the int8 model.onnx + tokenizer.json")
-    parser.add_argument("--fp32", default=None, help="fp32 ONNX of the same model (training/export.py keeps it in runs/export)")
-    parser.add_argument("--checkpoint", default=None, help="the fine-tuned torch checkpoint of the same model (runs/model)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=str(REPO / "models" / "default"),
+        help="dir with the int8 model.onnx + tokenizer.json",
+    )
+    parser.add_argument(
+        "--fp32",
+        default=None,
+        help="fp32 ONNX of the same model (training/export.py keeps it in runs/export)",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="the fine-tuned torch checkpoint of the same model (runs/model)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--texts", type=int, default=640, help="texts per configuration and batch size")
-    parser.add_argument("--seconds", type=float, default=20.0, help="time cap per configuration and batch size")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="time cap per configuration and batch size"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -110,7 +133,9 @@ def main() -> None:
     configs += ["ort_int8", "ort_int8_batched"]
     results = []
     for config in configs:
-        cmd = [sys.executable, __file__, "--worker", config] + [a for a in sys.argv[1:] if a != "--json" and not a.endswith(".json")]
+        cmd = [sys.executable, __file__, "--worker", config] + [
+            a for a in sys.argv[1:] if a != "--json" and not a.endswith(".json")
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"{config} failed:\n{proc.stderr[-2000:]}")
@@ -122,11 +147,15 @@ def main() -> None:
     for r in results:
         for b in ("b1", "b32"):
             ratio = f"{r[b]['texts_per_s'] / base[b]['texts_per_s']:.2f}" if base else "n/a"
-            print(f"| {r['config']} | {b[1:]} | {r[b]['texts_per_s']} | {r[b]['p50_ms']} | {r[b]['p99_ms']} | {ratio} | {r['peak_rss_mb']} |")
+            print(
+                f"| {r['config']} | {b[1:]} | {r[b]['texts_per_s']} | {r[b]['p50_ms']} | {r[b]['p99_ms']} | {ratio} | {r['peak_rss_mb']} |"
+            )
     imp = import_time()
     print(f"\n`import fanzha.models` (fresh interpreter, best of 3): {imp} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "import_s": imp, "threads": args.threads}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"results": results, "import_s": imp, "threads": args.threads}, indent=2)
+        )
 
 
 if __name__ == "__main__":

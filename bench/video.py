@@ -43,7 +43,9 @@ def naive(path: Path, engine) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--video", default=str(MEDIA / "captions_60s.mp4"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
@@ -69,25 +71,52 @@ def main() -> None:
         ("changed-frame sampling (ours)", ours_s, verdict.media["ocr_calls"], ours_found),
         ("naive 1 frame / s", base["seconds"], base["ocr_calls"], base_found),
     ]
-    print(f"\n{path.name}: {duration:g} s, {truth['size'][0]}×{truth['size'][1]}, {len(truth['captions'])} captions "
-          f"({len(truth['captions']) - 1} changes), {args.threads} threads\n")
+    print(
+        f"\n{path.name}: {duration:g} s, {truth['size'][0]}×{truth['size'][1]}, {len(truth['captions'])} captions "
+        f"({len(truth['captions']) - 1} changes), {args.threads} threads\n"
+    )
     print("| method | wall time | × real time | OCR calls | captions found | short caption(s) found |")
     print("|---|---|---|---|---|---|")
     for name, seconds, calls, hits in rows:
-        print(f"| {name} | {seconds:.2f} s | {duration / seconds:.1f}× | {calls} | {sum(hits)}/{len(hits)} | "
-              f"{sum(hits[i] for i in short)}/{len(short)} |")
-    print(f"\nOCR calls, ours / naive: {verdict.media['ocr_calls'] / base['ocr_calls']:.2f}; "
-          f"wall time, naive / ours: {base['seconds'] / ours_s:.2f}×; verdict: {verdict.decision} "
-          f"(trigger {verdict.media['trigger']})")
+        print(
+            f"| {name} | {seconds:.2f} s | {duration / seconds:.1f}× | {calls} | {sum(hits)}/{len(hits)} | "
+            f"{sum(hits[i] for i in short)}/{len(short)} |"
+        )
+    print(
+        f"\nOCR calls, ours / naive: {verdict.media['ocr_calls'] / base['ocr_calls']:.2f}; "
+        f"wall time, naive / ours: {base['seconds'] / ours_s:.2f}×; verdict: {verdict.decision} "
+        f"(trigger {verdict.media['trigger']})"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "video": path.name, "duration_s": duration, "threads": args.threads,
-            "ours": {"seconds": round(ours_s, 3), "ocr_calls": verdict.media["ocr_calls"], "captions_found": sum(ours_found),
-                     "frames_decoded": verdict.media["frames_decoded"], "decision": verdict.decision},
-            "naive_1fps": {"seconds": round(base["seconds"], 3), "ocr_calls": base["ocr_calls"], "captions_found": sum(base_found)},
-            "captions": len(ours_found), "short_captions": len(short),
-            "short_found_ours": sum(ours_found[i] for i in short), "short_found_naive": sum(base_found[i] for i in short),
-        }, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "video": path.name,
+                    "duration_s": duration,
+                    "threads": args.threads,
+                    "ours": {
+                        "seconds": round(ours_s, 3),
+                        "ocr_calls": verdict.media["ocr_calls"],
+                        "captions_found": sum(ours_found),
+                        "frames_decoded": verdict.media["frames_decoded"],
+                        "decision": verdict.decision,
+                    },
+                    "naive_1fps": {
+                        "seconds": round(base["seconds"], 3),
+                        "ocr_calls": base["ocr_calls"],
+                        "captions_found": sum(base_found),
+                    },
+                    "captions": len(ours_found),
+                    "short_captions": len(short),
+                    "short_found_ours": sum(ours_found[i] for i in short),
+                    "short_found_naive": sum(base_found[i] for i in short),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 if __name__ == "__main__":

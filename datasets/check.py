@@ -75,12 +75,28 @@ def markdown_tables(records: list[dict]) -> str:
     """Per-split counts of labels, kinds, registers and scripts, as Markdown."""
     by_split = {s: stats([r for r in records if r["split"] == s]) for s in SPLITS}
     total = stats(records)
-    rows = [("label", LABELS), ("kind", ("fraud", "benign", "hard_negative")), ("source", SOURCES), ("script", SCRIPTS)]
-    lines = ["| field | value | " + " | ".join(SPLITS) + " | total |", "|---|---|" + "---:|" * (len(SPLITS) + 1)]
+    rows = [
+        ("label", LABELS),
+        ("kind", ("fraud", "benign", "hard_negative")),
+        ("source", SOURCES),
+        ("script", SCRIPTS),
+    ]
+    lines = [
+        "| field | value | " + " | ".join(SPLITS) + " | total |",
+        "|---|---|" + "---:|" * (len(SPLITS) + 1),
+    ]
     for field, values in rows:
         for v in values:
-            lines.append(f"| {field} | {v} | " + " | ".join(str(by_split[s][field][v]) for s in SPLITS) + f" | {total[field][v]} |")
-    lines.append("| all | messages | " + " | ".join(str(by_split[s]["split"][s]) for s in SPLITS) + f" | {len(records)} |")
+            lines.append(
+                f"| {field} | {v} | "
+                + " | ".join(str(by_split[s][field][v]) for s in SPLITS)
+                + f" | {total[field][v]} |"
+            )
+    lines.append(
+        "| all | messages | "
+        + " | ".join(str(by_split[s]["split"][s]) for s in SPLITS)
+        + f" | {len(records)} |"
+    )
     return "\n".join(lines)
 
 
@@ -121,9 +137,15 @@ def drop_duplicates(corpus_dir, dupes: list[NearDuplicate], records: list[dict])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", default=None, help="corpus directory or file (default: datasets/corpus)")
-    parser.add_argument("--drop-duplicates", action="store_true", help="delete the train (or dev) side of each near-duplicate pair")
+    parser.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="delete the train (or dev) side of each near-duplicate pair",
+    )
     args = parser.parse_args(argv)
     records = load_corpus(args.corpus)
     if args.drop_duplicates:

@@ -15,7 +15,13 @@ from fanzha.models.labels import LABELS
 
 CORPUS_DIR = Path(__file__).with_name("corpus")
 SOURCES = (
-    "qq_group", "private_message", "comment", "video_caption", "poster", "danmaku", "sms",
+    "qq_group",
+    "private_message",
+    "comment",
+    "video_caption",
+    "poster",
+    "danmaku",
+    "sms",
     "post",  # 微博/论坛/小红书 posts and news items
     "game_chat",  # 游戏内聊天: world, team, guild channels
 )

@@ -46,7 +46,9 @@ def load_telecom(root: Path) -> dict[str, list[str]]:
         path = root / "telecom_fraud_texts" / f"{stem}-last.csv"
         if path.exists():
             with path.open(encoding="utf-8", newline="") as f:
-                out[name] = [row["content"].strip() for row in csv.DictReader(f) if row.get("content", "").strip()]
+                out[name] = [
+                    row["content"].strip() for row in csv.DictReader(f) if row.get("content", "").strip()
+                ]
     return out
 
 

@@ -31,11 +31,20 @@ from fanzha.models.normalize import normalize
 from .corpus import SOURCES, CorpusError, read_jsonl, validate
 
 # where a reported message was seen → the corpus's register; anything else: a private message (text) or a poster (image)
-SOURCE_ALIASES = {**{s: s for s in SOURCES}, "dm": "private_message", "group_chat": "qq_group", "group": "qq_group",
-                  "chat": "private_message", "caption": "video_caption", "image": "poster", "screenshot": "poster"}
+SOURCE_ALIASES = {
+    **{s: s for s in SOURCES},
+    "dm": "private_message",
+    "group_chat": "qq_group",
+    "group": "qq_group",
+    "chat": "private_message",
+    "caption": "video_caption",
+    "image": "poster",
+    "screenshot": "poster",
+}
 
 
 # -- out: decided reports → corpus records ---------------------------------------------------------------------
+
 
 def export_records(reports: Iterable[dict]) -> tuple[list[dict], dict[str, int]]:
     """Decided text and image reports (report views, in the order they were decided) as corpus records, and
@@ -43,7 +52,10 @@ def export_records(reports: Iterable[dict]) -> tuple[list[dict], dict[str, int]]
     stats: Counter = Counter()
     by_text: dict[str, list[dict]] = {}
     for report in reports:
-        if report["status"] not in ("confirmed", "rejected") or report["target_type"] not in ("text", "image"):
+        if report["status"] not in ("confirmed", "rejected") or report["target_type"] not in (
+            "text",
+            "image",
+        ):
             continue
         if not (report["target_text"] or "").strip():
             stats["no_text"] += 1  # an image in which nothing was read
@@ -68,9 +80,13 @@ def feedback_record(report: dict) -> dict:
     labels = (report["labels"] or (report["verdict"] or {}).get("labels") or []) if confirmed else []
     default_source = "poster" if report["target_type"] == "image" else "private_message"
     record = {
-        "id": f"report-{rid}", "text": report["target_text"], "labels": sorted(labels, key=LABELS.index),
+        "id": f"report-{rid}",
+        "text": report["target_text"],
+        "labels": sorted(labels, key=LABELS.index),
         "source": SOURCE_ALIASES.get((report["target_source"] or "").lower(), default_source),
-        "script": script_of(report["target_text"]), "split": "train", "hard_negative": not confirmed,
+        "script": script_of(report["target_text"]),
+        "split": "train",
+        "hard_negative": not confirmed,
         "provenance": f"user_report:{rid}",
     }
     return validate(record, f"report {rid}")
@@ -115,7 +131,9 @@ def load_feedback(paths: Iterable[str | Path]) -> list[dict]:
     return records
 
 
-def join_feedback(train: list[dict], held_out: list[dict], feedback: list[dict]) -> tuple[list[dict], dict[str, int]]:
+def join_feedback(
+    train: list[dict], held_out: list[dict], feedback: list[dict]
+) -> tuple[list[dict], dict[str, int]]:
     """train + feedback (as split `train`), and what happened to each feedback record."""
     key = lambda r: normalize(r["text"]).text  # noqa: E731
     held = {key(r) for r in held_out}

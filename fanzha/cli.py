@@ -37,7 +37,9 @@ def _usage(message: str) -> Exception:
 def _detector(args: argparse.Namespace):
     from fanzha.models import DecisionThresholds, Detector
 
-    detector = Detector.load(args.model_dir, threads=args.threads, ocr_engine=getattr(args, "ocr_engine", None))
+    detector = Detector.load(
+        args.model_dir, threads=args.threads, ocr_engine=getattr(args, "ocr_engine", None)
+    )
     if args.review_threshold is not None or args.block_threshold is not None:
         current = detector.thresholds
         review = current.review if args.review_threshold is None else args.review_threshold
@@ -74,7 +76,13 @@ def classify_file(detector, input_path: str, output_path: str, progress: bool = 
     try:
         pending: list = []
         name = "stdin" if input_path == "-" else input_path
-        for record in tqdm(iter_jsonl(stream, name, TEXT_ONLY), desc="classify", unit=" lines", disable=not progress, file=sys.stderr):
+        for record in tqdm(
+            iter_jsonl(stream, name, TEXT_ONLY),
+            desc="classify",
+            unit=" lines",
+            disable=not progress,
+            file=sys.stderr,
+        ):
             pending.append(record)
             if len(pending) >= BATCH:
                 flush(pending)
@@ -111,7 +119,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     _ = detector.ocr  # build the OCR engine now: a missing engine is one error, not one per file
     scanned = failed = 0
     drawn: set[str] = set()
-    for path in tqdm(args.files, desc="scan", unit=" files", disable=args.quiet or len(args.files) < 2, file=sys.stderr):
+    for path in tqdm(
+        args.files, desc="scan", unit=" files", disable=args.quiet or len(args.files) < 2, file=sys.stderr
+    ):
         try:
             verdict = detector.classify_file(path).to_dict()
         except InputError as e:
@@ -178,16 +188,21 @@ def cmd_export_feedback(args: argparse.Namespace) -> int:
         try:
             since = datetime.fromisoformat(args.since).timestamp()
         except ValueError:
-            raise _usage(f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}") from None
+            raise _usage(
+                f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, got {args.since!r}"
+            ) from None
     platform = Platform(database=args.database_url)
     try:
         records, stats = platform.feedback(since=since)
     finally:
         platform.close()
     write_feedback(records, args.output)
-    print(f"{len(records):,} examples → {args.output}: {stats.get('confirmed', 0):,} confirmed (fraud), "
-          f"{stats.get('rejected', 0):,} rejected (hard negatives); left out: {stats.get('conflicting', 0):,} with conflicting "
-          f"decisions, {stats.get('repeats', 0):,} repeats, {stats.get('no_text', 0):,} images without text", file=sys.stderr)
+    print(
+        f"{len(records):,} examples → {args.output}: {stats.get('confirmed', 0):,} confirmed (fraud), "
+        f"{stats.get('rejected', 0):,} rejected (hard negatives); left out: {stats.get('conflicting', 0):,} with conflicting "
+        f"decisions, {stats.get('repeats', 0):,} repeats, {stats.get('no_text', 0):,} images without text",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -200,20 +215,38 @@ def cmd_score(args: argparse.Namespace) -> int:
         from fanzha.platform import open_tracker
 
         tracker = open_tracker
-    columns = Columns(text=args.text_column, id=args.id_column, image=args.image_column, video=args.video_column)
+    columns = Columns(
+        text=args.text_column, id=args.id_column, image=args.image_column, video=args.video_column
+    )
     try:
-        summary = score_archive(args.inputs, args.output, engine=args.engine, chunk_size=args.chunk_size, columns=columns,
-                                model_dir=args.model_dir, threads=args.threads, overwrite=args.overwrite,
-                                progress=not args.quiet, ray_address=args.ray_address, actors=args.actors, tracker=tracker)
+        summary = score_archive(
+            args.inputs,
+            args.output,
+            engine=args.engine,
+            chunk_size=args.chunk_size,
+            columns=columns,
+            model_dir=args.model_dir,
+            threads=args.threads,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            ray_address=args.ray_address,
+            actors=args.actors,
+            tracker=tracker,
+        )
     except KeyboardInterrupt:
         print("fanzha score: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     s = summary.to_dict()
     rate = f", {s['records_per_s']:,.1f} records/s" if s["records_per_s"] else ""
-    print(f"{s['rows']:,} rows → {args.output}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s["decisions"].items()))
-          + f", errors {s['errors']:,}; labels: " + (", ".join(f"{k} {v:,}" for k, v in sorted(s["labels"].items())) or "none")
-          + f"; scored {s['scored_this_run']:,} this run in {s['seconds']:.1f} s{rate}"
-          + (f"; {s['alerts']:,} early-warning alerts raised" if args.track else ""), file=sys.stderr)
+    print(
+        f"{s['rows']:,} rows → {args.output}: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(s["decisions"].items()))
+        + f", errors {s['errors']:,}; labels: "
+        + (", ".join(f"{k} {v:,}" for k, v in sorted(s["labels"].items())) or "none")
+        + f"; scored {s['scored_this_run']:,} this run in {s['seconds']:.1f} s{rate}"
+        + (f"; {s['alerts']:,} early-warning alerts raised" if args.track else ""),
+        file=sys.stderr,
+    )
     return 1 if s["errors"] == s["rows"] and s["rows"] else 0
 
 
@@ -233,77 +266,157 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-dir", default=None, help="model directory (model.onnx + tokenizer.json); default: the committed model")
-    p.add_argument("--review-threshold", type=float, default=None, help="fraud_score at which to send to review (default: the model's tuned threshold)")
-    p.add_argument("--block-threshold", type=float, default=None, help="fraud_score at which to block (default 0.9)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: FANZHA_THREADS or all cores)")
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="model directory (model.onnx + tokenizer.json); default: the committed model",
+    )
+    p.add_argument(
+        "--review-threshold",
+        type=float,
+        default=None,
+        help="fraud_score at which to send to review (default: the model's tuned threshold)",
+    )
+    p.add_argument(
+        "--block-threshold", type=float, default=None, help="fraud_score at which to block (default 0.9)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="onnxruntime threads (default: FANZHA_THREADS or all cores)"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fanzha", description="反诈: detect fraud lures aimed at young users in Chinese content")
+    parser = argparse.ArgumentParser(
+        prog="fanzha", description="反诈: detect fraud lures aimed at young users in Chinese content"
+    )
     parser.add_argument("--version", action="version", version=f"fanzha {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("classify", help="classify one text or a JSONL file of {id, text} records",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = sub.add_parser(
+        "classify",
+        help="classify one text or a JSONL file of {id, text} records",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("text", nargs="?", help="the text to classify")
-    c.add_argument("--input", "-i", help="JSONL file with one {\"id\", \"text\"} object per line ('-' = stdin)")
+    c.add_argument("--input", "-i", help='JSONL file with one {"id", "text"} object per line (\'-\' = stdin)')
     c.add_argument("--output", "-o", default="-", help="where to write JSONL results (default: stdout)")
     _common_options(c)
     c.set_defaults(func=cmd_classify)
-    sc = sub.add_parser("scan", help="classify image and video files (OCR + QR codes; videos get a timeline)",
-                       description="One JSON line per file: its path and its Verdict, with the OCR lines (boxes), QR payloads "
-                                   "and, for a video, the caption timeline. A bad file gets an {\"path\", \"error\"} line; "
-                                   "the others are still scanned.")
-    sc.add_argument("files", nargs="+", metavar="FILE", help="images (JPEG, PNG, WebP, GIF, BMP, TIFF) or videos (MP4, MOV, WebM, MKV, FLV)")
-    sc.add_argument("--draw", metavar="DIR", default=None, help="also write each image with its flagged boxes drawn into DIR")
-    sc.add_argument("--ocr-engine", choices=["rapidocr", "paddleocr"], default=None,
-                   help="OCR engine (default: FANZHA_OCR_ENGINE or rapidocr; paddleocr needs the paddle extra)")
+    sc = sub.add_parser(
+        "scan",
+        help="classify image and video files (OCR + QR codes; videos get a timeline)",
+        description="One JSON line per file: its path and its Verdict, with the OCR lines (boxes), QR payloads "
+        'and, for a video, the caption timeline. A bad file gets an {"path", "error"} line; '
+        "the others are still scanned.",
+    )
+    sc.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="images (JPEG, PNG, WebP, GIF, BMP, TIFF) or videos (MP4, MOV, WebM, MKV, FLV)",
+    )
+    sc.add_argument(
+        "--draw",
+        metavar="DIR",
+        default=None,
+        help="also write each image with its flagged boxes drawn into DIR",
+    )
+    sc.add_argument(
+        "--ocr-engine",
+        choices=["rapidocr", "paddleocr"],
+        default=None,
+        help="OCR engine (default: FANZHA_OCR_ENGINE or rapidocr; paddleocr needs the paddle extra)",
+    )
     _common_options(sc)
     sc.set_defaults(func=cmd_scan)
-    scp = sub.add_parser("score", help="score archives: JSONL/CSV/Parquet files and folders or globs of images and videos",
-                         description="Streams the inputs in chunks through the Detector; one output row per input record "
-                                     "(id, source, scores, labels, decision, evidence, model_version, error). Interrupted? "
-                                     "Run the same command again: finished chunks are skipped, no record is lost or repeated.")
-    scp.add_argument("inputs", nargs="+", metavar="INPUT", help="files (.jsonl .csv .parquet), folders or globs of images/videos")
+    scp = sub.add_parser(
+        "score",
+        help="score archives: JSONL/CSV/Parquet files and folders or globs of images and videos",
+        description="Streams the inputs in chunks through the Detector; one output row per input record "
+        "(id, source, scores, labels, decision, evidence, model_version, error). Interrupted? "
+        "Run the same command again: finished chunks are skipped, no record is lost or repeated.",
+    )
+    scp.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files (.jsonl .csv .parquet), folders or globs of images/videos",
+    )
     scp.add_argument("--output", "-o", required=True, help="output file: .parquet (default format) or .jsonl")
-    scp.add_argument("--engine", choices=["local", "ray"], default="local", help="local (this process) or ray (Ray Data actors; distributed extra)")
+    scp.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (this process) or ray (Ray Data actors; distributed extra)",
+    )
     scp.add_argument("--chunk-size", type=int, default=2000, help="records per chunk (the unit of resuming)")
     scp.add_argument("--text-column", default="text")
     scp.add_argument("--id-column", default="id")
-    scp.add_argument("--image-column", default="image", help="column with image paths (relative to the table file)")
-    scp.add_argument("--video-column", default="video", help="column with video paths (relative to the table file)")
-    scp.add_argument("--overwrite", action="store_true", help="replace a finished output, or drop an unfinished job with other options")
-    scp.add_argument("--track", action="store_true",
-                     help="update account/group risk state and raise alerts (FANZHA_DATABASE_URL), as the service does")
+    scp.add_argument(
+        "--image-column", default="image", help="column with image paths (relative to the table file)"
+    )
+    scp.add_argument(
+        "--video-column", default="video", help="column with video paths (relative to the table file)"
+    )
+    scp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished output, or drop an unfinished job with other options",
+    )
+    scp.add_argument(
+        "--track",
+        action="store_true",
+        help="update account/group risk state and raise alerts (FANZHA_DATABASE_URL), as the service does",
+    )
     scp.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: local mode)")
-    scp.add_argument("--actors", type=int, default=None, help="Ray scoring actors (default: cores - 1, at least 1)")
+    scp.add_argument(
+        "--actors", type=int, default=None, help="Ray scoring actors (default: cores - 1, at least 1)"
+    )
     _common_options(scp)
     scp.set_defaults(func=cmd_score)
-    rp = sub.add_parser("summarize", aliases=["report"],
-                        help="a Markdown or HTML summary of a scored output: histogram, counts, top flagged items ('report': the old name)")
+    rp = sub.add_parser(
+        "summarize",
+        aliases=["report"],
+        help="a Markdown or HTML summary of a scored output: histogram, counts, top flagged items ('report': the old name)",
+    )
     rp.add_argument("scored", help="the output of fanzha score (.parquet or .jsonl)")
     rp.add_argument("--format", choices=["md", "html"], default="md")
     rp.add_argument("--top", type=int, default=20, help="how many of the highest-scoring items to list")
     rp.add_argument("--output", "-o", default="-", help="where to write (default: stdout)")
     rp.set_defaults(func=cmd_summarize)
-    im = sub.add_parser("import-model", help="put a model directory into the BentoML model store (the service serves it from there)")
+    im = sub.add_parser(
+        "import-model",
+        help="put a model directory into the BentoML model store (the service serves it from there)",
+    )
     im.add_argument("--model-dir", default=None, help="model directory (default: the committed model)")
     im.add_argument("--force", action="store_true", help="replace the stored copy of the same version")
     im.set_defaults(func=cmd_import_model)
-    fb = sub.add_parser("export-feedback", help="resolved fraud reports → labelled examples in the corpus format (for training --feedback)",
-                        description="Confirmed text/image reports become fraud examples (the moderator's labels, else the verdict's), "
-                                    "rejected ones benign hard negatives; split `train`, provenance user_report:<id>. Retrain with "
-                                    "`python -m fanzha.training.train … --feedback FILE`.")
+    fb = sub.add_parser(
+        "export-feedback",
+        help="resolved fraud reports → labelled examples in the corpus format (for training --feedback)",
+        description="Confirmed text/image reports become fraud examples (the moderator's labels, else the verdict's), "
+        "rejected ones benign hard negatives; split `train`, provenance user_report:<id>. Retrain with "
+        "`python -m fanzha.training.train … --feedback FILE`.",
+    )
     fb.add_argument("--output", "-o", required=True, help="JSONL file to write ('-' = stdout)")
-    fb.add_argument("--database-url", default=None, help="the service's database (default: FANZHA_DATABASE_URL, else the default SQLite file)")
-    fb.add_argument("--since", default=None, help="only reports resolved since this date (ISO 8601, local time)")
+    fb.add_argument(
+        "--database-url",
+        default=None,
+        help="the service's database (default: FANZHA_DATABASE_URL, else the default SQLite file)",
+    )
+    fb.add_argument(
+        "--since", default=None, help="only reports resolved since this date (ISO 8601, local time)"
+    )
     fb.set_defaults(func=cmd_export_feedback)
-    ad = sub.add_parser("adapt", help="adapt a model to a platform's own traffic (re-fits the head; no torch; needs the `adapt` extra)",
-                        description="Reads an unlabelled sample of the platform's messages (mostly benign, as real traffic is), the "
-                                    "labelled corpus and optional moderator feedback; writes a model directory that the Detector, the "
-                                    "CLI and the service load like the default (`fanzha import-model --model-dir DIR`), with "
-                                    "ADAPT_REPORT.md beside it.")
+    ad = sub.add_parser(
+        "adapt",
+        help="adapt a model to a platform's own traffic (re-fits the head; no torch; needs the `adapt` extra)",
+        description="Reads an unlabelled sample of the platform's messages (mostly benign, as real traffic is), the "
+        "labelled corpus and optional moderator feedback; writes a model directory that the Detector, the "
+        "CLI and the service load like the default (`fanzha import-model --model-dir DIR`), with "
+        "ADAPT_REPORT.md beside it.",
+    )
     from fanzha.training.adapt_args import add_arguments  # stdlib only: --help stays fast
 
     add_arguments(ad)

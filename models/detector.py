@@ -1,9 +1,9 @@
 """The one Detector: every door (CLI, service, batch jobs) turns items into Verdicts through it.
 
-    from fanzha.models import Detector
-    detector = Detector.load()                      # the committed default model
-    verdict = detector.classify_text("免费领皮肤，先交10元激活费")
-    verdict.decision, verdict.labels, verdict.evidence
+from fanzha.models import Detector
+detector = Detector.load()                      # the committed default model
+verdict = detector.classify_text("免费领皮肤，先交10元激活费")
+verdict.decision, verdict.labels, verdict.evidence
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def validate_text(text: object, max_chars: int | None = None) -> str:
     if not text.strip():
         raise InputError("text is empty or whitespace only")
     if len(text) > max_chars:
-        raise InputError(f"text has {len(text):,} characters; the limit is {max_chars:,} (FANZHA_MAX_TEXT_CHARS)")
+        raise InputError(
+            f"text has {len(text):,} characters; the limit is {max_chars:,} (FANZHA_MAX_TEXT_CHARS)"
+        )
     if not has_readable_text(text):
         raise InputError("text has no readable characters (only emoji, zero-width or control characters)")
     return text
@@ -48,15 +50,23 @@ class Detector:
     """Text, image bytes or a video in, a Verdict out. Settings (thresholds, limits, OCR engine, threads) are
     taken when it is built: from the arguments, else from `fanzha.models.settings`."""
 
-    def __init__(self, classifier: TextClassifier, thresholds: DecisionThresholds | None = None, max_chars: int | None = None,
-                 ocr_engine: str | None = None, threads: int | None = None, sampling: Sampling | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        classifier: TextClassifier,
+        thresholds: DecisionThresholds | None = None,
+        max_chars: int | None = None,
+        ocr_engine: str | None = None,
+        threads: int | None = None,
+        sampling: Sampling | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.classifier = classifier
         self.ocr_engine_name = ocr_engine
         self.threads = threads
         self.sampling = sampling or Sampling()
-        self.thresholds = thresholds or DecisionThresholds.from_env(review=classifier.thresholds.get(FRAUD_HEAD),
-                                                                       block=classifier.thresholds.get("block"))
+        self.thresholds = thresholds or DecisionThresholds.from_env(
+            review=classifier.thresholds.get(FRAUD_HEAD), block=classifier.thresholds.get("block")
+        )
         limits = limits or settings().limits
         self.limits = limits if max_chars is None else replace(limits, max_text_chars=max_chars)
         missing = [o for o in (FRAUD_HEAD, *LABELS) if o not in classifier.outputs]
@@ -64,9 +74,19 @@ class Detector:
             raise ModelError(f"model outputs {classifier.outputs} lack {missing}")
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, thresholds: DecisionThresholds | None = None, threads: int | None = None,
-             ocr_engine: str | None = None) -> Detector:
-        return cls(TextClassifier.load(model_dir, threads=threads), thresholds, ocr_engine=ocr_engine, threads=threads)
+    def load(
+        cls,
+        model_dir: str | Path | None = None,
+        thresholds: DecisionThresholds | None = None,
+        threads: int | None = None,
+        ocr_engine: str | None = None,
+    ) -> Detector:
+        return cls(
+            TextClassifier.load(model_dir, threads=threads),
+            thresholds,
+            ocr_engine=ocr_engine,
+            threads=threads,
+        )
 
     @property
     def max_chars(self) -> int:
@@ -95,16 +115,22 @@ class Detector:
             return self.classify_video(path)
         limit = self.limits.max_image_bytes
         if path.stat().st_size > limit:
-            raise LimitExceeded(f"image is {path.stat().st_size:,} bytes; the limit is {limit:,} (FANZHA_MAX_IMAGE_BYTES)")
+            raise LimitExceeded(
+                f"image is {path.stat().st_size:,} bytes; the limit is {limit:,} (FANZHA_MAX_IMAGE_BYTES)"
+            )
         return self.classify_image(path.read_bytes())
 
-    def classify_media(self, data: bytes, expected: str | None = None, max_seconds: float | None = None) -> Verdict:
+    def classify_media(
+        self, data: bytes, expected: str | None = None, max_seconds: float | None = None
+    ) -> Verdict:
         """Image or video bytes, told apart by their first bytes (never by a name a client sent); UnsupportedMedia
         when they are neither, or not the `expected` kind ("image" or "video")."""
         kind = sniff(data[:512])
         if expected is not None and kind != expected:
-            raise UnsupportedMedia(f"unsupported media: this endpoint takes a{'n' if expected == 'image' else ''} {expected}, "
-                                   f"the upload is a{'n' if kind == 'image' else ''} {kind}")
+            raise UnsupportedMedia(
+                f"unsupported media: this endpoint takes a{'n' if expected == 'image' else ''} {expected}, "
+                f"the upload is a{'n' if kind == 'image' else ''} {kind}"
+            )
         if kind == "image":
             return self.classify_image(data)
         return self.classify_video(data, max_seconds=max_seconds)
@@ -117,10 +143,18 @@ class Detector:
         reading = read_image(rgb, self.ocr)
         t2 = time.perf_counter()
         verdict = self._classify_read_text(reading.text)
-        evidence = [e.located(reading.locate(e.start, e.end)) for e in verdict.evidence] + self._qr_evidence(reading)
-        return replace(verdict, evidence=evidence, timings={"decode_ms": _ms(t0, t1), "ocr_ms": _ms(t1, t2), **verdict.timings},
-                       text=reading.text, ocr=list(reading.lines), qr=list(reading.qr),
-                       media=MediaInfo("image", width=int(rgb.shape[1]), height=int(rgb.shape[0])))
+        evidence = [e.located(reading.locate(e.start, e.end)) for e in verdict.evidence] + self._qr_evidence(
+            reading
+        )
+        return replace(
+            verdict,
+            evidence=evidence,
+            timings={"decode_ms": _ms(t0, t1), "ocr_ms": _ms(t1, t2), **verdict.timings},
+            text=reading.text,
+            ocr=list(reading.lines),
+            qr=list(reading.qr),
+            media=MediaInfo("image", width=int(rgb.shape[1]), height=int(rgb.shape[0])),
+        )
 
     def classify_video(self, source: str | Path | bytes, max_seconds: float | None = None) -> Verdict:
         """OCR the frames where the picture changed; classify each caption, each caption with the next one
@@ -132,8 +166,15 @@ class Detector:
         pairs = [f"{a.text}\n{b.text}" for a, b in zip(segments, segments[1:], strict=False)]
         transcript = "\n".join(s.text for s in segments)
         texts = [s.text for s in segments] + pairs + ([transcript] if len(segments) > 2 else [])
-        media = MediaInfo("video", width=reading.width, height=reading.height, duration=round(reading.duration, 3),
-                          frames_decoded=reading.frames_decoded, ocr_calls=reading.ocr_calls, truncated=reading.truncated)
+        media = MediaInfo(
+            "video",
+            width=reading.width,
+            height=reading.height,
+            duration=round(reading.duration, 3),
+            frames_decoded=reading.frames_decoded,
+            ocr_calls=reading.ocr_calls,
+            truncated=reading.truncated,
+        )
         if not texts:
             verdict = self._no_text_verdict()
         else:
@@ -143,15 +184,29 @@ class Detector:
             evidence = []
             for e in extract(transcript):
                 i = max(0, bisect_right(starts, e.start) - 1)
-                evidence.append(e.located([Location("segment", i, start=round(segments[i].start, 2), end=round(segments[i].end, 2))]))
+                evidence.append(
+                    e.located(
+                        [
+                            Location(
+                                "segment", i, start=round(segments[i].start, 2), end=round(segments[i].end, 2)
+                            )
+                        ]
+                    )
+                )
             verdict = self._verdict(rows.max(axis=0), evidence, {})
             timeline, trigger = self._timeline(segments, rows, n_pairs=len(pairs), flagged=verdict.flagged)
             verdict = replace(verdict, timeline=timeline)
             media = replace(media, trigger=trigger)
-        return replace(verdict, timings={"video_ms": _ms(t0, t1), "classify_ms": _ms(t1, time.perf_counter())},
-                       text=transcript, media=media)
+        return replace(
+            verdict,
+            timings={"video_ms": _ms(t0, t1), "classify_ms": _ms(t1, time.perf_counter())},
+            text=transcript,
+            media=media,
+        )
 
-    def _timeline(self, segments, rows: np.ndarray, n_pairs: int, flagged: bool) -> tuple[list[TimelineEntry], Trigger | None]:
+    def _timeline(
+        self, segments, rows: np.ndarray, n_pairs: int, flagged: bool
+    ) -> tuple[list[TimelineEntry], Trigger | None]:
         n = len(segments)
         alone = [self.thresholds.decide(self._fraud(rows[i])) != "pass" for i in range(n)]
         paired = [self.thresholds.decide(self._fraud(rows[n + i])) != "pass" for i in range(n_pairs)]
@@ -160,16 +215,33 @@ class Detector:
             if any(alone):
                 trigger = Trigger("segment", tuple(i for i in range(n) if alone[i]))
             elif any(paired):
-                trigger = Trigger("adjacent_captions", tuple(sorted({j for i in range(n_pairs) if paired[i] for j in (i, i + 1)})))
+                trigger = Trigger(
+                    "adjacent_captions",
+                    tuple(sorted({j for i in range(n_pairs) if paired[i] for j in (i, i + 1)})),
+                )
             else:
                 trigger = Trigger("transcript", tuple(range(n)))
         timeline = []
         for i, seg in enumerate(segments):
             fraud = self._fraud(rows[i])
             by_pair = (i > 0 and paired[i - 1]) or (i < n_pairs and paired[i])
-            triggered = alone[i] or (by_pair and not any(alone)) or (trigger is not None and trigger.by == "transcript")
-            timeline.append(TimelineEntry(seg.start, seg.end, seg.text, seg.frame_time, round(fraud, 4), self._label_scores(rows[i]),
-                                          self.thresholds.decide(fraud), triggered))
+            triggered = (
+                alone[i]
+                or (by_pair and not any(alone))
+                or (trigger is not None and trigger.by == "transcript")
+            )
+            timeline.append(
+                TimelineEntry(
+                    seg.start,
+                    seg.end,
+                    seg.text,
+                    seg.frame_time,
+                    round(fraud, 4),
+                    self._label_scores(rows[i]),
+                    self.thresholds.decide(fraud),
+                    triggered,
+                )
+            )
         return timeline, trigger
 
     def _classify_read_text(self, text: str) -> Verdict:
@@ -187,7 +259,16 @@ class Detector:
         out = []
         for i, code in enumerate(reading.qr):
             start, end = reading.qr_span(i)
-            out.append(Evidence(qr_kind(code.payload), code.payload, start, end, code.payload, (Location("qr", i, box=code.box),)))
+            out.append(
+                Evidence(
+                    qr_kind(code.payload),
+                    code.payload,
+                    start,
+                    end,
+                    code.payload,
+                    (Location("qr", i, box=code.box),),
+                )
+            )
         return out
 
     def _fraud(self, row) -> float:
@@ -220,11 +301,17 @@ class Detector:
         for norm, row in zip(normalized, probs, strict=True):
             t3 = time.perf_counter()
             evidence = extract(norm)
-            verdicts.append(self._verdict(row, evidence, {
-                "normalize_ms": round((t1 - t0) * share, 3),
-                "classify_ms": round((t2 - t1) * share, 3),
-                "evidence_ms": round((time.perf_counter() - t3) * 1000, 3),
-            }))
+            verdicts.append(
+                self._verdict(
+                    row,
+                    evidence,
+                    {
+                        "normalize_ms": round((t1 - t0) * share, 3),
+                        "classify_ms": round((t2 - t1) * share, 3),
+                        "evidence_ms": round((time.perf_counter() - t3) * 1000, 3),
+                    },
+                )
+            )
         return verdicts
 
     def _verdict(self, row, evidence: list[Evidence], timings: dict[str, float]) -> Verdict:
@@ -233,7 +320,11 @@ class Detector:
         fraud_score = round(self._fraud(row), 4)
         decision = self.thresholds.decide(fraud_score)
         # a label names the kind of a flagged lure; a passed message carries none (its scores still show)
-        labels = [] if decision == "pass" else [label for label in LABELS if scores[label] >= self.classifier.thresholds.get(label, 0.5)]
+        labels = (
+            []
+            if decision == "pass"
+            else [label for label in LABELS if scores[label] >= self.classifier.thresholds.get(label, 0.5)]
+        )
         return Verdict(fraud_score, scores, labels, decision, evidence, self.model_version, timings)
 
 

@@ -54,7 +54,9 @@ _TERM_PATTERNS = {
 }
 
 # numbers: a keyword context within a few characters decides which kind of handle a digit run is
-_QQ_GROUP = re.compile(r"(?:qq群|群号|群聊|进群|加群|入群|粉丝群|后援会|福利群|任务群)[^\d\n]{0,6}?(\d{6,11})(?!\d)")
+_QQ_GROUP = re.compile(
+    r"(?:qq群|群号|群聊|进群|加群|入群|粉丝群|后援会|福利群|任务群)[^\d\n]{0,6}?(\d{6,11})(?!\d)"
+)
 _QQ = re.compile(r"(?:qq|加q|q号)[^\d\n]{0,6}?([1-9]\d{4,10})(?!\d)")
 _WECHAT = re.compile(r"(?:微信号?|加微)[^a-z\d\n]{0,4}?([a-z][a-z\d_\-]{5,19}|1[3-9]\d{9})(?![a-z\d_\-])")
 _PHONE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")
@@ -87,7 +89,12 @@ def extract(text: str | Normalized) -> list[Evidence]:
     for kind, pattern in (("qq_group", _QQ_GROUP), ("qq", _QQ), ("wechat", _WECHAT), ("phone", _PHONE)):
         for m in pattern.finditer(t):
             a, b = m.span(1)
-            if any(e.kind == "url" and norm.to_original(a, b)[0] >= e.start and norm.to_original(a, b)[1] <= e.end for e in found):
+            if any(
+                e.kind == "url"
+                and norm.to_original(a, b)[0] >= e.start
+                and norm.to_original(a, b)[1] <= e.end
+                for e in found
+            ):
                 continue  # digits inside a link are part of the link
             add(kind, m.group(1), a, b)
     for m in _AMOUNT.finditer(t):

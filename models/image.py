@@ -40,24 +40,32 @@ def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | No
     if not data:
         raise InputError("image is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise LimitExceeded(f"image is {len(data):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_IMAGE_BYTES)")
+        raise LimitExceeded(
+            f"image is {len(data):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_IMAGE_BYTES)"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:
-                raise UnsupportedMedia(f"unsupported image format {image.format}; send one of {', '.join(FORMATS)}")
+                raise UnsupportedMedia(
+                    f"unsupported image format {image.format}; send one of {', '.join(FORMATS)}"
+                )
             width, height = image.size
             if width * height > max_pixels:  # checked from the header, before any pixel is decoded
-                raise LimitExceeded(f"image is {width}×{height} = {width * height:,} pixels, over the pixel limit "
-                                 f"{max_pixels:,} (FANZHA_MAX_IMAGE_PIXELS)")
+                raise LimitExceeded(
+                    f"image is {width}×{height} = {width * height:,} pixels, over the pixel limit "
+                    f"{max_pixels:,} (FANZHA_MAX_IMAGE_PIXELS)"
+                )
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
     except InputError:
         raise
     except UnidentifiedImageError:
-        raise UnsupportedMedia(f"not an image file (or an unsupported format); send one of {', '.join(FORMATS)}") from None
+        raise UnsupportedMedia(
+            f"not an image file (or an unsupported format); send one of {', '.join(FORMATS)}"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # Pillow's own guard fires at open() for twice its limit, before our header check can
         raise LimitExceeded(f"image is over the pixel limit (a decompression bomb?): {e}") from None
@@ -136,7 +144,7 @@ class Reading:
         first = max(0, bisect_right(self.piece_starts, start) - 1)
         last = max(first, bisect_right(self.piece_starts, max(start, end - 1)) - 1)
         found = []
-        for kind, index in self.sources[first:last + 1]:
+        for kind, index in self.sources[first : last + 1]:
             box = self.lines[index].box if kind == "ocr" else self.qr[index].box
             found.append(Location(kind, index, box=box))
         return found
@@ -156,6 +164,10 @@ def read_image(rgb: np.ndarray, engine: OcrEngine, *, frame: bool = False, qr: b
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     try:
         lines = engine.read(bgr, frame=frame)
-    except Exception as e:  # e.g. rapidocr refuses extreme aspect ratios (a 3000×4 strip): the picture's fault
-        raise InputError(f"the OCR engine cannot read this picture ({rgb.shape[1]}×{rgb.shape[0]}): {e}") from None
+    except (
+        Exception
+    ) as e:  # e.g. rapidocr refuses extreme aspect ratios (a 3000×4 strip): the picture's fault
+        raise InputError(
+            f"the OCR engine cannot read this picture ({rgb.shape[1]}×{rgb.shape[0]}): {e}"
+        ) from None
     return Reading(lines, decode_qr(rgb) if qr else [])

@@ -45,8 +45,14 @@ class DecisionThresholds:
         """FANZHA_REVIEW_THRESHOLD / FANZHA_BLOCK_THRESHOLD (settings), else the given defaults (the model's tuned
         ones), else the class defaults; a block threshold left to its default follows a review threshold set above it."""
         s = settings()
-        review = s.review_threshold if s.review_threshold is not None else cls.review if review is None else review
-        block = s.block_threshold if s.block_threshold is not None else max(cls.block if block is None else block, review)
+        review = (
+            s.review_threshold if s.review_threshold is not None else cls.review if review is None else review
+        )
+        block = (
+            s.block_threshold
+            if s.block_threshold is not None
+            else max(cls.block if block is None else block, review)
+        )
         return cls(review=review, block=block)
 
     def decide(self, fraud_score: float) -> str:

@@ -82,7 +82,9 @@ def _t2s():
 def is_cjk(ch: str) -> bool:
     """A CJK ideograph (URO, extension A, compatibility, extensions B+)."""
     cp = ord(ch)
-    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x2FA1F
+    return (
+        0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x2FA1F
+    )
 
 
 def _simplify_char(ch: str) -> str:
@@ -94,7 +96,9 @@ def _simplify_char(ch: str) -> str:
 
 # --- step 3: separators --------------------------------------------------------------------------
 _SEPARATORS = " .·•・-_*|/\\~^`'\"#@+=…‧∙"  # not , : ; — after NFKC those are real Chinese punctuation
-_CJK_SPLIT = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[" + re.escape(_SEPARATORS) + r"]{1,3}(?=[\u3400-\u9fff\uf900-\ufaff])")
+_CJK_SPLIT = re.compile(
+    r"(?<=[\u3400-\u9fff\uf900-\ufaff])[" + re.escape(_SEPARATORS) + r"]{1,3}(?=[\u3400-\u9fff\uf900-\ufaff])"
+)
 # digits split by spaces/dashes: at least 3 groups and 5 digits (checked in _join_digits), so "3 元",
 # "1 2 3" or "2 3" stay alone while "1 2 3 4 5 6 7 8" and "138-1234-5678" become one number
 _DIGIT_SPLIT = re.compile(r"(?<![\d.])\d{1,4}(?:[ \-_*|·•]{1,2}\d{1,4}){2,}(?![\d])")
@@ -104,13 +108,25 @@ def _join_digits(m: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", m.group())
     return digits if len(digits) >= 5 else m.group()
 
+
 # --- step 4: variant lexicon (applied to lower-cased, simplified text) -----------------------------
 _SEP = r"[\s.\-_*·]?"
 _LEXICON: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p), repl)
     for p, repl in [
         # WeChat
-        (r"(?:[薇徽危嶶胃维唯]|微" + _SEP + r")信|(?<![a-z])v" + _SEP + r"信|(?<![a-z])(?:vx|wx|weixin|wechat|vchat)(?![a-z])|绿泡泡|微" + _SEP + r"x(?![a-z])|(?<![a-z])wei" + _SEP + r"信", "微信"),
+        (
+            r"(?:[薇徽危嶶胃维唯]|微"
+            + _SEP
+            + r")信|(?<![a-z])v"
+            + _SEP
+            + r"信|(?<![a-z])(?:vx|wx|weixin|wechat|vchat)(?![a-z])|绿泡泡|微"
+            + _SEP
+            + r"x(?![a-z])|(?<![a-z])wei"
+            + _SEP
+            + r"信",
+            "微信",
+        ),
         # QQ and QQ groups
         (r"扣" + _SEP + r"扣|抠抠|寇寇|企鹅号|(?<![a-z])q" + _SEP + r"q(?![a-z])|(?<![a-z])qq号?码", "qq"),
         (r"(?<![a-z])(?:q|扣)" + _SEP + r"(?:群|裙)", "qq群"),
@@ -181,7 +197,9 @@ class _Builder:
             self.ends.append(end)
 
 
-def _rewrite(chars: list[str], starts: list[int], ends: list[int], pattern: re.Pattern[str], repl) -> _Builder:
+def _rewrite(
+    chars: list[str], starts: list[int], ends: list[int], pattern: re.Pattern[str], repl
+) -> _Builder:
     """Apply a regex substitution to the character list; a replacement spans its whole match's origin."""
     text = "".join(chars)
     matches = list(pattern.finditer(text))

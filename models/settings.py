@@ -42,9 +42,13 @@ class Limits:
 class Settings:
     limits: Limits = field(default_factory=Limits)
     # the Detector
-    review_threshold: float | None = None  # FANZHA_REVIEW_THRESHOLD (default: the model's tuned `fraud` threshold)
+    review_threshold: float | None = (
+        None  # FANZHA_REVIEW_THRESHOLD (default: the model's tuned `fraud` threshold)
+    )
     block_threshold: float | None = None  # FANZHA_BLOCK_THRESHOLD (default 0.9)
-    threads: int = 0  # FANZHA_THREADS: onnxruntime threads per process (0 = work it out, see threads_per_process)
+    threads: int = (
+        0  # FANZHA_THREADS: onnxruntime threads per process (0 = work it out, see threads_per_process)
+    )
     ocr_engine: str = "rapidocr"  # FANZHA_OCR_ENGINE
     paddle_det_dir: str | None = None  # FANZHA_PADDLE_DET_DIR
     paddle_rec_dir: str | None = None  # FANZHA_PADDLE_REC_DIR
@@ -182,7 +186,9 @@ class _Reader:
         try:
             return kind(raw)
         except ValueError:
-            raise SettingsError(f"{PREFIX}{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+            raise SettingsError(
+                f"{PREFIX}{name}={raw!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
 
 
 _cached: tuple[tuple, Settings] | None = None
@@ -192,7 +198,11 @@ def _snapshot() -> tuple:
     """The FANZHA_* part of the environment, cheaply (os.environ's own dict, without decoding every key)."""
     data = getattr(os.environ, "_data", None)
     if isinstance(data, dict):
-        return tuple(kv for kv in data.items() if kv[0][:7] in (b"FANZHA_", "FANZHA_") or kv[0] in (b"XDG_DATA_HOME", "XDG_DATA_HOME"))
+        return tuple(
+            kv
+            for kv in data.items()
+            if kv[0][:7] in (b"FANZHA_", "FANZHA_") or kv[0] in (b"XDG_DATA_HOME", "XDG_DATA_HOME")
+        )
     return tuple((k, v) for k, v in os.environ.items() if k.startswith(PREFIX) or k == "XDG_DATA_HOME")
 
 

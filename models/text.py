@@ -43,7 +43,13 @@ def pad_token_id(tokenizer: Tokenizer) -> int:
 class TextClassifier:
     """Sigmoid probabilities for the model's outputs (see `outputs`) from normalised texts."""
 
-    def __init__(self, model_path: str | Path, tokenizer_path: str | Path | None = None, threads: int | None = None, batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        tokenizer_path: str | Path | None = None,
+        threads: int | None = None,
+        batch_size: int = 1,
+    ) -> None:
         model_path = Path(model_path)
         tokenizer_path = Path(tokenizer_path) if tokenizer_path else model_path.with_name("tokenizer.json")
         for p in (model_path, tokenizer_path):
@@ -59,11 +65,19 @@ class TextClassifier:
         except Exception as e:  # onnxruntime raises its own exception types for corrupt files
             raise ModelError(f"cannot load ONNX model {model_path}: {e}") from e
         meta = self.session.get_modelmeta().custom_metadata_map
-        missing = [k for k in ("fanzha.outputs", "fanzha.thresholds", "fanzha.max_length", "fanzha.tokenizer_sha256") if k not in meta]
+        missing = [
+            k
+            for k in ("fanzha.outputs", "fanzha.thresholds", "fanzha.max_length", "fanzha.tokenizer_sha256")
+            if k not in meta
+        ]
         if missing:
-            raise ModelError(f"{model_path} lacks fanzha metadata {missing}: export it with fanzha.training.export")
+            raise ModelError(
+                f"{model_path} lacks fanzha metadata {missing}: export it with fanzha.training.export"
+            )
         if meta["fanzha.tokenizer_sha256"] != tokenizer_sha256(tokenizer_path):
-            raise ModelError(f"{tokenizer_path} is not the tokenizer {model_path} was exported with (SHA-256 mismatch)")
+            raise ModelError(
+                f"{tokenizer_path} is not the tokenizer {model_path} was exported with (SHA-256 mismatch)"
+            )
         self.outputs: list[str] = json.loads(meta["fanzha.outputs"])
         self.thresholds: dict[str, float] = json.loads(meta["fanzha.thresholds"])
         self.max_length = int(meta["fanzha.max_length"])

@@ -71,7 +71,13 @@ class Evidence(_Readable):
         return Evidence(self.kind, self.value, self.start, self.end, self.text, tuple(locations))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "value": self.value, "start": self.start, "end": self.end, "text": self.text}
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "value": self.value,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+        }
         if self.locations is not None:
             d["locations"] = [loc.to_dict() for loc in self.locations]
         return d
@@ -91,8 +97,16 @@ class TimelineEntry(_Readable):
     triggered: bool  # this caption (alone, with its neighbour, or as part of the transcript) made the verdict
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text, "frame_time": round(self.frame_time, 2),
-                "fraud_score": self.fraud_score, "scores": dict(self.scores), "decision": self.decision, "triggered": self.triggered}
+        return {
+            "start": round(self.start, 2),
+            "end": round(self.end, 2),
+            "text": self.text,
+            "frame_time": round(self.frame_time, 2),
+            "fraud_score": self.fraud_score,
+            "scores": dict(self.scores),
+            "decision": self.decision,
+            "triggered": self.triggered,
+        }
 
 
 @dataclass(frozen=True)
@@ -120,8 +134,12 @@ class MediaInfo(_Readable):
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "width": self.width, "height": self.height}
         if self.kind == "video":
-            d.update(duration=self.duration, frames_decoded=self.frames_decoded, ocr_calls=self.ocr_calls,
-                     trigger=self.trigger.to_dict() if self.trigger else None)
+            d.update(
+                duration=self.duration,
+                frames_decoded=self.frames_decoded,
+                ocr_calls=self.ocr_calls,
+                trigger=self.trigger.to_dict() if self.trigger else None,
+            )
             if self.truncated:
                 d["truncated"] = self.truncated
         return d
@@ -149,9 +167,14 @@ class Verdict:
 
     def to_dict(self, timings: bool = True) -> dict[str, Any]:
         """The one JSON shape of a verdict (`timings` left out when the caller does not report them)."""
-        d: dict[str, Any] = {"fraud_score": self.fraud_score, "scores": dict(self.scores), "labels": list(self.labels),
-                             "decision": self.decision, "evidence": [e.to_dict() for e in self.evidence],
-                             "model_version": self.model_version}
+        d: dict[str, Any] = {
+            "fraud_score": self.fraud_score,
+            "scores": dict(self.scores),
+            "labels": list(self.labels),
+            "decision": self.decision,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "model_version": self.model_version,
+        }
         if timings:
             d["timings"] = dict(self.timings)
         if self.text is not None:

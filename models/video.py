@@ -52,7 +52,12 @@ class Segment:
     frame_time: float
 
     def to_dict(self) -> dict:
-        return {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text, "frame_time": round(self.frame_time, 2)}
+        return {
+            "start": round(self.start, 2),
+            "end": round(self.end, 2),
+            "text": self.text,
+            "frame_time": round(self.frame_time, 2),
+        }
 
 
 @dataclass
@@ -78,14 +83,18 @@ def open_video(source: str | Path | bytes, max_bytes: int | None = None) -> av.c
         if not source:
             raise InputError("video is empty (0 bytes)")
         if len(source) > max_bytes:
-            raise LimitExceeded(f"video is {len(source):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)")
+            raise LimitExceeded(
+                f"video is {len(source):,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)"
+            )
         target: str | io.BytesIO = io.BytesIO(source)
     else:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"no such file: {path}")
         if path.stat().st_size > max_bytes:
-            raise LimitExceeded(f"video is {path.stat().st_size:,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)")
+            raise LimitExceeded(
+                f"video is {path.stat().st_size:,} bytes; the limit is {max_bytes:,} (FANZHA_MAX_VIDEO_BYTES)"
+            )
         target = str(path)
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
@@ -138,8 +147,13 @@ def _text_change(a: np.ndarray, b: np.ndarray, sampling: Sampling) -> float:
     return np.count_nonzero(differ & text) / n_text
 
 
-def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict | None = None,
-                        max_seconds: float | None = None, limits: Limits | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def iter_changed_frames(
+    container,
+    sampling: Sampling = Sampling(),
+    stats: dict | None = None,
+    max_seconds: float | None = None,
+    limits: Limits | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
     """(time the picture changed, RGB frame) for each frame worth OCR'ing; enforces the duration/size/frame limits as it goes.
 
     Thumbnails are compared every `check_every` seconds. An abrupt change between two checks (a caption
@@ -153,8 +167,10 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg's decoder
     if stream.width * stream.height > max_pixels:
-        raise LimitExceeded(f"video is {stream.width}×{stream.height}; the limit is {max_pixels:,} pixels per frame "
-                         "(FANZHA_MAX_VIDEO_PIXELS)")
+        raise LimitExceeded(
+            f"video is {stream.width}×{stream.height}; the limit is {max_pixels:,} pixels per frame "
+            "(FANZHA_MAX_VIDEO_PIXELS)"
+        )
     thumb_h = max(2, round(sampling.thumb_width * stream.height / max(1, stream.width)))
     stats = stats if stats is not None else {}
     stats["frames_decoded"] = 0
@@ -166,19 +182,30 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
             stats["frames_decoded"] += 1
             if stats["frames_decoded"] > max_frames:
                 raise LimitExceeded(f"video has more than {max_frames:,} frames (FANZHA_MAX_VIDEO_FRAMES)")
-            raw_t = float(frame.time) if frame.time is not None else stats["frames_decoded"] / float(stream.average_rate or 25)
-            start = stats.setdefault("first_time", raw_t)  # timelines start at 0 (a TS cut may start at 700 s)
+            raw_t = (
+                float(frame.time)
+                if frame.time is not None
+                else stats["frames_decoded"] / float(stream.average_rate or 25)
+            )
+            start = stats.setdefault(
+                "first_time", raw_t
+            )  # timelines start at 0 (a TS cut may start at 700 s)
             t = raw_t - start
             stats["last_time"] = t
             if t > max_seconds:  # checked on the frames too: a stream may declare no duration, or a false one
                 raise DurationExceeded(f"video is longer than {max_seconds:g} s")
             if frame.width * frame.height > max_pixels:  # a stream may change resolution mid-way
-                raise LimitExceeded(f"video frame at {t:.1f} s is {frame.width}×{frame.height}; the limit is "
-                                    f"{max_pixels:,} pixels per frame (FANZHA_MAX_VIDEO_PIXELS)")
+                raise LimitExceeded(
+                    f"video frame at {t:.1f} s is {frame.width}×{frame.height}; the limit is "
+                    f"{max_pixels:,} pixels per frame (FANZHA_MAX_VIDEO_PIXELS)"
+                )
             if t - last_check < sampling.check_every:
                 continue
             last_check = t
-            edges = _edges(frame.to_ndarray(width=sampling.thumb_width, height=thumb_h, format="gray"), sampling.edge_threshold)
+            edges = _edges(
+                frame.to_ndarray(width=sampling.thumb_width, height=thumb_h, format="gray"),
+                sampling.edge_threshold,
+            )
             step = _text_change(prev_edges, edges, sampling) if prev_edges is not None else 0.0
             prev_edges = edges
             if ref_edges is None:
@@ -190,7 +217,10 @@ def iter_changed_frames(container, sampling: Sampling = Sampling(), stats: dict 
                     settled = step < sampling.change_ratio / 2 or t - pending_since >= sampling.settle
                     take = settled and t - last_ocr >= sampling.min_interval
                 else:
-                    take = t - last_ocr >= sampling.max_interval and _text_change(ref_edges, edges, sampling) >= sampling.change_ratio
+                    take = (
+                        t - last_ocr >= sampling.max_interval
+                        and _text_change(ref_edges, edges, sampling) >= sampling.change_ratio
+                    )
             if take:
                 # the picture changed when the change was first seen; it is read once it has settled
                 changed_at, pending_since = (pending_since if pending_since is not None else t), None
@@ -207,8 +237,13 @@ def _squash(text: str) -> str:
     return "".join(text.split())
 
 
-def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling = Sampling(),
-               max_seconds: float | None = None, limits: Limits | None = None) -> VideoReading:
+def read_video(
+    source: str | Path | bytes,
+    engine: OcrEngine,
+    sampling: Sampling = Sampling(),
+    max_seconds: float | None = None,
+    limits: Limits | None = None,
+) -> VideoReading:
     """Sample changed frames, OCR them, merge the same caption across frames into timed segments.
 
     `max_seconds` (never more than FANZHA_MAX_VIDEO_SECONDS) refuses longer videos before any frame is decoded;
@@ -223,8 +258,10 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
         ceiling = limits.max_video_seconds
         limit = ceiling if max_seconds is None else min(max_seconds, ceiling)
         if duration > limit:
-            raise DurationExceeded(f"video is {duration:.1f} s; the limit is {limit:g} s"
-                                + (" (FANZHA_MAX_VIDEO_SECONDS)" if limit == ceiling else ""))
+            raise DurationExceeded(
+                f"video is {duration:.1f} s; the limit is {limit:g} s"
+                + (" (FANZHA_MAX_VIDEO_SECONDS)" if limit == ceiling else "")
+            )
         reading = VideoReading([], duration, stream.width, stream.height)
         stats: dict = {}
         current: Segment | None = None
@@ -233,7 +270,10 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
             reading.ocr_calls += 1
             reading.samples.append(t)
             text = frame_reading.text
-            if current is not None and SequenceMatcher(None, _squash(current.text), _squash(text)).ratio() >= sampling.same_text:
+            if (
+                current is not None
+                and SequenceMatcher(None, _squash(current.text), _squash(text)).ratio() >= sampling.same_text
+            ):
                 if _mean_confidence(frame_reading) > _mean_confidence(current.reading):
                     current.text, current.reading, current.frame_time = text, frame_reading, t
                 continue
@@ -253,7 +293,9 @@ def read_video(source: str | Path | bytes, engine: OcrEngine, sampling: Sampling
         last = stats.get("last_time", 0.0)
         if reading.truncated is None and duration and last < duration - 1.0:
             # the container promised more than the stream held: an upload cut short
-            reading.truncated = f"the stream ends at {last:.1f} s of the {duration:.1f} s the container declares"
+            reading.truncated = (
+                f"the stream ends at {last:.1f} s of the {duration:.1f} s the container declares"
+            )
         return reading
     finally:
         container.close()

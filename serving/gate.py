@@ -47,10 +47,18 @@ Check = Callable[[dict, bytes], Awaitable[None]]
 
 
 class Gate:
-    def __init__(self, app, body_limits: dict[str, int], default_limit: int = 2 * MB, moderator_paths: tuple[str, ...] = (),
-                 refused_paths: dict[str, str] | None = None, routes: Iterable[str | re.Pattern] | None = None,
-                 checks: dict[str, Check] | None = None, task_owner: Callable[[str], Awaitable[str | None]] | None = None,
-                 tasks: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app,
+        body_limits: dict[str, int],
+        default_limit: int = 2 * MB,
+        moderator_paths: tuple[str, ...] = (),
+        refused_paths: dict[str, str] | None = None,
+        routes: Iterable[str | re.Pattern] | None = None,
+        checks: dict[str, Check] | None = None,
+        task_owner: Callable[[str], Awaitable[str | None]] | None = None,
+        tasks: Iterable[str] = (),
+    ) -> None:
         """`routes`: the paths the app serves (plain strings, or compiled patterns for routes with parameters);
         None lets every path through. `checks`: path → a check of the whole body (task submissions).
         `task_owner`: task id → the task that made it; `tasks`: the task names whose /status, /get, /retry and
@@ -67,11 +75,15 @@ class Gate:
         s = settings()  # FANZHA_API_KEYS, FANZHA_MODERATOR_KEYS: taken when the gate is built
         self.moderator_keys = [k.encode() for k in s.moderator_keys]
         platform_keys = [k.encode() for k in s.api_keys]
-        self.keys = platform_keys + self.moderator_keys if platform_keys else []  # unset: open, but for moderator paths
+        self.keys = (
+            platform_keys + self.moderator_keys if platform_keys else []
+        )  # unset: open, but for moderator paths
         self.moderator_paths = moderator_paths
 
     def served(self, path: str) -> bool:
-        return self.routes is None or path in self.routes or any(p.fullmatch(path) for p in self.route_patterns)
+        return (
+            self.routes is None or path in self.routes or any(p.fullmatch(path) for p in self.route_patterns)
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":  # the service has none: refused before anything counts the path
@@ -96,12 +108,19 @@ class Gate:
                 if not too_large.get("sent"):
                     too_large["sent"] = "yes"
                     status["code"] = 413
-                    await self._send_json(send, 413, {"error": too_large["message"], "request_id": request_id},
-                                          [(b"x-request-id", request_id.encode())])
+                    await self._send_json(
+                        send,
+                        413,
+                        {"error": too_large["message"], "request_id": request_id},
+                        [(b"x-request-id", request_id.encode())],
+                    )
                 return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())],
+                }
                 if message["status"] >= 400:
                     status["start"] = message  # held back: the error body is rewritten into one object
                     return
@@ -111,14 +130,23 @@ class Gate:
                     return
                 start = status.pop("start")
                 code = start["status"]
-                headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+                headers = [
+                    (k, v)
+                    for k, v in start["headers"]
+                    if k.lower() not in (b"content-length", b"content-type")
+                ]
                 if code == 503 and path not in OPEN_PATHS:
                     # adaptive batching (or BentoML's concurrency limit) shedding load: say so, and when to come back
                     body = json.dumps({"error": OVERLOADED, "request_id": request_id}).encode()
-                    headers = [(k, v) for k, v in headers if k.lower() != b"retry-after"] + [(b"retry-after", str(RETRY_AFTER_S).encode())]
+                    headers = [(k, v) for k, v in headers if k.lower() != b"retry-after"] + [
+                        (b"retry-after", str(RETRY_AFTER_S).encode())
+                    ]
                 else:
                     body = _one_error_object(b"".join(error_body), request_id, code, _is_json(start))
-                headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                headers += [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
                 status["sent_start"] = True
                 await send({**start, "headers": headers})
                 message = {"type": "http.response.body", "body": body}
@@ -128,10 +156,19 @@ class Gate:
 
         try:
             if self.keys and path not in OPEN_PATHS and not self._authorised(headers):
-                return await reply(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-            if self.moderator_keys and path in self.moderator_paths and not self._authorised(headers, self.moderator_keys):
+                return await reply(
+                    401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+                )
+            if (
+                self.moderator_keys
+                and path in self.moderator_paths
+                and not self._authorised(headers, self.moderator_keys)
+            ):
                 offered = self._offered(headers)
-                return await reply(403 if offered else 401, f"{path} is for moderators: send a moderator key (FANZHA_MODERATOR_KEYS)")
+                return await reply(
+                    403 if offered else 401,
+                    f"{path} is for moderators: send a moderator key (FANZHA_MODERATOR_KEYS)",
+                )
             if path in self.refused_paths:
                 return await reply(404, f"{path} is not served: {self.refused_paths[path]}")
             if not self.served(path):
@@ -139,13 +176,20 @@ class Gate:
             limit = self.body_limits.get(path, self.default_limit)
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > limit:
-                return await reply(413, f"request body is {int(length):,} bytes; the limit for {path} is {limit:,}")
+                return await reply(
+                    413, f"request body is {int(length):,} bytes; the limit for {path} is {limit:,}"
+                )
             receive = _limited(receive, limit, path, too_large)
             if path in self.task_paths and self.task_owner is not None:
-                task_id = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("task_id") or [""])[0]
+                task_id = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("task_id") or [""])[
+                    0
+                ]
                 owner = await self.task_owner(task_id) if task_id else None
                 if owner is not None and owner != self.task_paths[path]:
-                    return await reply(404, f"no {self.task_paths[path]} task {task_id[:64]!r}: the id belongs to another endpoint")
+                    return await reply(
+                        404,
+                        f"no {self.task_paths[path]} task {task_id[:64]!r}: the id belongs to another endpoint",
+                    )
             if path in self.checks:
                 from .tasks import Refusal
 
@@ -154,16 +198,24 @@ class Gate:
                     await self.checks[path](scope, body)
                 except Refusal as refusal:
                     status["code"] = refusal.status
-                    data = _one_error_object(json.dumps(refusal.body).encode(), request_id, refusal.status, True)
-                    return await self._send_raw(send, refusal.status, data, [(b"x-request-id", request_id.encode())])
+                    data = _one_error_object(
+                        json.dumps(refusal.body).encode(), request_id, refusal.status, True
+                    )
+                    return await self._send_raw(
+                        send, refusal.status, data, [(b"x-request-id", request_id.encode())]
+                    )
                 receive = _replay(body)
             await self.app(scope, receive, send_with_id)
         except BodyTooLarge:
             if not too_large.get("sent") and "start" not in status:
                 too_large["sent"] = "yes"
                 status["code"] = 413
-                await self._send_json(send, 413, {"error": too_large["message"], "request_id": request_id},
-                                      [(b"x-request-id", request_id.encode())])
+                await self._send_json(
+                    send,
+                    413,
+                    {"error": too_large["message"], "request_id": request_id},
+                    [(b"x-request-id", request_id.encode())],
+                )
         except ClientGone:
             status["code"] = 499  # the client closed the connection before its body was read (nginx's code)
         except Exception:
@@ -172,19 +224,37 @@ class Gate:
             if status.get("sent_start") or too_large.get("sent"):
                 raise
             status["code"] = 500
-            await self._send_json(send, 500, {"error": "internal error (logged with this request id)", "request_id": request_id},
-                                  [(b"x-request-id", request_id.encode())])
+            await self._send_json(
+                send,
+                500,
+                {"error": "internal error (logged with this request id)", "request_id": request_id},
+                [(b"x-request-id", request_id.encode())],
+            )
         finally:
             elapsed = time.perf_counter() - started
             # a label per known route only: arbitrary paths must not grow the metric series without bound
-            known = path in self.routes if self.routes is not None else path in self.body_limits or path in self.moderator_paths
+            known = (
+                path in self.routes
+                if self.routes is not None
+                else path in self.body_limits or path in self.moderator_paths
+            )
             endpoint = path if known and path not in self.refused_paths else "other"
             if path not in OPEN_PATHS and path != "/metrics":
                 metrics().latency.labels(endpoint).observe(elapsed)
                 if status["code"] >= 400:
                     metrics().errors.labels(endpoint, str(status["code"])).inc()
-            logger.info("request", extra={"fields": {"request_id": request_id, "method": scope.get("method"), "path": path,
-                                                     "status": status["code"], "ms": round(elapsed * 1000, 2)}})
+            logger.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope.get("method"),
+                        "path": path,
+                        "status": status["code"],
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                },
+            )
 
     @staticmethod
     def _offered(headers: dict[str, str]) -> str:
@@ -200,14 +270,24 @@ class Gate:
         return any(hmac.compare_digest(offered, key) for key in (self.keys if keys is None else keys))
 
     @classmethod
-    async def _send_json(cls, send, code: int, obj: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
+    async def _send_json(
+        cls, send, code: int, obj: dict, extra_headers: list[tuple[bytes, bytes]] = ()
+    ) -> None:
         await cls._send_raw(send, code, json.dumps(obj, ensure_ascii=False).encode(), extra_headers)
 
     @staticmethod
     async def _send_raw(send, code: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
-        await send({"type": "http.response.start", "status": code,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *extra_headers]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra_headers,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -215,8 +295,13 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the record's `fields` (request logs)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-                 **getattr(record, "fields", {})}
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -298,11 +383,16 @@ def _one_error_object(body: bytes, request_id: str, status: int = 500, is_json: 
     if isinstance(data, dict):
         if isinstance(data.get("detail"), list) and data["detail"] and "msg" in data["detail"][0]:
             # pydantic's "1 validation error for Input" says nothing: name the field and the problem instead
-            data["error"] = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])) or 'body'}: {d['msg']}" for d in data["detail"][:5])
+            data["error"] = "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])) or 'body'}: {d['msg']}"
+                for d in data["detail"][:5]
+            )
         data.setdefault("error", _phrase(status))
         data.setdefault("request_id", request_id)
         return json.dumps(data, ensure_ascii=False).encode()
-    return json.dumps({"error": _phrase(status), "detail": data, "request_id": request_id}, ensure_ascii=False).encode()
+    return json.dumps(
+        {"error": _phrase(status), "detail": data, "request_id": request_id}, ensure_ascii=False
+    ).encode()
 
 
 def _phrase(status: int) -> str:
@@ -349,8 +439,16 @@ class RequestTimeout:
         except TimeoutError:
             if task.cancel():
                 body = json.dumps({"error": f"no answer in {self.timeout:g} seconds"}).encode()
-                await send({"type": "http.response.start", "status": 504,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 504,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         finally:

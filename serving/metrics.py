@@ -17,10 +17,18 @@ def metrics() -> SimpleNamespace:
     import prometheus_client as prom
 
     return SimpleNamespace(
-        decisions=prom.Counter("fanzha_decisions_total", "Verdicts served, by endpoint and decision", ["endpoint", "decision"]),
+        decisions=prom.Counter(
+            "fanzha_decisions_total", "Verdicts served, by endpoint and decision", ["endpoint", "decision"]
+        ),
         labels=prom.Counter("fanzha_labels_total", "Scam labels on flagged verdicts", ["endpoint", "label"]),
-        errors=prom.Counter("fanzha_request_errors_total", "Requests answered with an error, by endpoint and status", ["endpoint", "status"]),
-        latency=prom.Histogram("fanzha_request_seconds", "Request latency by endpoint", ["endpoint"], buckets=LATENCY_BUCKETS),
+        errors=prom.Counter(
+            "fanzha_request_errors_total",
+            "Requests answered with an error, by endpoint and status",
+            ["endpoint", "status"],
+        ),
+        latency=prom.Histogram(
+            "fanzha_request_seconds", "Request latency by endpoint", ["endpoint"], buckets=LATENCY_BUCKETS
+        ),
     )
 
 

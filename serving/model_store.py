@@ -39,9 +39,14 @@ def import_model(model_dir: str | Path | None = None, name: str = MODEL_NAME, fo
         if not force:
             return str(existing.tag)
         bentoml.models.delete(tag)
-    metadata = {"model_version": classifier.version, "outputs": list(classifier.outputs),
-                "thresholds": json.dumps(classifier.thresholds)}
-    with bentoml.models.create(tag, labels={"task": "fraud-lure-detection", "language": "zh"}, metadata=metadata) as model:
+    metadata = {
+        "model_version": classifier.version,
+        "outputs": list(classifier.outputs),
+        "thresholds": json.dumps(classifier.thresholds),
+    }
+    with bentoml.models.create(
+        tag, labels={"task": "fraud-lure-detection", "language": "zh"}, metadata=metadata
+    ) as model:
         for file in MODEL_FILES:
             if (model_dir / file).is_file():
                 shutil.copy2(model_dir / file, model.path_of(file))

@@ -62,7 +62,9 @@ class TaskStatus(BaseModel):
     """What a task's /submit, /status, /retry and /cancel answer (BentoML's task store)."""
 
     task_id: str
-    status: Literal["pending", "in_progress", "completed", "failed", "canceled"]  # _bentoml_impl.tasks.ResultStatus
+    status: Literal[
+        "pending", "in_progress", "completed", "failed", "canceled"
+    ]  # _bentoml_impl.tasks.ResultStatus
     created_at: str | None = Field(default=None, description="/status: when it was submitted")
     executed_at: str | None = Field(default=None, description="/status: when it ran (null until then)")
 
@@ -72,10 +74,22 @@ ERROR_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
     "properties": {
-        "error": {"type": "string", "title": "Message", "description": "What went wrong, for a person to read"},
-        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {}}], "nullable": True, "title": "Error Detail",
-                   "description": "A request that failed validation: one {loc, msg, type} per problem"},
-        "request_id": {"type": "string", "title": "Request ID", "description": "This request's X-Request-ID, as logged"},
+        "error": {
+            "type": "string",
+            "title": "Message",
+            "description": "What went wrong, for a person to read",
+        },
+        "detail": {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {}}],
+            "nullable": True,
+            "title": "Error Detail",
+            "description": "A request that failed validation: one {loc, msg, type} per problem",
+        },
+        "request_id": {
+            "type": "string",
+            "title": "Request ID",
+            "description": "This request's X-Request-ID, as logged",
+        },
     },
 }
 ERRORS = ("InvalidArgument", "NotFound", "InternalServerError")  # the error components BentoML publishes
@@ -87,9 +101,15 @@ def document(service) -> dict[str, Any]:
     for name in ERRORS:
         if name in doc["components"]["schemas"]:
             old = doc["components"]["schemas"][name]
-            doc["components"]["schemas"][name] = {**ERROR_BODY, "title": name, "description": old.get("description", name)}
-    doc["components"]["schemas"]["TaskStatusResponse"] = {**openapi_30(TaskStatus.model_json_schema(), document=True),
-                                                          "title": "TaskStatusResponse"}
+            doc["components"]["schemas"][name] = {
+                **ERROR_BODY,
+                "title": name,
+                "description": old.get("description", name),
+            }
+    doc["components"]["schemas"]["TaskStatusResponse"] = {
+        **openapi_30(TaskStatus.model_json_schema(), document=True),
+        "title": "TaskStatusResponse",
+    }
     for path, item in doc["paths"].items():
         cancel = item.get("put") if path.endswith("/cancel") else None
         if cancel and cancel.get("operationId", "").endswith("_retry"):
@@ -106,12 +126,24 @@ class OpenApiDocument:
         self.body: bytes | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("path") != "/docs.json" or scope.get("method") not in ("GET", "HEAD"):
+        if (
+            scope["type"] != "http"
+            or scope.get("path") != "/docs.json"
+            or scope.get("method") not in ("GET", "HEAD")
+        ):
             return await self.app(scope, receive, send)
         if self.body is None:
             self.body = json.dumps(document(self.service), ensure_ascii=False).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self.body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": self.body if scope["method"] == "GET" else b""})
 
 

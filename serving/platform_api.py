@@ -66,31 +66,56 @@ class PlatformEndpoints:
             return EntityRisk(**self.platform.entity_risk("group", group_id))
 
     @bentoml.api
-    def clusters(self, min_accounts: Annotated[int, Field(ge=2, le=100_000)] = 2,
-                 limit: Annotated[int, Field(ge=1, le=500)] = 50) -> list[Cluster]:
+    def clusters(
+        self,
+        min_accounts: Annotated[int, Field(ge=2, le=100_000)] = 2,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+    ) -> list[Cluster]:
         """Campaign clusters: accounts linked by handles they pushed in flagged items, largest first."""
         return [Cluster(**c) for c in self.platform.clusters(min_accounts=min_accounts, limit=limit)]
 
     @bentoml.api
-    def alerts(self, after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID)] = 0, limit: Annotated[int, Field(ge=1, le=1000)] = 100,
-               rule: Rule | None = None, account_id: OptionalId = None, group_id: OptionalId = None) -> list[AlertBody]:
+    def alerts(
+        self,
+        after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID)] = 0,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+        rule: Rule | None = None,
+        account_id: OptionalId = None,
+        group_id: OptionalId = None,
+    ) -> list[AlertBody]:
         """Early-warning alerts with id > after_id, oldest first: poll with the last id seen."""
         with http_errors():
-            return [AlertBody(**a) for a in self.platform.alerts(after_id=after_id, limit=limit, rule=rule, account_id=account_id,
-                                                                 group_id=group_id)]
+            return [
+                AlertBody(**a)
+                for a in self.platform.alerts(
+                    after_id=after_id, limit=limit, rule=rule, account_id=account_id, group_id=group_id
+                )
+            ]
 
     # -- fraud reports --------------------------------------------------------------------------------------------
     @bentoml.api
-    def report(self, reporter_id: Id, target: ReportTarget,
-               reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)],
-               idempotency_key: Annotated[str | None, Field(default=None, min_length=1, max_length=128)] = None) -> ReportReceipt:
+    def report(
+        self,
+        reporter_id: Id,
+        target: ReportTarget,
+        reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)],
+        idempotency_key: Annotated[str | None, Field(default=None, min_length=1, max_length=128)] = None,
+    ) -> ReportReceipt:
         """Report a message, an image, an account or a group. The report is stored and the target scored at
         once; the answer carries the report id to follow it with /report_status."""
         with http_errors():
             intake = self.platform.report(
-                reporter_id, reason, target.type, text=target.text, image=target.image_bytes() if target.type == "image" else None,
-                account_id=target.account_id, group_id=target.group_id, item_id=target.item_id, source=target.source,
-                idempotency_key=idempotency_key)
+                reporter_id,
+                reason,
+                target.type,
+                text=target.text,
+                image=target.image_bytes() if target.type == "image" else None,
+                account_id=target.account_id,
+                group_id=target.group_id,
+                item_id=target.item_id,
+                source=target.source,
+                idempotency_key=idempotency_key,
+            )
         verdict = None
         if intake.scored is not None:
             verdict = VerdictBody.of(intake.scored, self.tag)
@@ -98,8 +123,14 @@ class PlatformEndpoints:
         elif intake.report["verdict"]:  # a retried report: the verdict it got the first time
             verdict = VerdictBody(**intake.report["verdict"])
         stored = intake.report
-        return ReportReceipt(report_id=stored["report_id"], status=stored["status"], created_at=stored["created_at"],
-                             duplicate=intake.duplicate, verdict=verdict, risk=EntityRisk(**intake.risk) if intake.risk else None)
+        return ReportReceipt(
+            report_id=stored["report_id"],
+            status=stored["status"],
+            created_at=stored["created_at"],
+            duplicate=intake.duplicate,
+            verdict=verdict,
+            risk=EntityRisk(**intake.risk) if intake.risk else None,
+        )
 
     @bentoml.api
     def report_status(self, report_id: ReportId, reporter_id: Id) -> ReportStatus:
@@ -108,22 +139,45 @@ class PlatformEndpoints:
             return ReportStatus(**self.platform.report_status(report_id, reporter_id))
 
     @bentoml.api
-    def reports(self, status: Literal["received", "in_review", "confirmed", "rejected"] | None = None,
-                limit: Annotated[int, Field(ge=1, le=500)] = 50,
-                after: Annotated[ReportId | None, Field(default=None)] = None,
-                reporter_id: OptionalId = None, account_id: OptionalId = None, group_id: OptionalId = None) -> list[Report]:
+    def reports(
+        self,
+        status: Literal["received", "in_review", "confirmed", "rejected"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        after: Annotated[ReportId | None, Field(default=None)] = None,
+        reporter_id: OptionalId = None,
+        account_id: OptionalId = None,
+        group_id: OptionalId = None,
+    ) -> list[Report]:
         """Moderators: reports oldest first, filtered by status, reporter or reported account/group.
         Page with `after` = the last report id of the previous page."""
         with http_errors():
-            return [Report(**r) for r in self.platform.list_reports(status=status, limit=limit, after=after, reporter_id=reporter_id,
-                                                                   account_id=account_id, group_id=group_id)]
+            return [
+                Report(**r)
+                for r in self.platform.list_reports(
+                    status=status,
+                    limit=limit,
+                    after=after,
+                    reporter_id=reporter_id,
+                    account_id=account_id,
+                    group_id=group_id,
+                )
+            ]
 
     @bentoml.api
-    def resolve_report(self, report_id: ReportId, status: Literal["in_review", "confirmed", "rejected"], moderator_id: Id,
-                       reason: Annotated[str | None, Field(default=None, max_length=MAX_REASON_CHARS)] = None,
-                       labels: Annotated[list[Label] | None, Field(default=None, max_length=4)] = None) -> Report:
+    def resolve_report(
+        self,
+        report_id: ReportId,
+        status: Literal["in_review", "confirmed", "rejected"],
+        moderator_id: Id,
+        reason: Annotated[str | None, Field(default=None, max_length=MAX_REASON_CHARS)] = None,
+        labels: Annotated[list[Label] | None, Field(default=None, max_length=4)] = None,
+    ) -> Report:
         """Moderators: take a report into review, or confirm / reject it with a reason the reporter will read
         (and, to confirm content the model found no label in, the kind of fraud). 409 when the report cannot
         move that way: confirmed and rejected are final."""
         with http_errors():
-            return Report(**self.platform.resolve_report(report_id, status, moderator_id=moderator_id, reason=reason, labels=labels))
+            return Report(
+                **self.platform.resolve_report(
+                    report_id, status, moderator_id=moderator_id, reason=reason, labels=labels
+                )
+            )

@@ -23,10 +23,15 @@ from fanzha.models import InputError, validate_text
 from fanzha.models.labels import DECISIONS, LABELS
 from fanzha.platform.risk import RULES
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]  # every id a client sends: item, account, group, reporter, moderator
+Id = Annotated[
+    str, Field(min_length=1, max_length=256)
+]  # every id a client sends: item, account, group, reporter, moderator
 OptionalId = Annotated[Id | None, Field(default=None)]
 ReportId = Annotated[str, Field(min_length=1, max_length=64)]
-Source = Annotated[str | None, Field(default=None, max_length=64, description="where it was posted: comment, dm, group_chat, danmaku…")]
+Source = Annotated[
+    str | None,
+    Field(default=None, max_length=64, description="where it was posted: comment, dm, group_chat, danmaku…"),
+]
 Label = Literal[LABELS]  # type: ignore[valid-type]
 Rule = Literal[RULES]  # type: ignore[valid-type]
 
@@ -48,13 +53,16 @@ def _checked_text(text: str) -> str:
 
 # -- classification ----------------------------------------------------------------------------------------------
 
+
 class TextItem(BaseModel):
     """One message to classify. The ids travel back unchanged with its verdict."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="the message, up to FANZHA_MAX_TEXT_CHARS characters",
-                      examples=["恭喜你成为幸运粉丝！加QQ群 83726154 免费领签名照，先交29元激活费"])
+    text: str = Field(
+        description="the message, up to FANZHA_MAX_TEXT_CHARS characters",
+        examples=["恭喜你成为幸运粉丝！加QQ群 83726154 免费领签名照，先交29元激活费"],
+    )
     id: OptionalId
     account_id: OptionalId
     group_id: OptionalId
@@ -98,7 +106,9 @@ class LocationBody(Body):
 
     source: Literal["ocr", "qr", "segment"]
     index: int = Field(description="the OCR line, QR code or timeline entry")
-    box: Box = Field(default_factory=list, description="ocr, qr: 4 corners clockwise from top-left; [] for a segment")
+    box: Box = Field(
+        default_factory=list, description="ocr, qr: 4 corners clockwise from top-left; [] for a segment"
+    )
     start: float | None = Field(default=None, description="segment: seconds; null for ocr and qr")
     end: float | None = None
 
@@ -106,11 +116,16 @@ class LocationBody(Body):
 class EvidenceBody(Body):
     kind: str
     value: str
-    start: int = Field(description="span in the request's text, or in the verdict's `text` for images/videos: [start, end)")
+    start: int = Field(
+        description="span in the request's text, or in the verdict's `text` for images/videos: [start, end)"
+    )
     end: int
     text: str
-    locations: list[LocationBody] = Field(default_factory=list, description="images/videos: OCR lines / QR codes (with boxes) "
-                                          "or video segments (with times); [] for text")
+    locations: list[LocationBody] = Field(
+        default_factory=list,
+        description="images/videos: OCR lines / QR codes (with boxes) "
+        "or video segments (with times); [] for text",
+    )
 
 
 class OcrLineBody(Body):
@@ -134,7 +149,9 @@ class TimelineEntryBody(Body):
     fraud_score: float
     scores: dict[str, float]
     decision: Literal[DECISIONS]  # type: ignore[valid-type]
-    triggered: bool = Field(description="this caption (alone, with its neighbour, or in the transcript) made the verdict")
+    triggered: bool = Field(
+        description="this caption (alone, with its neighbour, or in the transcript) made the verdict"
+    )
 
 
 class TriggerBody(Body):
@@ -152,7 +169,9 @@ class MediaBody(Body):
     frames_decoded: int | None = None
     ocr_calls: int | None = None
     trigger: TriggerBody | None = None
-    truncated: str | None = Field(default=None, description="decoding stopped early: why (what was read is still scored)")
+    truncated: str | None = Field(
+        default=None, description="decoding stopped early: why (what was read is still scored)"
+    )
 
 
 class AlertBody(Body):
@@ -186,12 +205,19 @@ class VerdictBody(Body):
     model_tag: str = Field(description="the BentoML model-store tag the service runs")
     timings: dict[str, float] = Field(default_factory=dict)
     text: str | None = Field(default=None, description="images/videos: the text that was read and classified")
-    ocr: list[OcrLineBody] = Field(default_factory=list, description="images/videos: OCR lines in reading order")
+    ocr: list[OcrLineBody] = Field(
+        default_factory=list, description="images/videos: OCR lines in reading order"
+    )
     qr: list[QrCodeBody] = Field(default_factory=list, description="images: QR codes")
-    timeline: list[TimelineEntryBody] = Field(default_factory=list, description="videos: one entry per caption segment")
+    timeline: list[TimelineEntryBody] = Field(
+        default_factory=list, description="videos: one entry per caption segment"
+    )
     media: MediaBody | None = None
-    alerts: list[AlertBody] = Field(default_factory=list, description="early-warning alerts THIS item raised: its account, "
-                                    "group or campaign cluster crossed a threshold (see /alerts)")
+    alerts: list[AlertBody] = Field(
+        default_factory=list,
+        description="early-warning alerts THIS item raised: its account, "
+        "group or campaign cluster crossed a threshold (see /alerts)",
+    )
 
     @classmethod
     def of(cls, scored, model_tag: str) -> VerdictBody:
@@ -242,6 +268,7 @@ class JobStatus(Body):
 
 # -- platform: risk and alerts -----------------------------------------------------------------------------------
 
+
 class HandleStat(Body):
     kind: str
     value: str
@@ -278,7 +305,9 @@ class EntityRisk(Body):
 
     kind: Literal["account", "group"]
     id: str
-    level: Literal["low", "elevated", "high"] = Field(description="high: a rule's threshold is met now (or a report was confirmed)")
+    level: Literal["low", "elevated", "high"] = Field(
+        description="high: a rule's threshold is met now (or a report was confirmed)"
+    )
     risk: float = Field(description="decayed sum of flagged fraud scores (FANZHA_RISK_HALF_LIFE_HOURS)")
     items: int
     flagged: int
@@ -297,6 +326,7 @@ class EntityRisk(Body):
 
 # -- platform: fraud reports -------------------------------------------------------------------------------------
 
+
 class ReportTarget(BaseModel):
     """What is reported: a message (`text`), an image (`data`, base64), an `account` or a `group`.
 
@@ -306,12 +336,21 @@ class ReportTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text", "image", "account", "group"]
-    text: str | None = Field(default=None, examples=["恭喜你被抽中送皮肤！加QQ群 83726154 领取，先交10元激活费"])
+    text: str | None = Field(
+        default=None, examples=["恭喜你被抽中送皮肤！加QQ群 83726154 领取，先交10元激活费"]
+    )
     data: str | None = Field(default=None, description="base64 image bytes (a screenshot, a poster)")
     account_id: OptionalId
     group_id: OptionalId
-    item_id: Annotated[Id | None, Field(default=None, description="the platform's id of the reported message")]
-    source: Annotated[str | None, Field(default=None, max_length=64, description="where it was seen: comment, dm, group_chat, danmaku…")]
+    item_id: Annotated[
+        Id | None, Field(default=None, description="the platform's id of the reported message")
+    ]
+    source: Annotated[
+        str | None,
+        Field(
+            default=None, max_length=64, description="where it was seen: comment, dm, group_chat, danmaku…"
+        ),
+    ]
 
     @model_validator(mode="after")
     def _payload(self) -> ReportTarget:
@@ -355,8 +394,12 @@ class ReportReceipt(Body):
     status: str
     created_at: float
     duplicate: bool = Field(description="true when the idempotency key named a report already stored")
-    verdict: VerdictBody | None = Field(default=None, description="text and image targets: the verdict at intake")
-    risk: EntityRisk | None = Field(default=None, description="account and group targets: its risk now, when fanzha has seen it")
+    verdict: VerdictBody | None = Field(
+        default=None, description="text and image targets: the verdict at intake"
+    )
+    risk: EntityRisk | None = Field(
+        default=None, description="account and group targets: its risk now, when fanzha has seen it"
+    )
 
 
 class ModeratorEvent(ReportEvent):

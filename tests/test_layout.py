@@ -16,8 +16,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # where each installed package's files live (pyproject.toml's package-dir)
-PACKAGES = {"fanzha": REPO / "fanzha", "fanzha.models": REPO / "models", "fanzha.serving": REPO / "serving",
-            "fanzha.training": REPO / "training", "fanzha.datasets": REPO / "datasets"}
+PACKAGES = {
+    "fanzha": REPO / "fanzha",
+    "fanzha.models": REPO / "models",
+    "fanzha.serving": REPO / "serving",
+    "fanzha.training": REPO / "training",
+    "fanzha.datasets": REPO / "datasets",
+}
 
 
 def project_modules() -> dict[str, Path]:
@@ -119,7 +124,12 @@ def test_imports_follow_the_package_map() -> None:
 
     def layer(module: str) -> str:
         parts = module.split(".")
-        return parts[1] if len(parts) > 1 and parts[1] in ("models", "serving", "training", "datasets", "platform", "batch") else module
+        return (
+            parts[1]
+            if len(parts) > 1
+            and parts[1] in ("models", "serving", "training", "datasets", "platform", "batch")
+            else module
+        )
 
     allowed = {
         "models": {"models"},
@@ -129,10 +139,18 @@ def test_imports_follow_the_package_map() -> None:
         "serving": {"serving", "platform", "models"},
         "training": {"training", "models", "datasets"},
     }
-    wrong = sorted(f"{m} → {t}" for m, targets in graph.items() for t in targets
-                   if layer(m) in allowed and layer(t) not in allowed[layer(m)] and t != "fanzha")
+    wrong = sorted(
+        f"{m} → {t}"
+        for m, targets in graph.items()
+        for t in targets
+        if layer(m) in allowed and layer(t) not in allowed[layer(m)] and t != "fanzha"
+    )
     assert wrong == []
-    into_serving = sorted(m for m, targets in graph.items() if layer(m) != "serving" and any(layer(t) == "serving" for t in targets))
+    into_serving = sorted(
+        m
+        for m, targets in graph.items()
+        if layer(m) != "serving" and any(layer(t) == "serving" for t in targets)
+    )
     assert into_serving == ["fanzha.cli"]  # `fanzha import-model`, imported when that command runs
 
 
@@ -151,12 +169,22 @@ def test_fanzha_settings_are_read_in_one_module() -> None:
 
 def _imported(stderr: str) -> set[str]:
     """Module names from `python -X importtime` output."""
-    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:") and "|" in line}
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> set[str]:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "fanzha.cli", *args], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "fanzha.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return _imported(out.stderr)
 
@@ -164,17 +192,30 @@ def _run(args: list[str], cwd: Path, env: dict) -> set[str]:
 @pytest.mark.parametrize("command", ["score", "summarize", "report", "export-feedback"])
 def test_archive_and_feedback_commands_load_neither_bentoml_nor_the_http_layer(tmp_path, command) -> None:
     src = tmp_path / "posts.jsonl"
-    src.write_text(json.dumps({"id": "m1", "text": "加QQ群 83726154 免费领皮肤，先交10元激活费", "account_id": "u1"},
-                              ensure_ascii=False) + "\n", encoding="utf-8")
+    src.write_text(
+        json.dumps(
+            {"id": "m1", "text": "加QQ群 83726154 免费领皮肤，先交10元激活费", "account_id": "u1"},
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     env = {**os.environ, "FANZHA_DATABASE_URL": f"sqlite:///{tmp_path / 'fanzha.db'}", "FANZHA_THREADS": "1"}
     runs = {"score": ["score", str(src), "-o", str(tmp_path / "out.parquet"), "-q", "--track"]}
     modules = _run(runs["score"], tmp_path, env)  # the committed model, and the risk database it tracks into
     if command != "score":
-        args = {"summarize": ["summarize", str(tmp_path / "out.parquet")], "report": ["report", str(tmp_path / "out.parquet")],
-                "export-feedback": ["export-feedback", "-o", str(tmp_path / "feedback.jsonl")]}[command]
+        args = {
+            "summarize": ["summarize", str(tmp_path / "out.parquet")],
+            "report": ["report", str(tmp_path / "out.parquet")],
+            "export-feedback": ["export-feedback", "-o", str(tmp_path / "feedback.jsonl")],
+        }[command]
         modules = _run(args, tmp_path, env)
-    expected = {"score": {"fanzha.batch.job", "fanzha.platform.facade"}, "summarize": {"fanzha.batch.summary_report"},
-                "report": {"fanzha.batch.summary_report"}, "export-feedback": {"fanzha.platform.facade", "fanzha.datasets.feedback"}}
+    expected = {
+        "score": {"fanzha.batch.job", "fanzha.platform.facade"},
+        "summarize": {"fanzha.batch.summary_report"},
+        "report": {"fanzha.batch.summary_report"},
+        "export-feedback": {"fanzha.platform.facade", "fanzha.datasets.feedback"},
+    }
     assert expected[command] <= modules  # the measurement sees the command's own modules
     loaded = sorted(m for m in modules if m.split(".")[0] == "bentoml" or m.startswith("fanzha.serving"))
     assert loaded == []

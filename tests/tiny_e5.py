@@ -30,9 +30,22 @@ def write_tiny_e5(path: Path, pieces: list[str], seed: int = 0) -> dict[str, np.
     rng = np.random.default_rng(seed)
     pieces = SPECIALS + [p for p in pieces if p not in SPECIALS] + ["<mask>"]
     vocab = len(pieces) + (-len(pieces)) % BLOCK  # pad rows so the table quantises in whole blocks
-    shapes = {"emb.word": (vocab, H), "emb.pos": (MAXP, H), "emb.type": (TVS, H), "emb.ln.w": (H,), "emb.ln.b": (H,)}
+    shapes = {
+        "emb.word": (vocab, H),
+        "emb.pos": (MAXP, H),
+        "emb.type": (TVS, H),
+        "emb.ln.w": (H,),
+        "emb.ln.b": (H,),
+    }
     for i in range(LAYERS):
-        for name, shape in {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FFN, H), "fo": (H, FFN)}.items():
+        for name, shape in {
+            "q": (H, H),
+            "k": (H, H),
+            "v": (H, H),
+            "ao": (H, H),
+            "fi": (FFN, H),
+            "fo": (H, FFN),
+        }.items():
             shapes[f"l{i}.{name}.w"] = shape
             shapes[f"l{i}.{name}.b"] = (shape[0],)
         for ln in ("aln", "oln"):
@@ -51,15 +64,26 @@ def write_tiny_e5(path: Path, pieces: list[str], seed: int = 0) -> dict[str, np.
         expected[name] = values
     blob = b"".join(p.encode() for p in pieces)
     offsets = np.cumsum([0] + [len(p.encode()) for p in pieces]).astype("<u4")
-    scores = np.array([0.0] * len(SPECIALS) + [-float(i % 7) - 3.0 for i in range(len(pieces) - len(SPECIALS))], dtype="<f4")
-    head = b"E5S1" + struct.pack("<I", 1) + struct.pack("<7i", H, LAYERS, HEADS, FFN, vocab, MAXP, TVS) + struct.pack("<f", 1e-12)
+    scores = np.array(
+        [0.0] * len(SPECIALS) + [-float(i % 7) - 3.0 for i in range(len(pieces) - len(SPECIALS))], dtype="<f4"
+    )
+    head = (
+        b"E5S1"
+        + struct.pack("<I", 1)
+        + struct.pack("<7i", H, LAYERS, HEADS, FFN, vocab, MAXP, TVS)
+        + struct.pack("<f", 1e-12)
+    )
     head += struct.pack("<6i", BLOCK, len(pieces), 0, 2, 1, 3) + struct.pack("<Q", len(blob))
     head += offsets.tobytes() + scores.tobytes() + blob + struct.pack("<iI", 0, 0)
     table_size = sum(2 + len(n.encode()) + 1 + 4 + 8 + 8 for n, _, _ in payloads) + 4
     data_at = len(head) + table_size
     table, data = struct.pack("<i", len(payloads)), b""
     for name, count, raw in payloads:
-        table += struct.pack("<H", len(name.encode())) + name.encode() + struct.pack("<BIQQ", 0, count, data_at + len(data), len(raw))
+        table += (
+            struct.pack("<H", len(name.encode()))
+            + name.encode()
+            + struct.pack("<BIQQ", 0, count, data_at + len(data), len(raw))
+        )
         data += raw
     path.write_bytes(head + table + data)
     return expected

@@ -63,7 +63,9 @@ class AdaptError(InputError):
 # ---------------------------------------------------------------------------------------------- input
 
 
-def read_traffic(path: str | Path, text_field: str = "text", group_field: str = "source", limit: int | None = None) -> tuple[list[str], list[str], str]:
+def read_traffic(
+    path: str | Path, text_field: str = "text", group_field: str = "source", limit: int | None = None
+) -> tuple[list[str], list[str], str]:
     """(texts, groups, sha256 of the file) from JSONL, JSONL.gz or Parquet; any bad record refuses the whole file.
 
     Unlike archive scoring (which records a bad row and carries on), a training input with holes would
@@ -83,7 +85,9 @@ def read_traffic(path: str | Path, text_field: str = "text", group_field: str = 
     texts, groups = [], []
     for where, row in rows:
         if text_field not in row:
-            raise AdaptError(f"{path}{where}: no {text_field!r} field (fields: {sorted(row)[:10]}); set --text_field")
+            raise AdaptError(
+                f"{path}{where}: no {text_field!r} field (fields: {sorted(row)[:10]}); set --text_field"
+            )
         text = row[text_field]
         if not isinstance(text, str):
             raise AdaptError(f"{path}{where}: {text_field!r} is {type(text).__name__}, not text")
@@ -108,7 +112,9 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[str, dict]]:
                 try:
                     line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
                 except UnicodeDecodeError as e:
-                    raise AdaptError(f"{path}:{n}: not UTF-8 text (byte {e.start}); convert the file to UTF-8") from None
+                    raise AdaptError(
+                        f"{path}:{n}: not UTF-8 text (byte {e.start}); convert the file to UTF-8"
+                    ) from None
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -130,7 +136,9 @@ def _parquet_rows(path: Path, text_field: str) -> Iterable[tuple[str, dict]]:
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise AdaptError(f"{path}: not a readable Parquet file ({e})") from None
     if text_field not in table.column_names:
-        raise AdaptError(f"{path}: no {text_field!r} column (columns: {table.column_names}); set --text_field")
+        raise AdaptError(
+            f"{path}: no {text_field!r} column (columns: {table.column_names}); set --text_field"
+        )
     for n, row in enumerate(table.to_pylist(), 1):
         yield f" row {n}", row
 
@@ -163,7 +171,9 @@ def pooled_tensor(model) -> str:
             if node is None or node.name in seen:
                 continue
             seen.add(node.name)
-            if node.op_type == "Div" and any(producer.get(i) is not None and producer[i].op_type == "ReduceSum" for i in node.input):
+            if node.op_type == "Div" and any(
+                producer.get(i) is not None and producer[i].op_type == "ReduceSum" for i in node.input
+            ):
                 return node.output[0]
             nxt += list(node.input)
         frontier = nxt
@@ -175,8 +185,14 @@ def with_features_output(model):
     onnx = _onnx()
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    m.graph.node.append(onnx.helper.make_node("Concat", ["logits", pooled_tensor(model)], [FEATURES], axis=1, name="fanzha_features_concat"))
-    m.graph.output.append(onnx.helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, ["batch", "features"]))
+    m.graph.node.append(
+        onnx.helper.make_node(
+            "Concat", ["logits", pooled_tensor(model)], [FEATURES], axis=1, name="fanzha_features_concat"
+        )
+    )
+    m.graph.output.append(
+        onnx.helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, ["batch", "features"])
+    )
     return m
 
 
@@ -191,12 +207,28 @@ def with_new_head(model, weight: np.ndarray, bias: np.ndarray, metadata: dict[st
     g = m.graph
     for node in g.node:  # the old head's output becomes a dangling name, pruned below
         node.output[:] = ["fanzha_old_logits" if o == "logits" else o for o in node.output]
-    g.initializer.extend([numpy_helper.from_array(weight.astype(np.float32), "fanzha.adapted_head.weight"),
-                          numpy_helper.from_array(bias.astype(np.float32), "fanzha.adapted_head.bias")])
-    g.node.extend([
-        onnx.helper.make_node("MatMul", [pooled, "fanzha.adapted_head.weight"], ["fanzha_adapted_matmul"], name="fanzha_adapted_head_matmul"),
-        onnx.helper.make_node("Add", ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"], ["logits"], name="fanzha_adapted_head_add"),
-    ])
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(weight.astype(np.float32), "fanzha.adapted_head.weight"),
+            numpy_helper.from_array(bias.astype(np.float32), "fanzha.adapted_head.bias"),
+        ]
+    )
+    g.node.extend(
+        [
+            onnx.helper.make_node(
+                "MatMul",
+                [pooled, "fanzha.adapted_head.weight"],
+                ["fanzha_adapted_matmul"],
+                name="fanzha_adapted_head_matmul",
+            ),
+            onnx.helper.make_node(
+                "Add",
+                ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"],
+                ["logits"],
+                name="fanzha_adapted_head_add",
+            ),
+        ]
+    )
     _prune(g)
     del m.metadata_props[:]
     for k, v in metadata.items():
@@ -253,7 +285,11 @@ def embed(classifier: TextClassifier, texts: list[str], desc: str, chunk: int = 
             owners.append(owner + start)
             values.append(out)
             bar.update(min(chunk, len(normalised) - start))
-    values_all = np.concatenate([v for v in values if v.size]) if any(v.size for v in values) else np.zeros((0, len(OUTPUTS)))
+    values_all = (
+        np.concatenate([v for v in values if v.size])
+        if any(v.size for v in values)
+        else np.zeros((0, len(OUTPUTS)))
+    )
     k = len(classifier.outputs)
     return Features(np.concatenate(owners), values_all[:, :k], values_all[:, k:], len(texts))
 
@@ -261,7 +297,9 @@ def embed(classifier: TextClassifier, texts: list[str], desc: str, chunk: int = 
 # ------------------------------------------------------------------------------------------------ fit
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, w0: np.ndarray, b0: np.ndarray, l2: float, steps: int = 25) -> tuple[np.ndarray, np.ndarray]:
+def fit_head(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, w0: np.ndarray, b0: np.ndarray, l2: float, steps: int = 25
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted logistic regression per output, penalised by (λ/2)·‖θ − θ0‖² (θ0: the base head).
 
     x (n, d) features, y (n, k) targets, w (n, k) weights; returns W (d, k) and b (k,). Newton steps with
@@ -275,7 +313,10 @@ def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, w0: np.ndarray, b0: np
 
     def objective(t: np.ndarray, k: int) -> float:
         z = xa @ t
-        return float(np.sum(w[:, k] * (np.logaddexp(0.0, z) - y[:, k] * z)) + 0.5 * lam[k] * np.sum((t - theta0[:, k]) ** 2))
+        return float(
+            np.sum(w[:, k] * (np.logaddexp(0.0, z) - y[:, k] * z))
+            + 0.5 * lam[k] * np.sum((t - theta0[:, k]) ** 2)
+        )
 
     for k in range(y.shape[1]):
         current = objective(theta[:, k], k)
@@ -321,7 +362,9 @@ def recall(probs: np.ndarray, y: np.ndarray, threshold: float) -> float:
     return float((probs[pos] >= threshold).mean()) if pos.any() else float("nan")
 
 
-def choose_review_threshold(base_probs: np.ndarray, new_probs: np.ndarray, y: np.ndarray, base_threshold: float, max_drop: float) -> float:
+def choose_review_threshold(
+    base_probs: np.ndarray, new_probs: np.ndarray, y: np.ndarray, base_threshold: float, max_drop: float
+) -> float:
     """The highest threshold (0.05–0.95) whose dev recall stays within max_drop of the base model's.
 
     The re-fitted head is calibrated to a different mix (the traffic's weight moves every score), so the
@@ -353,7 +396,9 @@ def main(args: AdaptArguments) -> Path:
     corpus = load_corpus(args.corpus)
     split = {s: [r for r in corpus if r["split"] == s] for s in ("train", "dev", "test")}
     if not split["train"] or not split["dev"]:
-        raise AdaptError(f"the labelled corpus needs train and dev records, got {len(split['train'])} / {len(split['dev'])}")
+        raise AdaptError(
+            f"the labelled corpus needs train and dev records, got {len(split['train'])} / {len(split['dev'])}"
+        )
     feedback = load_feedback(args.feedback) if args.feedback else []
 
     # 3. features from the base graph
@@ -363,8 +408,12 @@ def main(args: AdaptArguments) -> Path:
         graph_path = Path(tmp) / "model.onnx"
         onnx.save(with_features_output(base_model), str(graph_path))
         # one window per run: int8 activations are quantised per run, so a batch would add its neighbours' noise
-        clf = TextClassifier(graph_path, base_dir / "tokenizer.json", threads=args.threads or None, batch_size=1)
-        feats = {name: embed(clf, [r["text"] for r in records], name) for name, records in split.items() if records}
+        clf = TextClassifier(
+            graph_path, base_dir / "tokenizer.json", threads=args.threads or None, batch_size=1
+        )
+        feats = {
+            name: embed(clf, [r["text"] for r in records], name) for name, records in split.items() if records
+        }
         feats["traffic"] = embed(clf, texts, "traffic")
         if feedback:
             feats["feedback"] = embed(clf, [r["text"] for r in feedback], "feedback")
@@ -399,11 +448,15 @@ def main(args: AdaptArguments) -> Path:
         if feedback_part:
             for parts, value in zip((x_parts, y_parts, w_parts), feedback_part, strict=True):
                 parts.append(value)
-        return fit_head(np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64), w0, b0, args.l2)
+        return fit_head(
+            np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64), w0, b0, args.l2
+        )
 
     def review_threshold(weight: np.ndarray, bias: np.ndarray) -> tuple[float, np.ndarray]:
         dev_new = feats["dev"].text_probs(feats["dev"].pooled @ weight + bias)
-        return choose_review_threshold(dev_base[:, 0], dev_new[:, 0], y["dev"][:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop), dev_new
+        return choose_review_threshold(
+            dev_base[:, 0], dev_new[:, 0], y["dev"][:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop
+        ), dev_new
 
     candidates = sorted(set(args.traffic_weights or [args.traffic_weight]))
     search = []
@@ -411,8 +464,20 @@ def main(args: AdaptArguments) -> Path:
         weight, bias = fit(tw, ~held & ~validation)
         t, _ = review_threshold(weight, bias)
         p_val = tr.text_probs(tr.pooled @ weight + bias)[validation, 0]
-        search.append({"traffic_weight": tw, "review_threshold": t, "validation_flag_rate": round(float((p_val >= t).mean()), 4) if len(p_val) else None})
-    best = min(search, key=lambda r: (r["validation_flag_rate"] if r["validation_flag_rate"] is not None else 1.0, r["traffic_weight"]))
+        search.append(
+            {
+                "traffic_weight": tw,
+                "review_threshold": t,
+                "validation_flag_rate": round(float((p_val >= t).mean()), 4) if len(p_val) else None,
+            }
+        )
+    best = min(
+        search,
+        key=lambda r: (
+            r["validation_flag_rate"] if r["validation_flag_rate"] is not None else 1.0,
+            r["traffic_weight"],
+        ),
+    )
     log.info("traffic weight search: %s → %s", search, best["traffic_weight"])
     weight, bias = fit(best["traffic_weight"], ~held)
 
@@ -422,26 +487,53 @@ def main(args: AdaptArguments) -> Path:
     review, dev_new = review_threshold(weight, bias)
     new_logits = {name: f.pooled @ weight + bias for name, f in feats.items()}
     label_t = tune_thresholds(dev_new, y["dev"])
-    thresholds = {OUTPUTS[0]: review, **{o: round(float(t), 2) for o, t in zip(OUTPUTS[1:], label_t[1:], strict=True)},
-                  "block": max(review, tune_block_threshold(dev_new[:, 0], y["dev"][:, 0]))}
+    thresholds = {
+        OUTPUTS[0]: review,
+        **{o: round(float(t), 2) for o, t in zip(OUTPUTS[1:], label_t[1:], strict=True)},
+        "block": max(review, tune_block_threshold(dev_new[:, 0], y["dev"][:, 0])),
+    }
 
     # 6. write, check, report
     version = f"{base_meta.get('fanzha.version', 'fanzha')}-adapted-{digest[:8]}"
-    metadata = {**base_meta, "fanzha.thresholds": json.dumps(thresholds), "fanzha.version": version,
-                "fanzha.adapted_from": base_meta.get("fanzha.version", str(base_dir)),
-                "fanzha.traffic_sha256": digest, "fanzha.traffic_size": str(len(texts)),
-                "fanzha.adapt": json.dumps({k: v for k, v in dataclasses.asdict(args).items() if k not in ("output",)}, ensure_ascii=False),
-                "fanzha.adapted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    metadata = {
+        **base_meta,
+        "fanzha.thresholds": json.dumps(thresholds),
+        "fanzha.version": version,
+        "fanzha.adapted_from": base_meta.get("fanzha.version", str(base_dir)),
+        "fanzha.traffic_sha256": digest,
+        "fanzha.traffic_size": str(len(texts)),
+        "fanzha.adapt": json.dumps(
+            {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output",)}, ensure_ascii=False
+        ),
+        "fanzha.adapted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(with_new_head(base_model, weight, bias, metadata), str(out / "model.onnx"))
     shutil.copy2(base_dir / "tokenizer.json", out / "tokenizer.json")
     _check_written(out, split["dev"][:64], dev_new[:64])
-    report = _report(args, feats, new_logits, y, held, groups, base_thresholds, thresholds, version, metadata, len(texts),
-                     time.time() - started, search)
+    report = _report(
+        args,
+        feats,
+        new_logits,
+        y,
+        held,
+        groups,
+        base_thresholds,
+        thresholds,
+        version,
+        metadata,
+        len(texts),
+        time.time() - started,
+        search,
+    )
     (out / "adapt_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "ADAPT_REPORT.md").write_text(render(report), encoding="utf-8")
-    _plot_pr(feats["test"] if "test" in feats else feats["dev"], new_logits.get("test", new_logits["dev"]),
-             y.get("test", y["dev"]), out / "pr_curves.png")
+    _plot_pr(
+        feats["test"] if "test" in feats else feats["dev"],
+        new_logits.get("test", new_logits["dev"]),
+        y.get("test", y["dev"]),
+        out / "pr_curves.png",
+    )
     log.info("adapted model %s written to %s in %.1f min", version, out, (time.time() - started) / 60)
     return out
 
@@ -455,7 +547,11 @@ def _targets():
 def _check_output(out: Path, base_dir: Path) -> Path:
     if not (base_dir / "model.onnx").is_file():
         raise AdaptError(f"base model not found: {base_dir / 'model.onnx'}")
-    if out.resolve() == base_dir.resolve() or base_dir.resolve() in out.resolve().parents and (out / "model.onnx").exists():
+    if (
+        out.resolve() == base_dir.resolve()
+        or base_dir.resolve() in out.resolve().parents
+        and (out / "model.onnx").exists()
+    ):
         raise AdaptError(f"--output {out} would overwrite the base model; choose a new directory")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AdaptError(f"--output {out} exists and is not empty; choose a new directory")
@@ -469,16 +565,23 @@ def _check_written(out: Path, records: list[dict], expected: np.ndarray) -> None
     diff = float(np.abs(got - expected[: len(records)]).max()) if records else 0.0
     if diff > 1e-3:
         shutil.rmtree(out)
-        raise AdaptError(f"the adapted graph disagrees with the fitted head (max |Δp| {diff:.4f}); nothing written")
+        raise AdaptError(
+            f"the adapted graph disagrees with the fitted head (max |Δp| {diff:.4f}); nothing written"
+        )
 
 
 def _rates(probs: np.ndarray, review: float, block: float) -> dict[str, float]:
     p = probs[:, 0]
-    return {"n": int(len(p)), "review_or_block": round(float((p >= review).mean()), 4) if len(p) else None,
-            "block": round(float((p >= block).mean()), 4) if len(p) else None}
+    return {
+        "n": int(len(p)),
+        "review_or_block": round(float((p >= review).mean()), 4) if len(p) else None,
+        "block": round(float((p >= block).mean()), 4) if len(p) else None,
+    }
 
 
-def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall, search) -> dict:
+def _report(
+    args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall, search
+) -> dict:
     from fanzha.models.labels import DecisionThresholds
 
     block_before, block_after = base_t.get("block", DecisionThresholds.block), new_t["block"]
@@ -487,8 +590,10 @@ def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, me
     traffic = {}
     for g in ["all", *sorted(set(groups) - {"all"})]:
         m = held & (np.array(groups) == g) if g != "all" else held
-        traffic[g] = {"before": _rates(base_p[m], base_t["fraud"], block_before),
-                      "after": _rates(new_p[m], new_t["fraud"], block_after)}
+        traffic[g] = {
+            "before": _rates(base_p[m], base_t["fraud"], block_before),
+            "after": _rates(new_p[m], new_t["fraud"], block_after),
+        }
     labelled = {}
     for name in ("dev", "test"):
         if name not in feats:
@@ -501,29 +606,56 @@ def _report(args, feats, new_logits, y, held, groups, base_t, new_t, version, me
             "benign_flag_rate_before": round(float((bp[fraud < 0.5, 0] >= base_t["fraud"]).mean()), 4),
             "benign_flag_rate_after": round(float((np_[fraud < 0.5, 0] >= new_t["fraud"]).mean()), 4),
         }
-    return {"version": version, "adapted_from": metadata["fanzha.adapted_from"], "traffic": {"path": str(args.traffic),
-            "sha256": metadata["fanzha.traffic_sha256"], "size": n_traffic, "held_out": int(held.sum())},
-            "thresholds": {"before": base_t, "after": new_t}, "held_out_traffic": traffic, "traffic_weight_search": search,
-            "labelled": labelled, "wall_time_s": round(wall, 1)}
+    return {
+        "version": version,
+        "adapted_from": metadata["fanzha.adapted_from"],
+        "traffic": {
+            "path": str(args.traffic),
+            "sha256": metadata["fanzha.traffic_sha256"],
+            "size": n_traffic,
+            "held_out": int(held.sum()),
+        },
+        "thresholds": {"before": base_t, "after": new_t},
+        "held_out_traffic": traffic,
+        "traffic_weight_search": search,
+        "labelled": labelled,
+        "wall_time_s": round(wall, 1),
+    }
 
 
 def render(r: dict) -> str:
-    lines = [f"# Adaptation report — {r['version']}", "",
-             f"Base model `{r['adapted_from']}`; traffic `{r['traffic']['path']}` ({r['traffic']['size']:,} messages, "
-             f"sha256 `{r['traffic']['sha256'][:16]}…`); {r['traffic']['held_out']:,} held out and never fitted on. "
-             f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block "
-             f"{r['thresholds']['before'].get('block', 0.9)} → {r['thresholds']['after']['block']}; traffic weight "
-             f"{min(r['traffic_weight_search'], key=lambda x: x['validation_flag_rate'] or 1.0)['traffic_weight']} "
-             f"(searched {[x['traffic_weight'] for x in r['traffic_weight_search']]} on dev recall and a validation slice of the fitted traffic). "
-             f"Wall time {r['wall_time_s'] / 60:.1f} min.", "",
-             "## Flag rate on held-out traffic", "",
-             "| group | n | review+block before | after | block before | after |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Adaptation report — {r['version']}",
+        "",
+        f"Base model `{r['adapted_from']}`; traffic `{r['traffic']['path']}` ({r['traffic']['size']:,} messages, "
+        f"sha256 `{r['traffic']['sha256'][:16]}…`); {r['traffic']['held_out']:,} held out and never fitted on. "
+        f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block "
+        f"{r['thresholds']['before'].get('block', 0.9)} → {r['thresholds']['after']['block']}; traffic weight "
+        f"{min(r['traffic_weight_search'], key=lambda x: x['validation_flag_rate'] or 1.0)['traffic_weight']} "
+        f"(searched {[x['traffic_weight'] for x in r['traffic_weight_search']]} on dev recall and a validation slice of the fitted traffic). "
+        f"Wall time {r['wall_time_s'] / 60:.1f} min.",
+        "",
+        "## Flag rate on held-out traffic",
+        "",
+        "| group | n | review+block before | after | block before | after |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for g, v in r["held_out_traffic"].items():
         b, a = v["before"], v["after"]
-        lines.append(f"| {g} | {b['n']:,} | {_pct(b['review_or_block'])} | {_pct(a['review_or_block'])} | {_pct(b['block'])} | {_pct(a['block'])} |")
-    lines += ["", "## Labelled corpus", "", "| split | fraud recall before | after | benign flag rate before | after |", "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {g} | {b['n']:,} | {_pct(b['review_or_block'])} | {_pct(a['review_or_block'])} | {_pct(b['block'])} | {_pct(a['block'])} |"
+        )
+    lines += [
+        "",
+        "## Labelled corpus",
+        "",
+        "| split | fraud recall before | after | benign flag rate before | after |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, v in r["labelled"].items():
-        lines.append(f"| {name} | {_pct(v['recall_before'])} | {_pct(v['recall_after'])} | {_pct(v['benign_flag_rate_before'])} | {_pct(v['benign_flag_rate_after'])} |")
+        lines.append(
+            f"| {name} | {_pct(v['recall_before'])} | {_pct(v['recall_after'])} | {_pct(v['benign_flag_rate_before'])} | {_pct(v['benign_flag_rate_after'])} |"
+        )
     lines += ["", "PR curves (test split, fraud output, before and after): `pr_curves.png`.", ""]
     return "\n".join(lines)
 

@@ -9,28 +9,71 @@ from dataclasses import dataclass, field
 
 @dataclass
 class AdaptArguments:
-    traffic: str = field(metadata={"help": "unlabelled sample of the platform's messages: .jsonl, .jsonl.gz or .parquet with a text column"})
-    output: str = field(metadata={"help": "directory for the adapted model (must not exist or be empty; never the base model)"})
-    base_model: str = field(default="", metadata={"help": "model directory to adapt (model.onnx + tokenizer.json); default: the committed model"})
-    corpus: str | None = field(default=None, metadata={"help": "labelled corpus dir or JSONL (default: datasets/corpus)"})
-    feedback: list[str] = field(default_factory=list, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated reports)"})
+    traffic: str = field(
+        metadata={
+            "help": "unlabelled sample of the platform's messages: .jsonl, .jsonl.gz or .parquet with a text column"
+        }
+    )
+    output: str = field(
+        metadata={
+            "help": "directory for the adapted model (must not exist or be empty; never the base model)"
+        }
+    )
+    base_model: str = field(
+        default="",
+        metadata={
+            "help": "model directory to adapt (model.onnx + tokenizer.json); default: the committed model"
+        },
+    )
+    corpus: str | None = field(
+        default=None, metadata={"help": "labelled corpus dir or JSONL (default: datasets/corpus)"}
+    )
+    feedback: list[str] = field(
+        default_factory=list,
+        metadata={"help": "JSONL files from `fanzha export-feedback` (moderated reports)"},
+    )
     text_field: str = field(default="text", metadata={"help": "column holding the message text"})
-    group_field: str = field(default="source", metadata={"help": "optional column to break the report down by (e.g. genre); ignored when absent"})
-    traffic_weight: float = field(default=1.0, metadata={"help": "total weight of the traffic, as a multiple of the corpus' benign weight (when no search)"})
-    traffic_weights: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0], metadata={
-        "help": "candidate traffic weights: each is fitted without a validation slice of the traffic, and the one whose "
-                "validation flag rate is lowest (at the dev-recall-preserving threshold) is refitted on all of it"})
-    feedback_weight: float = field(default=3.0, metadata={"help": "weight of one moderated feedback record (a corpus record weighs 1)"})
-    l2: float = field(default=1.0, metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"})
-    max_recall_drop: float = field(default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"})
+    group_field: str = field(
+        default="source",
+        metadata={"help": "optional column to break the report down by (e.g. genre); ignored when absent"},
+    )
+    traffic_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "total weight of the traffic, as a multiple of the corpus' benign weight (when no search)"
+        },
+    )
+    traffic_weights: list[float] = field(
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0],
+        metadata={
+            "help": "candidate traffic weights: each is fitted without a validation slice of the traffic, and the one whose "
+            "validation flag rate is lowest (at the dev-recall-preserving threshold) is refitted on all of it"
+        },
+    )
+    feedback_weight: float = field(
+        default=3.0, metadata={"help": "weight of one moderated feedback record (a corpus record weighs 1)"}
+    )
+    l2: float = field(
+        default=1.0,
+        metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"},
+    )
+    max_recall_drop: float = field(
+        default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"}
+    )
     max_traffic: int = field(default=200_000, metadata={"help": "read at most this many traffic messages"})
-    held_out: float = field(default=0.2, metadata={"help": "fraction of the traffic held out of the fit, for the before/after flag rates"})
+    held_out: float = field(
+        default=0.2,
+        metadata={"help": "fraction of the traffic held out of the fit, for the before/after flag rates"},
+    )
     threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = all cores)"})
     seed: int = field(default=13, metadata={"help": "seed of the held-out split"})
 
 
 def parse_args(argv: list[str] | None = None) -> AdaptArguments:
-    parser = argparse.ArgumentParser(prog="fanzha adapt", description="Adapt a model to a platform's own traffic (re-fits the head on ONNX sentence vectors).")
+    parser = argparse.ArgumentParser(
+        prog="fanzha adapt",
+        description="Adapt a model to a platform's own traffic (re-fits the head on ONNX sentence vectors).",
+    )
     add_arguments(parser)
     return arguments_from(parser.parse_args(argv))
 

@@ -43,7 +43,9 @@ class TfidfLogReg:
     def fit(self, texts: list[str], y: np.ndarray) -> TfidfLogReg:
         x = self.vectorizer.fit_transform(texts)
         self.models = [
-            LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced", random_state=self.seed).fit(x, y[:, k])
+            LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced", random_state=self.seed).fit(
+                x, y[:, k]
+            )
             for k in range(y.shape[1])
         ]
         return self

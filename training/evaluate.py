@@ -40,17 +40,36 @@ from .metrics import targets  # noqa: E402
 
 log = logging.getLogger("fanzha.evaluate")
 SYSTEMS = ("fanzha", "tfidf_lr", "keywords")
-TARGETS = {"test_fraud_f1": (">=", 0.97), "hard_negative_fpr": ("<=", 0.03), "max_evasion_recall_drop_points": ("<=", 3.0), "real_normal_fpr": ("<=", 0.02)}
+TARGETS = {
+    "test_fraud_f1": (">=", 0.97),
+    "hard_negative_fpr": ("<=", 0.03),
+    "max_evasion_recall_drop_points": ("<=", 3.0),
+    "real_normal_fpr": ("<=", 0.02),
+}
 
 
 @dataclass
 class EvalArguments:
-    model_dir: str | None = field(default=None, metadata={"help": "ONNX model dir (default: the committed models/default)"})
-    report_dir: str = field(default="reports", metadata={"help": "where REPORT.md, metrics.json and plots go"})
+    model_dir: str | None = field(
+        default=None, metadata={"help": "ONNX model dir (default: the committed models/default)"}
+    )
+    report_dir: str = field(
+        default="reports", metadata={"help": "where REPORT.md, metrics.json and plots go"}
+    )
     corpus: str | None = field(default=None, metadata={"help": "corpus dir (default: datasets/corpus)"})
-    corpora_dir: str | None = field(default=None, metadata={"help": "external corpora dir (default: $FANZHA_CORPORA or ../shared/corpora; 'none' = skip)"})
+    corpora_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "external corpora dir (default: $FANZHA_CORPORA or ../shared/corpora; 'none' = skip)"
+        },
+    )
     max_external: int = field(default=0, metadata={"help": "cap rows per external file (0 = all)"})
-    previous: str | None = field(default=None, metadata={"help": "an earlier metrics.json: its external flag rates become the 'before' columns of the external precision table"})
+    previous: str | None = field(
+        default=None,
+        metadata={
+            "help": "an earlier metrics.json: its external flag rates become the 'before' columns of the external precision table"
+        },
+    )
     seed: int = field(default=13, metadata={"help": "seed for the evasion perturbations"})
 
 
@@ -70,7 +89,14 @@ class _ModelScorer:
                 valid.append(i)
             except InputError:
                 self.rejected += 1
-        for start in tqdm(range(0, len(valid), 256), desc="fanzha", unit=" batches", leave=False, mininterval=5, disable=len(valid) < 1000):
+        for start in tqdm(
+            range(0, len(valid), 256),
+            desc="fanzha",
+            unit=" batches",
+            leave=False,
+            mininterval=5,
+            disable=len(valid) < 1000,
+        ):
             batch = valid[start : start + 256]
             for i, v in zip(batch, self.detector.classify_texts([texts[i] for i in batch]), strict=True):
                 out[i] = [v.fraud_score, *(v.scores[label] for label in LABELS)]
@@ -105,7 +131,10 @@ def main(argv: list[str] | None = None) -> dict:
     test = load_corpus(args.corpus, splits=["test"])
     y_train, y_test = targets(train), targets(test)
     detector = Detector.load(args.model_dir)
-    thresholds = np.array([detector.thresholds.review, *(detector.classifier.thresholds.get(label, 0.5) for label in LABELS)], dtype=np.float32)
+    thresholds = np.array(
+        [detector.thresholds.review, *(detector.classifier.thresholds.get(label, 0.5) for label in LABELS)],
+        dtype=np.float32,
+    )
     train_norm = [normalize(r["text"]).text for r in train]
     systems = {
         "fanzha": (_ModelScorer(detector), thresholds, False),  # the Detector normalises itself
@@ -120,8 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
     def flags(name: str, texts: list[str]) -> np.ndarray:
         return as_flags(scores(name, texts), systems[name][1])
 
-    metrics: dict = {"model_version": detector.model_version, "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)},
-                     "block_threshold": detector.thresholds.block, "systems": {}}
+    metrics: dict = {
+        "model_version": detector.model_version,
+        "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)},
+        "block_threshold": detector.thresholds.block,
+        "systems": {},
+    }
     test_texts = [r["text"] for r in test]
     hard = [r["text"] for r in test if r["hard_negative"]]
     positives = [r["text"] for r in test if r["labels"]]
@@ -150,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
         pred = as_flags(s, systems[name][1])
         m = {"test_fraud": prf(y_test[:, 0], pred[:, 0])}
         m["test_labels"] = {label: prf(y_test[:, 1 + k], pred[:, 1 + k]) for k, label in enumerate(LABELS)}
-        m["test_label_macro_f1"] = round(float(np.mean([m["test_labels"][label]["f1"] for label in LABELS])), 4)
+        m["test_label_macro_f1"] = round(
+            float(np.mean([m["test_labels"][label]["f1"] for label in LABELS])), 4
+        )
         m["hard_negative_fpr"] = rate(flags(name, hard)[:, 0])
         m["benign_fpr"] = rate(flags(name, negatives)[:, 0])
         clean_recall = float(np.mean(flags(name, positives)[:, 0]))
@@ -160,8 +195,14 @@ def main(argv: list[str] | None = None) -> dict:
             perturbed_pos = [perturb(t, rng) for t in positives]
             perturbed_neg = [perturb(t, rng) for t in negatives]
             recall = float(np.mean(flags(name, perturbed_pos)[:, 0]))
-            m["evasion"][pname] = {"recall": round(recall, 4), "drop_points": round(100 * (clean_recall - recall), 2), "benign_fpr": rate(flags(name, perturbed_neg)[:, 0])}
-        m["max_evasion_recall_drop_points"] = max(v["drop_points"] for k, v in m["evasion"].items() if k != "clean_recall")
+            m["evasion"][pname] = {
+                "recall": round(recall, 4),
+                "drop_points": round(100 * (clean_recall - recall), 2),
+                "benign_fpr": rate(flags(name, perturbed_neg)[:, 0]),
+            }
+        m["max_evasion_recall_drop_points"] = max(
+            v["drop_points"] for k, v in m["evasion"].items() if k != "clean_recall"
+        )
         m["external"] = {}
         if name == "fanzha":  # the decision policy: block must be very precise, so it is measured on its own
             block = detector.thresholds.block
@@ -170,14 +211,23 @@ def main(argv: list[str] | None = None) -> dict:
             m["hard_negative_block_rate"] = rate(scores(name, hard)[:, 0] >= block)
         for ename, texts in external.items():
             s_ext = scores(name, texts)
-            m["external"][ename] = {"n": len(texts), "flag_rate": rate(as_flags(s_ext, systems[name][1])[:, 0])}
+            m["external"][ename] = {
+                "n": len(texts),
+                "flag_rate": rate(as_flags(s_ext, systems[name][1])[:, 0]),
+            }
             if name == "fanzha":
                 m["external"][ename]["block_rate"] = rate(s_ext[:, 0] >= detector.thresholds.block)
         normal = [v for k, v in m["external"].items() if k in ("telecom_normal", "msglog_pass")]
         if normal:
-            m["real_normal_fpr"] = round(sum(v["flag_rate"] * v["n"] for v in normal) / sum(v["n"] for v in normal), 4)
-            fraud_sets = [v for k, v in m["external"].items() if k.startswith("telecom_") and k != "telecom_normal"]
-            m["telecom_fraud_recall"] = round(sum(v["flag_rate"] * v["n"] for v in fraud_sets) / max(1, sum(v["n"] for v in fraud_sets)), 4)
+            m["real_normal_fpr"] = round(
+                sum(v["flag_rate"] * v["n"] for v in normal) / sum(v["n"] for v in normal), 4
+            )
+            fraud_sets = [
+                v for k, v in m["external"].items() if k.startswith("telecom_") and k != "telecom_normal"
+            ]
+            m["telecom_fraud_recall"] = round(
+                sum(v["flag_rate"] * v["n"] for v in fraud_sets) / max(1, sum(v["n"] for v in fraud_sets)), 4
+            )
         metrics["systems"][name] = m
 
     metrics["targets"] = check_targets(metrics["systems"])
@@ -187,7 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
     plot_confusion(as_flags(test_scores["fanzha"], thresholds), y_test, report_dir / "confusion.png")
     (report_dir / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
     previous = json.loads(Path(args.previous).read_text()) if args.previous else None
-    (report_dir / "REPORT.md").write_text(render(metrics, len(test), len(hard), bool(external), previous), encoding="utf-8")
+    (report_dir / "REPORT.md").write_text(
+        render(metrics, len(test), len(hard), bool(external), previous), encoding="utf-8"
+    )
     log.info("report written to %s (%.0fs)", report_dir, time.time() - started)
     return metrics
 
@@ -196,6 +248,7 @@ def check_targets(systems: dict) -> dict:
     """Each target: our value, pass/fail, and whether we beat both baselines."""
     out = {}
     for key, (op, bound) in TARGETS.items():
+
         def value(m: dict, key: str = key):
             return m["test_fraud"]["f1"] if key == "test_fraud_f1" else m.get(key)
 
@@ -206,7 +259,12 @@ def check_targets(systems: dict) -> dict:
         ok = ours >= bound if op == ">=" else ours <= bound
         others = [value(systems[s]) for s in SYSTEMS[1:]]
         better = all(ours > o if op == ">=" else ours < o for o in others if o is not None)
-        out[key] = {"value": ours, "target": f"{op} {bound}", "passed": bool(ok), "beats_baselines": bool(better)}
+        out[key] = {
+            "value": ours,
+            "target": f"{op} {bound}",
+            "passed": bool(ok),
+            "beats_baselines": bool(better),
+        }
     return out
 
 
@@ -263,34 +321,61 @@ def render(metrics: dict, n_test: int, n_hard: int, has_external: bool, previous
         "|---|---:|---|---|---|",
     ]
     for key, t in metrics["targets"].items():
-        lines.append(f"| {key} | {t['value']} | {t.get('target', '')} | {t['passed']} | {t.get('beats_baselines', '')} |")
+        lines.append(
+            f"| {key} | {t['value']} | {t.get('target', '')} | {t['passed']} | {t.get('beats_baselines', '')} |"
+        )
     lines += ["", "## Binary fraud and per-label results (test split)", "", head]
     for part in ("precision", "recall", "f1"):
         lines.append(row(f"fraud {part}", lambda m, part=part: m["test_fraud"][part]))
     for label in LABELS:
         for part in ("precision", "recall", "f1"):
-            lines.append(row(f"{label} {part}", lambda m, label=label, part=part: m["test_labels"][label][part]))
+            lines.append(
+                row(f"{label} {part}", lambda m, label=label, part=part: m["test_labels"][label][part])
+            )
     lines.append(row("label macro-F1", lambda m: m["test_label_macro_f1"]))
     lines.append(row("hard-negative false-positive rate", lambda m: m["hard_negative_fpr"]))
     lines.append(row("all-benign false-positive rate", lambda m: m["benign_fpr"]))
     lines += ["", "## Recall under evasion (test positives, each perturbation alone)", "", head]
     lines.append(row("clean recall", lambda m: m["evasion"]["clean_recall"]))
     for pname in PERTURBATIONS:
-        lines.append(row(f"{pname} recall (drop, points)", lambda m, p=pname: f"{m['evasion'][p]['recall']} ({m['evasion'][p]['drop_points']})"))
+        lines.append(
+            row(
+                f"{pname} recall (drop, points)",
+                lambda m, p=pname: f"{m['evasion'][p]['recall']} ({m['evasion'][p]['drop_points']})",
+            )
+        )
         lines.append(row(f"{pname} benign FPR", lambda m, p=pname: m["evasion"][p]["benign_fpr"]))
     lines += ["", "## External corpora (real text nobody here wrote; never trained on)", ""]
     if has_external:
         lines.append(head)
         for ename in s["fanzha"]["external"]:
-            lines.append(row(f"{ename} flag rate (n={s['fanzha']['external'][ename]['n']})", lambda m, e=ename: m["external"][e]["flag_rate"]))
-        lines.append(row("real normal FPR (telecom_normal + msglog_pass)", lambda m: m.get("real_normal_fpr")))
+            lines.append(
+                row(
+                    f"{ename} flag rate (n={s['fanzha']['external'][ename]['n']})",
+                    lambda m, e=ename: m["external"][e]["flag_rate"],
+                )
+            )
+        lines.append(
+            row("real normal FPR (telecom_normal + msglog_pass)", lambda m: m.get("real_normal_fpr"))
+        )
         lines.append(row("telecom fraud any-fraud recall", lambda m: m.get("telecom_fraud_recall")))
-        lines += ["", "`msglog_spam` is advertising spam, not necessarily fraud: its flag rate is information only."]
+        lines += [
+            "",
+            "`msglog_spam` is advertising spam, not necessarily fraud: its flag rate is information only.",
+        ]
         lines += ["", *external_precision(metrics, previous)]
     else:
         lines.append("Not present on this machine: pass --corpora_dir or set FANZHA_CORPORA.")
-    lines += ["", "## Plots", "", "![PR curves](pr_curves.png)", "", "![Confusion matrices](confusion.png)", "",
-              f"Evaluation wall time: {metrics['wall_time_s']} s."]
+    lines += [
+        "",
+        "## Plots",
+        "",
+        "![PR curves](pr_curves.png)",
+        "",
+        "![Confusion matrices](confusion.png)",
+        "",
+        f"Evaluation wall time: {metrics['wall_time_s']} s.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -299,22 +384,33 @@ def external_precision(metrics: dict, previous: dict | None) -> list[str]:
     ours = metrics["systems"]["fanzha"]
     before = (previous or {}).get("systems", {}).get("fanzha", {}).get("external", {})
     name = previous.get("model_version", "previous") if previous else None
-    lines = ["## External precision (the decision policy on real text)", "",
-             f"Review = fraud score ≥ {metrics['thresholds']['fraud']}; block = fraud score ≥ {metrics['block_threshold']}. "
-             f"Test split: block precision {ours['test_block']['precision']}, recall {ours['test_block']['recall']}; "
-             f"hard negatives blocked {ours['hard_negative_block_rate']}.", ""]
+    lines = [
+        "## External precision (the decision policy on real text)",
+        "",
+        f"Review = fraud score ≥ {metrics['thresholds']['fraud']}; block = fraud score ≥ {metrics['block_threshold']}. "
+        f"Test split: block precision {ours['test_block']['precision']}, recall {ours['test_block']['recall']}; "
+        f"hard negatives blocked {ours['hard_negative_block_rate']}.",
+        "",
+    ]
     if before:
-        lines += [f"| set | n | review+block ({name}) | review+block (this model) | block only ({name}) | block only (this model) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"| set | n | review+block ({name}) | review+block (this model) | block only ({name}) | block only (this model) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
     else:
         lines += ["| set | n | review+block | block only |", "|---|---:|---:|---:|"]
     for ename, v in ours["external"].items():
         if before:
             b = before.get(ename, {})
-            lines.append(f"| {ename} | {v['n']} | {b.get('flag_rate', '—')} | {v['flag_rate']} | {b.get('block_rate', '—')} | {v['block_rate']} |")
+            lines.append(
+                f"| {ename} | {v['n']} | {b.get('flag_rate', '—')} | {v['flag_rate']} | {b.get('block_rate', '—')} | {v['block_rate']} |"
+            )
         else:
             lines.append(f"| {ename} | {v['n']} | {v['flag_rate']} | {v['block_rate']} |")
-    lines += ["", "For the telecom fraud sets the flag rate is recall; for every other set it is the false-positive rate."]
+    lines += [
+        "",
+        "For the telecom fraud sets the flag rate is recall; for every other set it is the false-positive rate.",
+    ]
     return lines
 
 

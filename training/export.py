@@ -39,21 +39,49 @@ log = logging.getLogger("fanzha.export")
 
 @dataclass
 class ExportArguments:
-    model_dir: str = field(default="runs/model", metadata={"help": "fine-tuned checkpoint (fanzha.training.train output)"})
-    output_dir: str = field(default="models/default", metadata={"help": "where model.onnx (int8) + tokenizer.json go"})
-    work_dir: str = field(default="runs/export", metadata={"help": "scratch dir for the fp32 and pre-processed graphs"})
-    corpus: str | None = field(default=None, metadata={"help": "corpus used for pruning and parity (default: datasets/corpus)"})
-    prune_vocab: bool = field(default=True, metadata={"help": "drop vocabulary pieces CJK/ASCII text and the corpus never need"})
+    model_dir: str = field(
+        default="runs/model", metadata={"help": "fine-tuned checkpoint (fanzha.training.train output)"}
+    )
+    output_dir: str = field(
+        default="models/default", metadata={"help": "where model.onnx (int8) + tokenizer.json go"}
+    )
+    work_dir: str = field(
+        default="runs/export", metadata={"help": "scratch dir for the fp32 and pre-processed graphs"}
+    )
+    corpus: str | None = field(
+        default=None, metadata={"help": "corpus used for pruning and parity (default: datasets/corpus)"}
+    )
+    prune_vocab: bool = field(
+        default=True, metadata={"help": "drop vocabulary pieces CJK/ASCII text and the corpus never need"}
+    )
     ascii_top: int = field(default=12000, metadata={"help": "multi-character ASCII pieces kept by pruning"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel int8 weight scales"})
-    reduce_range: bool = field(default=True, metadata={"help": "7-bit weights: avoids u8s8 saturation on AVX2 CPUs without VNNI (kept the int8 F1 drop under 0.5 point here)"})
-    version: str | None = field(default=None, metadata={"help": "model version string (default: fanzha-text-<date>-<layers>L)"})
-    window: int = field(default=64, metadata={"help": "run-time window length in tokens for long texts (half-window overlap)"})
+    reduce_range: bool = field(
+        default=True,
+        metadata={
+            "help": "7-bit weights: avoids u8s8 saturation on AVX2 CPUs without VNNI (kept the int8 F1 drop under 0.5 point here)"
+        },
+    )
+    version: str | None = field(
+        default=None, metadata={"help": "model version string (default: fanzha-text-<date>-<layers>L)"}
+    )
+    window: int = field(
+        default=64, metadata={"help": "run-time window length in tokens for long texts (half-window overlap)"}
+    )
     opset: int = field(default=17, metadata={"help": "ONNX opset"})
-    exporter: str = field(default="torchscript", metadata={"help": "torchscript (fusable attention) or dynamo"})
-    fuse: bool = field(default=True, metadata={"help": "apply onnxruntime's transformer fusions before quantising"})
-    quantize_attention: bool = field(default=True, metadata={"help": "int8 inside the fused Attention op too (faster; off keeps attention fp32)"})
-    max_parity_texts: int = field(default=400, metadata={"help": "texts used for the fp32 logits parity check"})
+    exporter: str = field(
+        default="torchscript", metadata={"help": "torchscript (fusable attention) or dynamo"}
+    )
+    fuse: bool = field(
+        default=True, metadata={"help": "apply onnxruntime's transformer fusions before quantising"}
+    )
+    quantize_attention: bool = field(
+        default=True,
+        metadata={"help": "int8 inside the fused Attention op too (faster; off keeps attention fp32)"},
+    )
+    max_parity_texts: int = field(
+        default=400, metadata={"help": "texts used for the fp32 logits parity check"}
+    )
     strict_parity: bool = field(default=True, metadata={"help": "exit non-zero when a parity gate fails"})
 
 
@@ -77,16 +105,26 @@ def export_fp32(model: FraudClassifier, path: Path, opset: int, exporter: str = 
     """
     example = (torch.tensor([[0, 5, 6, 2], [0, 7, 2, 1]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
     wrapper = _Exportable(model).eval()
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"], "opset_version": opset}
+    names = {
+        "input_names": ["input_ids", "attention_mask"],
+        "output_names": ["logits"],
+        "opset_version": opset,
+    }
     if exporter == "dynamo":
         batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=512)
         dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-        torch.onnx.export(wrapper, example, str(path), dynamic_shapes=dynamic, dynamo=True, external_data=False, **names)
+        torch.onnx.export(
+            wrapper, example, str(path), dynamic_shapes=dynamic, dynamo=True, external_data=False, **names
+        )
         return
     if exporter != "torchscript":
         raise ValueError(f"unknown exporter {exporter!r}: use torchscript or dynamo")
     model.encoder.set_attn_implementation("eager")
-    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    dynamic = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch"},
+    }
     torch.onnx.export(wrapper, example, str(path), dynamic_axes=dynamic, dynamo=False, **names)
 
 
@@ -97,7 +135,12 @@ def fuse_transformer_ops(fp32: Path, out: Path, encoder_config) -> bool:
         return False
     from onnxruntime.transformers import optimizer
 
-    opt = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=encoder_config.num_attention_heads, hidden_size=encoder_config.hidden_size)
+    opt = optimizer.optimize_model(
+        str(fp32),
+        model_type="bert",
+        num_heads=encoder_config.num_attention_heads,
+        hidden_size=encoder_config.hidden_size,
+    )
     log.info("fused operators: %s", {k: v for k, v in opt.get_fused_operator_statistics().items() if v})
     opt.save_model_to_file(str(out))
     return True
@@ -111,14 +154,29 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_int8(fp32: Path, int8: Path, work: Path, per_channel: bool, reduce_range: bool, fused: bool, attention: bool = True) -> None:
+def quantize_int8(
+    fp32: Path,
+    int8: Path,
+    work: Path,
+    per_channel: bool,
+    reduce_range: bool,
+    fused: bool,
+    attention: bool = True,
+) -> None:
     source = fp32
     if not fused:  # a fused graph is already optimised; pre-processing would choke on its contrib ops
         source = work / "model.pre.onnx"
         quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
     op_types = ["MatMul", "Gather", "EmbedLayerNormalization"] + (["Attention"] if attention else [])
-    quantize_dynamic(str(source), str(int8), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
-                     op_types_to_quantize=op_types, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(source),
+        str(int8),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        op_types_to_quantize=op_types,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -132,7 +190,9 @@ def main(argv: list[str] | None = None) -> Path:
     model, tokenizer, config = FraudClassifier.load(args.model_dir)
     records = load_corpus(args.corpus)
     if args.prune_vocab:
-        keep = select_pieces(tokenizer, [normalize(r["text"]).text for r in records], ascii_top=args.ascii_top)
+        keep = select_pieces(
+            tokenizer, [normalize(r["text"]).text for r in records], ascii_top=args.ascii_top
+        )
         before = tokenizer.get_vocab_size()
         tokenizer = prune_tokenizer(tokenizer, keep)
         prune_model_vocab(model.encoder, keep)
@@ -204,7 +264,9 @@ def main(argv: list[str] | None = None) -> Path:
         "fused": fused,
     }
     parity["macro_f1_drop_points"] = round(100 * (parity["macro_f1_fp32"] - parity["macro_f1_int8"]), 3)
-    parity["passed"] = parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4 and parity["macro_f1_drop_points"] <= 0.5
+    parity["passed"] = (
+        parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4 and parity["macro_f1_drop_points"] <= 0.5
+    )
     (work / "parity.json").write_text(json.dumps(parity, indent=2))
     log.info("parity: %s (%.1fs)", parity, time.time() - started)
     if args.strict_parity and not parity["passed"]:

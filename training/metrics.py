@@ -26,7 +26,11 @@ def dev_metrics(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray | None 
     pred = probs >= t
     fraud_f1 = f1_score(y[:, 0], pred[:, 0], zero_division=0)
     macro = f1_score(y[:, 1:], pred[:, 1:], average="macro", zero_division=0)
-    return {"fraud_f1": float(fraud_f1), "label_macro_f1": float(macro), "score": float((fraud_f1 + macro) / 2)}
+    return {
+        "fraud_f1": float(fraud_f1),
+        "label_macro_f1": float(macro),
+        "score": float((fraud_f1 + macro) / 2),
+    }
 
 
 # The fraud head's threshold is the default review threshold: below 0.5 the model itself says "more likely
@@ -56,7 +60,9 @@ BLOCK_THRESHOLD_RANGE = (0.9, 0.99)
 BLOCK_MIN_PRECISION = 0.995
 
 
-def tune_block_threshold(fraud_probs: np.ndarray, is_fraud: np.ndarray, min_precision: float = BLOCK_MIN_PRECISION) -> float:
+def tune_block_threshold(
+    fraud_probs: np.ndarray, is_fraud: np.ndarray, min_precision: float = BLOCK_MIN_PRECISION
+) -> float:
     low, high = BLOCK_THRESHOLD_RANGE
     for t in np.round(np.arange(low, high + 1e-9, 0.01), 2):
         blocked = fraud_probs >= t

@@ -23,7 +23,9 @@ CONFIG_NAME = "fanzha_classifier.json"
 
 
 class FraudClassifier(torch.nn.Module):
-    def __init__(self, encoder: torch.nn.Module, num_outputs: int = len(OUTPUTS), dropout: float = 0.1) -> None:
+    def __init__(
+        self, encoder: torch.nn.Module, num_outputs: int = len(OUTPUTS), dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = torch.nn.Dropout(dropout)
@@ -44,7 +46,9 @@ class FraudClassifier(torch.nn.Module):
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(out)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(out / "head.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in self.head.state_dict().items()}, str(out / "head.safetensors")
+        )
         tokenizer.save(str(out / "tokenizer.json"))
         config = {"outputs": list(OUTPUTS), "pooling": "mean", **(extra or {})}
         (out / CONFIG_NAME).write_text(json.dumps(config, ensure_ascii=False, indent=2))
@@ -93,7 +97,9 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str], max_length: int) -> dic
 
 
 @torch.no_grad()
-def predict_logits(model: FraudClassifier, tokenizer: Tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+def predict_logits(
+    model: FraudClassifier, tokenizer: Tokenizer, texts: list[str], max_length: int, batch_size: int = 64
+) -> np.ndarray:
     model.eval()
     order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
     out = np.zeros((len(texts), model.head.out_features), dtype=np.float32)

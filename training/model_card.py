@@ -95,11 +95,17 @@ def _row(name: str, systems: dict, get, target: str = "") -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model_dir", default="models/default")
     parser.add_argument("--metrics", default="reports/metrics.json")
     parser.add_argument("--bench", default=None, help="bench/text.py --json output to include")
-    parser.add_argument("--notes", default=None, help="a Markdown file of training notes to include (what happened during the run)")
+    parser.add_argument(
+        "--notes",
+        default=None,
+        help="a Markdown file of training notes to include (what happened during the run)",
+    )
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     summary = json.loads((model_dir / "training_summary.json").read_text())
@@ -112,29 +118,67 @@ def main(argv: list[str] | None = None) -> Path:
     s = metrics["systems"]
     rows = [
         _row("binary fraud F1 (test)", s, lambda m: m["test_fraud"]["f1"], "≥ 0.97"),
-        _row("binary fraud precision / recall (test)", s, lambda m: f"{m['test_fraud']['precision']} / {m['test_fraud']['recall']}"),
-        *(_row(f"{label} F1 (test)", s, lambda m, label=label: m["test_labels"][label]["f1"]) for label in LABELS),
+        _row(
+            "binary fraud precision / recall (test)",
+            s,
+            lambda m: f"{m['test_fraud']['precision']} / {m['test_fraud']['recall']}",
+        ),
+        *(
+            _row(f"{label} F1 (test)", s, lambda m, label=label: m["test_labels"][label]["f1"])
+            for label in LABELS
+        ),
         _row("hard-negative false-positive rate (test)", s, lambda m: m["hard_negative_fpr"], "≤ 0.03"),
-        _row("largest recall drop under one evasion (points)", s, lambda m: m["max_evasion_recall_drop_points"], "≤ 3"),
+        _row(
+            "largest recall drop under one evasion (points)",
+            s,
+            lambda m: m["max_evasion_recall_drop_points"],
+            "≤ 3",
+        ),
         _row("real normal messages false-positive rate", s, lambda m: m["real_normal_fpr"], "≤ 0.02"),
         _row("telecom fraud any-fraud recall", s, lambda m: m["telecom_fraud_recall"], "≥ 0.97"),
-        _row("telecom label00 (operator/merchant SMS) flag rate: review+block / block", s,
-             lambda m: f"{m['external']['telecom_normal']['flag_rate']} / {m['external']['telecom_normal'].get('block_rate', 'n/a')}", "≤ 0.05"),
-        _row("msgpass (personal SMS) flag rate: review+block / block", s,
-             lambda m: f"{m['external']['msglog_pass']['flag_rate']} / {m['external']['msglog_pass'].get('block_rate', 'n/a')}", "≤ 0.01"),
-        _row("msgspam (SMS adverts; information only) flag rate: review+block / block", s,
-             lambda m: f"{m['external']['msglog_spam']['flag_rate']} / {m['external']['msglog_spam'].get('block_rate', 'n/a')}"),
+        _row(
+            "telecom label00 (operator/merchant SMS) flag rate: review+block / block",
+            s,
+            lambda m: (
+                f"{m['external']['telecom_normal']['flag_rate']} / {m['external']['telecom_normal'].get('block_rate', 'n/a')}"
+            ),
+            "≤ 0.05",
+        ),
+        _row(
+            "msgpass (personal SMS) flag rate: review+block / block",
+            s,
+            lambda m: (
+                f"{m['external']['msglog_pass']['flag_rate']} / {m['external']['msglog_pass'].get('block_rate', 'n/a')}"
+            ),
+            "≤ 0.01",
+        ),
+        _row(
+            "msgspam (SMS adverts; information only) flag rate: review+block / block",
+            s,
+            lambda m: (
+                f"{m['external']['msglog_spam']['flag_rate']} / {m['external']['msglog_spam'].get('block_rate', 'n/a')}"
+            ),
+        ),
     ]
-    history = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['fraud_f1']:.4f} | {h['label_macro_f1']:.4f} |" for h in summary["history"])
+    history = "\n".join(
+        f"| {h['epoch']} | {h['train_loss']:.4f} | {h['fraud_f1']:.4f} | {h['label_macro_f1']:.4f} |"
+        for h in summary["history"]
+    )
     a = summary["args"]
     bench = ""
     if args.bench:
         b = json.loads(Path(args.bench).read_text())
-        lines = ["## Speed and memory (`bench/text.py`, 2 threads, ~40-character texts)", "",
-                 "| runtime | batch | texts/s | p50 ms | p99 ms | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
+        lines = [
+            "## Speed and memory (`bench/text.py`, 2 threads, ~40-character texts)",
+            "",
+            "| runtime | batch | texts/s | p50 ms | p99 ms | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for r in b["results"]:
             for k in ("b1", "b32"):
-                lines.append(f"| {r['config']} | {k[1:]} | {r[k]['texts_per_s']} | {r[k]['p50_ms']} | {r[k]['p99_ms']} | {r['peak_rss_mb']} |")
+                lines.append(
+                    f"| {r['config']} | {k[1:]} | {r[k]['texts_per_s']} | {r[k]['p50_ms']} | {r[k]['p99_ms']} | {r['peak_rss_mb']} |"
+                )
         lines += ["", f"`import fanzha.models`: {b['import_s']} s.", ""]
         bench = "\n".join(lines) + "\n"
     card = TEMPLATE.format(
@@ -166,7 +210,9 @@ def main(argv: list[str] | None = None) -> Path:
         fraud_int8=parity["fraud_f1_int8"],
         eval_rows="\n".join(rows),
         bench=bench,
-        notes=("## Training notes\n\n" + Path(args.notes).read_text(encoding="utf-8").strip() + "\n") if args.notes else "",
+        notes=("## Training notes\n\n" + Path(args.notes).read_text(encoding="utf-8").strip() + "\n")
+        if args.notes
+        else "",
         n_authors=_authors(),
     )
     out = model_dir / "MODEL_CARD.md"
@@ -177,7 +223,9 @@ def main(argv: list[str] | None = None) -> Path:
 def _layers(summary: dict) -> int:
     if "num_layers" in summary:
         return int(summary["num_layers"])
-    base = Path(summary["args"]["base_model"]) / "config.json"  # summaries written before num_layers was recorded
+    base = (
+        Path(summary["args"]["base_model"]) / "config.json"
+    )  # summaries written before num_layers was recorded
     return int(json.loads(base.read_text())["num_hidden_layers"])
 
 

@@ -90,4 +90,20 @@ def read(path: str | Path | None = None) -> E5File:
             tensors[name] = np.frombuffer(raw, dtype="<f4").copy()
         else:
             tensors[name] = _dequantize_q4(raw, count, block)
-    return E5File(hidden, layers, heads, ffn, vocab, maxp, tvs, float(eps), pieces, scores.tolist(), bos, eos, pad, unk, tensors)
+    return E5File(
+        hidden,
+        layers,
+        heads,
+        ffn,
+        vocab,
+        maxp,
+        tvs,
+        float(eps),
+        pieces,
+        scores.tolist(),
+        bos,
+        eos,
+        pad,
+        unk,
+        tensors,
+    )

@@ -37,26 +37,58 @@ log = logging.getLogger("fanzha.train")
 
 @dataclass
 class TrainArguments:
-    base_model: str = field(default="runs/base", metadata={"help": "HF encoder checkpoint dir (build one with fanzha.training.build_base)"})
+    base_model: str = field(
+        default="runs/base",
+        metadata={"help": "HF encoder checkpoint dir (build one with fanzha.training.build_base)"},
+    )
     output_dir: str = field(default="runs/model", metadata={"help": "where the best checkpoint is written"})
-    corpus: str | None = field(default=None, metadata={"help": "corpus dir or JSONL file (default: datasets/corpus)"})
-    max_length: int = field(default=128, metadata={"help": "tokens per training example (head-truncated); the runtime reads long texts in 64-token windows"})
+    corpus: str | None = field(
+        default=None, metadata={"help": "corpus dir or JSONL file (default: datasets/corpus)"}
+    )
+    max_length: int = field(
+        default=128,
+        metadata={
+            "help": "tokens per training example (head-truncated); the runtime reads long texts in 64-token windows"
+        },
+    )
     epochs: int = field(default=4, metadata={"help": "maximum epochs"})
     batch_size: int = field(default=16, metadata={"help": "examples per step"})
     learning_rate: float = field(default=6e-5, metadata={"help": "peak learning rate of the encoder"})
     head_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of the new linear head"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
-    augment_prob: float = field(default=0.5, metadata={"help": "chance that a training example gets an evasion-augmented twin each epoch"})
-    context_prob: float = field(default=0.15, metadata={"help": "chance that a training example also appears inside benign context (a lure in a long post)"})
+    augment_prob: float = field(
+        default=0.5,
+        metadata={"help": "chance that a training example gets an evasion-augmented twin each epoch"},
+    )
+    context_prob: float = field(
+        default=0.15,
+        metadata={
+            "help": "chance that a training example also appears inside benign context (a lure in a long post)"
+        },
+    )
     patience: int = field(default=2, metadata={"help": "epochs without dev improvement before stopping"})
-    max_pos_weight: float = field(default=4.0, metadata={"help": "cap of the per-output positive class weight"})
+    max_pos_weight: float = field(
+        default=4.0, metadata={"help": "cap of the per-output positive class weight"}
+    )
     seed: int = field(default=13, metadata={"help": "random seed (data order, augmentation, init)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "truncate the train split (quick runs, tests)"})
-    resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoint-last when it exists (saved after every epoch)"})
-    feedback: list[str] | None = field(default=None, metadata={"help": "JSONL files from `fanzha export-feedback` (moderated user reports): "
-                                                                      "added to the train split only, never to dev/test"})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "truncate the train split (quick runs, tests)"}
+    )
+    resume: bool = field(
+        default=True,
+        metadata={
+            "help": "continue from output_dir/checkpoint-last when it exists (saved after every epoch)"
+        },
+    )
+    feedback: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL files from `fanzha export-feedback` (moderated user reports): "
+            "added to the train split only, never to dev/test"
+        },
+    )
 
 
 def in_context(text: str, benign: list[str], rng: random.Random) -> str:
@@ -69,12 +101,23 @@ def in_context(text: str, benign: list[str], rng: random.Random) -> str:
 CHECKPOINT = "checkpoint-last"
 
 
-def save_checkpoint(path: Path, model: FraudClassifier, optimizer, scheduler, rng: random.Random, state: dict) -> None:
+def save_checkpoint(
+    path: Path, model: FraudClassifier, optimizer, scheduler, rng: random.Random, state: dict
+) -> None:
     """Everything needed to continue after a kill: weights, optimiser, schedule, RNGs, history (written atomically)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}, tmp / "state.pt")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+        },
+        tmp / "state.pt",
+    )
     (tmp / "progress.json").write_text(json.dumps(state, indent=2))
     if path.exists():
         shutil.rmtree(path)
@@ -109,26 +152,38 @@ def main(argv: list[str] | None = None) -> Path:
         train = random.Random(args.seed).sample(train, min(args.max_train_samples, len(train)))
     feedback_stats = None
     if args.feedback:  # after truncation: a quick run still learns from every moderated report
-        train, feedback_stats = join_feedback(train, load_corpus(args.corpus, splits=["dev", "test"]), load_feedback(args.feedback))
+        train, feedback_stats = join_feedback(
+            train, load_corpus(args.corpus, splits=["dev", "test"]), load_feedback(args.feedback)
+        )
         log.info("feedback from %s: %s", ", ".join(args.feedback), feedback_stats)
     if not train or not dev:
         raise SystemExit(f"need train and dev records, got {len(train)} train / {len(dev)} dev")
     y_train, y_dev = targets(train), targets(dev)
     benign = [r["text"] for r in train if not r["labels"]]
     dev_texts = [normalize(r["text"]).text for r in dev]
-    log.info("train %d, dev %d; positives per output (train): %s", len(train), len(dev), dict(zip(OUTPUTS, y_train.sum(0).astype(int).tolist(), strict=True)))
+    log.info(
+        "train %d, dev %d; positives per output (train): %s",
+        len(train),
+        len(dev),
+        dict(zip(OUTPUTS, y_train.sum(0).astype(int).tolist(), strict=True)),
+    )
 
     # 2. model
     tokenizer = load_tokenizer(args.base_model)
     model = FraudClassifier.from_base(args.base_model)
     pos = y_train.sum(0)
-    pos_weight = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, args.max_pos_weight), dtype=torch.float32)
+    pos_weight = torch.tensor(
+        np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, args.max_pos_weight), dtype=torch.float32
+    )
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     head_params = list(model.head.parameters())
     head_ids = {id(p) for p in head_params}
     encoder_params = [p for p in model.parameters() if id(p) not in head_ids]
     optimizer = torch.optim.AdamW(
-        [{"params": encoder_params, "lr": args.learning_rate}, {"params": head_params, "lr": args.head_learning_rate}],
+        [
+            {"params": encoder_params, "lr": args.learning_rate},
+            {"params": head_params, "lr": args.head_learning_rate},
+        ],
         weight_decay=args.weight_decay,
     )
     steps_per_epoch = math.ceil(len(train) * (1 + args.augment_prob + args.context_prob) / args.batch_size)
@@ -144,14 +199,24 @@ def main(argv: list[str] | None = None) -> Path:
         state = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, rng)
         best_score, best_epoch, history = state["best_score"], state["best_epoch"], state["history"]
         started -= history[-1]["elapsed_s"] if history else 0.0  # wall time counts the earlier run too
-        log.info("resumed from %s after epoch %d (best epoch %d)", out / CHECKPOINT, state["epoch"], best_epoch)
+        log.info(
+            "resumed from %s after epoch %d (best epoch %d)", out / CHECKPOINT, state["epoch"], best_epoch
+        )
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         if best_epoch > 0 and epoch - 1 - best_epoch >= args.patience:
             break  # a resumed run that had already stopped early
         model.train()
         examples = [(r["text"], y_train[i]) for i, r in enumerate(train)]
-        examples += [(augment(r["text"], rng), y_train[i]) for i, r in enumerate(train) if rng.random() < args.augment_prob]
-        examples += [(in_context(r["text"], benign, rng), y_train[i]) for i, r in enumerate(train) if rng.random() < args.context_prob]
+        examples += [
+            (augment(r["text"], rng), y_train[i])
+            for i, r in enumerate(train)
+            if rng.random() < args.augment_prob
+        ]
+        examples += [
+            (in_context(r["text"], benign, rng), y_train[i])
+            for i, r in enumerate(train)
+            if rng.random() < args.context_prob
+        ]
         rng.shuffle(examples)
         texts = [normalize(t).text for t, _ in examples]
         labels = np.stack([y for _, y in examples])
@@ -170,31 +235,64 @@ def main(argv: list[str] | None = None) -> Path:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         probs = sigmoid(predict_logits(model, tokenizer, dev_texts, args.max_length))
         metrics = dev_metrics(probs, y_dev)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics, "elapsed_s": round(time.time() - started, 1)})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                **metrics,
+                "elapsed_s": round(time.time() - started, 1),
+            }
+        )
         log.info("epoch %d: loss %.4f dev %s", epoch, np.mean(losses), metrics)
         if metrics["score"] > best_score:
             best_score, best_epoch = metrics["score"], epoch
             thresholds = tune_thresholds(probs, y_dev)
             tuned = dev_metrics(probs, y_dev, thresholds)
-            model.save(out, tokenizer, extra={
-                "max_length": args.max_length,
-                "thresholds": {o: round(float(t), 2) for o, t in zip(OUTPUTS, thresholds, strict=True)},
-                "dev_metrics_at_0.5": metrics, "dev_metrics_tuned": tuned, "epoch": epoch,
-                "base_model": str(args.base_model),
-            })
-        save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, rng,
-                        {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history})
+            model.save(
+                out,
+                tokenizer,
+                extra={
+                    "max_length": args.max_length,
+                    "thresholds": {o: round(float(t), 2) for o, t in zip(OUTPUTS, thresholds, strict=True)},
+                    "dev_metrics_at_0.5": metrics,
+                    "dev_metrics_tuned": tuned,
+                    "epoch": epoch,
+                    "base_model": str(args.base_model),
+                },
+            )
+        save_checkpoint(
+            out / CHECKPOINT,
+            model,
+            optimizer,
+            scheduler,
+            rng,
+            {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "history": history},
+        )
         if epoch - best_epoch >= args.patience:
             log.info("no dev improvement for %d epochs: stopping", args.patience)
             break
 
     wall = time.time() - started
-    summary = {"args": asdict(args), "best_epoch": best_epoch, "best_dev_score": best_score, "history": history,
-               "wall_time_s": round(wall, 1), "train_size": len(train),
-               "num_layers": getattr(model.encoder.config, "num_hidden_layers", None), "dev_size": len(dev), "pos_weight": pos_weight.tolist()}
+    summary = {
+        "args": asdict(args),
+        "best_epoch": best_epoch,
+        "best_dev_score": best_score,
+        "history": history,
+        "wall_time_s": round(wall, 1),
+        "train_size": len(train),
+        "num_layers": getattr(model.encoder.config, "num_hidden_layers", None),
+        "dev_size": len(dev),
+        "pos_weight": pos_weight.tolist(),
+    }
     summary["feedback"] = feedback_stats
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
-    log.info("best epoch %d (dev score %.4f); wall time %.1f min; saved to %s", best_epoch, best_score, wall / 60, out)
+    log.info(
+        "best epoch %d (dev score %.4f); wall time %.1f min; saved to %s",
+        best_epoch,
+        best_score,
+        wall / 60,
+        out,
+    )
     return out
 
 

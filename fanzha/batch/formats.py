@@ -9,7 +9,13 @@ from fanzha.models.errors import InputError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".flv", ".avi", ".ts", ".m4v"}
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-TABLE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+TABLE_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 
 
 class ArchiveError(InputError):
@@ -41,10 +47,10 @@ def _still_quoted(line: bytes, quoted: bool) -> bool:
     at_field_start = not quoted
     i, n = 0, len(line)
     while i < n:
-        c = line[i:i + 1]
+        c = line[i : i + 1]
         if quoted:
             if c == b'"':
-                if line[i + 1:i + 2] == b'"':
+                if line[i + 1 : i + 2] == b'"':
                     i += 1  # an escaped quote
                 else:
                     quoted = False

@@ -25,10 +25,21 @@ from .summary import Summary, summarize
 from .tracking import TrackerFactory
 
 
-def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local", chunk_size: int = 2000,
-                  columns: Columns | None = None, model_dir: str | None = None, threads: int | None = None,
-                  overwrite: bool = False, progress: bool = True, ray_address: str | None = None,
-                  actors: int | None = None, tracker: TrackerFactory | None = None) -> Summary:
+def score_archive(
+    inputs: list[str],
+    output: str | Path,
+    *,
+    engine: str = "local",
+    chunk_size: int = 2000,
+    columns: Columns | None = None,
+    model_dir: str | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    ray_address: str | None = None,
+    actors: int | None = None,
+    tracker: TrackerFactory | None = None,
+) -> Summary:
     """Plan, resume, score, merge, summarise: the whole `fanzha score` job.
 
     `tracker` (e.g. fanzha.platform.open_tracker) opens what every scored record that names an account or
@@ -50,7 +61,9 @@ def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local
     total = sum(c.count for c in chunks)
     done = total - sum(c.count for c in todo)
     started = time.perf_counter()
-    with tqdm(total=total, initial=done, desc="score", unit=" records", disable=not progress, smoothing=0.05) as bar:
+    with tqdm(
+        total=total, initial=done, desc="score", unit=" records", disable=not progress, smoothing=0.05
+    ) as bar:
         if engine == "local":
             opened = tracker() if tracker else None
             try:
@@ -61,8 +74,18 @@ def score_archive(inputs: list[str], output: str | Path, *, engine: str = "local
         else:
             from .ray_engine import run_ray
 
-            scored, alerts = run_ray(todo, parts_dir, fmt, columns, model_dir, address=ray_address, actors=actors,
-                                     threads=threads or 1, progress=bar, tracker=tracker)
+            scored, alerts = run_ray(
+                todo,
+                parts_dir,
+                fmt,
+                columns,
+                model_dir,
+                address=ray_address,
+                actors=actors,
+                threads=threads or 1,
+                progress=bar,
+                tracker=tracker,
+            )
     seconds = time.perf_counter() - started
     merge_parts(parts_dir, chunks, output, fmt)
     summary = summarize(output)

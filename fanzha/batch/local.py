@@ -11,7 +11,9 @@ from .scoring import score_rows
 from .tracking import Tracker
 
 
-def process_chunk(detector, chunk: Chunk, columns: Columns, parts_dir: Path, fmt: str, tracker: Tracker | None = None) -> tuple[int, int]:
+def process_chunk(
+    detector, chunk: Chunk, columns: Columns, parts_dir: Path, fmt: str, tracker: Tracker | None = None
+) -> tuple[int, int]:
     """Read, score, (track,) write one chunk. Returns (records, alerts)."""
     rows = score_rows(detector, read_chunk(chunk, columns))
     alerts = 0
@@ -22,8 +24,15 @@ def process_chunk(detector, chunk: Chunk, columns: Columns, parts_dir: Path, fmt
     return len(rows), alerts
 
 
-def run_local(detector, chunks: list[Chunk], parts_dir: Path, fmt: str, columns: Columns, progress=None,
-              tracker: Tracker | None = None) -> tuple[int, int]:
+def run_local(
+    detector,
+    chunks: list[Chunk],
+    parts_dir: Path,
+    fmt: str,
+    columns: Columns,
+    progress=None,
+    tracker: Tracker | None = None,
+) -> tuple[int, int]:
     """Score the pending chunks in this process; returns (records scored, alerts raised)."""
     scored = alerts = 0
     for chunk in chunks:

@@ -30,7 +30,9 @@ def merge_parts(parts_dir: Path, chunks: list[Chunk], output: Path, fmt: str) ->
     shutil.rmtree(parts_dir)
 
 
-def iter_output(output: Path, columns: list[str] | None = None, batch_size: int = 10_000) -> Iterator[dict[str, list]]:
+def iter_output(
+    output: Path, columns: list[str] | None = None, batch_size: int = 10_000
+) -> Iterator[dict[str, list]]:
     """The output (Parquet or JSONL) in column batches (flat memory, whatever its size)."""
     if output_format(str(output)) == "parquet":
         for batch in pq.ParquetFile(output).iter_batches(batch_size=batch_size, columns=columns):

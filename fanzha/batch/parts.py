@@ -19,14 +19,22 @@ from .formats import ArchiveError
 from .plan import Chunk, discover
 
 # the output rows' columns (scoring.ROW_FIELDS) with their Arrow types
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("kind", pa.string()),
-    ("account_id", pa.string()), ("group_id", pa.string()),
-    ("fraud_score", pa.float64()),
-    *[(f"score_{label}", pa.float64()) for label in LABELS],
-    ("labels", pa.list_(pa.string())), ("decision", pa.string()), ("evidence", pa.string()),
-    ("model_version", pa.string()), ("error", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("account_id", pa.string()),
+        ("group_id", pa.string()),
+        ("fraud_score", pa.float64()),
+        *[(f"score_{label}", pa.float64()) for label in LABELS],
+        ("labels", pa.list_(pa.string())),
+        ("decision", pa.string()),
+        ("evidence", pa.string()),
+        ("model_version", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 
 
 def write_part(rows: list[dict], parts_dir: Path, chunk: Chunk, fmt: str) -> Path:
@@ -68,6 +76,7 @@ class JobSpec:
 
 def identity(inputs: list[str]) -> list[str]:
     """What each input is now: a table's size and modification time, a media input's file list with theirs."""
+
     def stamp(path: str) -> str:
         st = Path(path).stat()
         return f"{path}:{st.st_size}:{st.st_mtime_ns}"
@@ -91,11 +100,15 @@ def prepare(spec: JobSpec, output: Path, overwrite: bool) -> Path:
         previous = json.loads(marker.read_text()) if marker.is_file() else {}
         if previous.get("fingerprint") != spec.fingerprint:
             if not overwrite:
-                raise ArchiveError(f"{parts_dir} holds an unfinished job with other inputs, options or model; "
-                                   "rerun that job's command to finish it, or pass --overwrite to start over")
+                raise ArchiveError(
+                    f"{parts_dir} holds an unfinished job with other inputs, options or model; "
+                    "rerun that job's command to finish it, or pass --overwrite to start over"
+                )
             shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": spec.fingerprint, **asdict(spec)}, ensure_ascii=False, indent=2))
+    marker.write_text(
+        json.dumps({"fingerprint": spec.fingerprint, **asdict(spec)}, ensure_ascii=False, indent=2)
+    )
     for stale in parts_dir.glob(".*.tmp"):  # a part being written when the last run died
         stale.unlink()
     return parts_dir

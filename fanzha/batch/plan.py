@@ -51,11 +51,15 @@ def discover(inputs: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
             if kind is None and path.suffix.lower() in MEDIA_SUFFIXES:
                 found.append((spec, "media", (spec,)))
             elif kind is None:
-                raise ArchiveError(f"{spec}: unknown format; give .jsonl, .csv, .parquet files, or folders/globs of images and videos")
+                raise ArchiveError(
+                    f"{spec}: unknown format; give .jsonl, .csv, .parquet files, or folders/globs of images and videos"
+                )
             else:
                 found.append((spec, kind, ()))
         elif any(c in spec for c in "*?["):
-            files = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in MEDIA_SUFFIXES)
+            files = sorted(
+                p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in MEDIA_SUFFIXES
+            )
             if not files:
                 raise ArchiveError(f"{spec}: the pattern matches no image or video files")
             found.append((spec, "media", tuple(files)))
@@ -71,13 +75,19 @@ def plan(inputs: list[str], chunk_size: int) -> list[Chunk]:
     for i, (path, kind, files) in enumerate(discover(inputs)):
         if kind == "jsonl":
             starts = [(offset, first, count) for offset, first, count in _line_chunks(path, chunk_size)]
-            chunks += [Chunk(i, k, path, kind, offset, count, first) for k, (offset, first, count) in enumerate(starts)]
+            chunks += [
+                Chunk(i, k, path, kind, offset, count, first)
+                for k, (offset, first, count) in enumerate(starts)
+            ]
         elif kind == "csv":
             try:
                 header, starts = _csv_chunks(path, chunk_size)
             except UnicodeDecodeError as e:
                 raise ArchiveError(f"{path}: the CSV header is not UTF-8 (byte {e.start})") from None
-            chunks += [Chunk(i, k, path, kind, offset, count, first, header=header) for k, (offset, first, count) in enumerate(starts)]
+            chunks += [
+                Chunk(i, k, path, kind, offset, count, first, header=header)
+                for k, (offset, first, count) in enumerate(starts)
+            ]
         elif kind == "parquet":
             try:
                 meta = pq.ParquetFile(path).metadata
@@ -90,7 +100,7 @@ def plan(inputs: list[str], chunk_size: int) -> list[Chunk]:
                 first += rows
         else:
             for k, j in enumerate(range(0, len(files), MEDIA_CHUNK)):
-                batch = files[j:j + MEDIA_CHUNK]
+                batch = files[j : j + MEDIA_CHUNK]
                 chunks.append(Chunk(i, k, path, kind, j, len(batch), j, files=batch))
     return chunks
 

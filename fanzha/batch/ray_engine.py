@@ -26,8 +26,15 @@ from .tracking import TrackerFactory
 class ChunkScorer:
     """A Ray actor: one Detector, many chunks."""
 
-    def __init__(self, model_dir: str | None, parts_dir: str, fmt: str, columns: dict, threads: int,
-                 tracker: TrackerFactory | None) -> None:
+    def __init__(
+        self,
+        model_dir: str | None,
+        parts_dir: str,
+        fmt: str,
+        columns: dict,
+        threads: int,
+        tracker: TrackerFactory | None,
+    ) -> None:
         from pathlib import Path
 
         from fanzha.models import Detector
@@ -41,15 +48,27 @@ class ChunkScorer:
         records, alerts = [], []
         for spec in batch["chunk"]:
             chunk = Chunk(**{**spec, "files": tuple(spec["files"]), "header": tuple(spec["header"])})
-            n, raised = process_chunk(self.detector, chunk, self.columns, self.parts_dir, self.fmt, self.tracker)
+            n, raised = process_chunk(
+                self.detector, chunk, self.columns, self.parts_dir, self.fmt, self.tracker
+            )
             records.append(n)
             alerts.append(raised)
         return {"records": records, "alerts": alerts}
 
 
-def run_ray(chunks: list[Chunk], parts_dir, fmt: str, columns: Columns, model_dir: str | None, *,
-            address: str | None = None, actors: int | None = None, threads: int = 1, progress=None,
-            tracker: TrackerFactory | None = None) -> tuple[int, int]:
+def run_ray(
+    chunks: list[Chunk],
+    parts_dir,
+    fmt: str,
+    columns: Columns,
+    model_dir: str | None,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    threads: int = 1,
+    progress=None,
+    tracker: TrackerFactory | None = None,
+) -> tuple[int, int]:
     """Score `chunks` on a Ray actor pool; returns (records scored, alerts raised)."""
     try:
         import ray
@@ -76,9 +95,18 @@ def run_ray(chunks: list[Chunk], parts_dir, fmt: str, columns: Columns, model_di
         items = [{"chunk": asdict(c)} for c in chunks]
         dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * size))
         scored = dataset.map_batches(
-            ChunkScorer, batch_size=1, num_cpus=threads, compute=ActorPoolStrategy(size=size),
-            fn_constructor_kwargs={"model_dir": model_dir, "parts_dir": str(parts_dir), "fmt": fmt,
-                                   "columns": asdict(columns), "threads": threads, "tracker": tracker},
+            ChunkScorer,
+            batch_size=1,
+            num_cpus=threads,
+            compute=ActorPoolStrategy(size=size),
+            fn_constructor_kwargs={
+                "model_dir": model_dir,
+                "parts_dir": str(parts_dir),
+                "fmt": fmt,
+                "columns": asdict(columns),
+                "threads": threads,
+                "tracker": tracker,
+            },
         )
         total = alerts = 0
         for row in scored.iter_rows():

@@ -58,7 +58,9 @@ class Record:
 def parse_line(raw: bytes) -> tuple[dict | None, str | None]:
     """One JSONL line → (object, None), (None, why it cannot be read), or (None, None) for a blank line."""
     try:
-        line = raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark on the first line is not content
+        line = raw.decode("utf-8").removeprefix(
+            "\ufeff"
+        )  # a byte-order mark on the first line is not content
     except UnicodeDecodeError as e:
         return None, f"invalid UTF-8 at byte {e.start}"
     if not line.strip():
@@ -74,19 +76,28 @@ def parse_line(raw: bytes) -> tuple[dict | None, str | None]:
 
 def from_mapping(row: dict, where: str, line: int | None, base: Path, columns: Columns) -> Record:
     """A record from one parsed row; field problems become its `error`. Media paths are relative to `base`."""
+
     def value(key: str | None) -> str | None:
         v = row.get(key) if key else None
         return None if v is None or v == "" else str(v)
 
-    record = Record(id=value(columns.id) or where, source=where, account_id=value(columns.account_id),
-                    group_id=value(columns.group_id), line=line, key=row.get(columns.id, line))
+    record = Record(
+        id=value(columns.id) or where,
+        source=where,
+        account_id=value(columns.account_id),
+        group_id=value(columns.group_id),
+        line=line,
+        key=row.get(columns.id, line),
+    )
     text, image, video = row.get(columns.text), value(columns.image), value(columns.video)
     if image or video:
         record.kind = "image" if image else "video"
         record.path = str(base / (image or video))  # relative paths are relative to the table file
     elif text is None:
         media = [repr(c) for c in (columns.image, columns.video) if c]
-        record.error = f"no {columns.text!r}, {' or '.join(media)} field" if media else f"missing field {columns.text!r}"
+        record.error = (
+            f"no {columns.text!r}, {' or '.join(media)} field" if media else f"missing field {columns.text!r}"
+        )
     elif text == "":
         record.error = f"field {columns.text!r} is empty"
     elif not isinstance(text, str):
@@ -117,14 +128,23 @@ def read_chunk(chunk: Chunk, columns: Columns = Columns()) -> list[Record]:
     name = Path(chunk.path).name
     base = Path(chunk.path).parent
     if chunk.kind == "media":
-        return [Record(id=os.path.relpath(f, chunk.path) if Path(chunk.path).is_dir() else f, source=f,
-                       kind="video" if Path(f).suffix.lower() in VIDEO_SUFFIXES else "image", path=f) for f in chunk.files]
+        return [
+            Record(
+                id=os.path.relpath(f, chunk.path) if Path(chunk.path).is_dir() else f,
+                source=f,
+                kind="video" if Path(f).suffix.lower() in VIDEO_SUFFIXES else "image",
+                path=f,
+            )
+            for f in chunk.files
+        ]
     if chunk.kind == "parquet":
         import pyarrow.parquet as pq
 
         table = pq.ParquetFile(chunk.path).read_row_group(chunk.start)
-        return [from_mapping(row, f"{name}:row {chunk.first + i + 1}", chunk.first + i + 1, base, columns)
-                for i, row in enumerate(table.to_pylist())]
+        return [
+            from_mapping(row, f"{name}:row {chunk.first + i + 1}", chunk.first + i + 1, base, columns)
+            for i, row in enumerate(table.to_pylist())
+        ]
     records = []
     with open(chunk.path, "rb") as f:
         f.seek(chunk.start)
@@ -135,8 +155,11 @@ def read_chunk(chunk: Chunk, columns: Columns = Columns()) -> list[Record]:
                 break
             n = chunk.first + i
             where = f"{name}:{'record' if chunk.kind == 'csv' else 'line'} {n}"
-            records.append(_csv_record(raw, chunk.header, where, n, base, columns) if chunk.kind == "csv"
-                           else _json_record(raw, where, n, base, columns))
+            records.append(
+                _csv_record(raw, chunk.header, where, n, base, columns)
+                if chunk.kind == "csv"
+                else _json_record(raw, where, n, base, columns)
+            )
     return records
 
 
@@ -147,7 +170,9 @@ def _json_record(raw: bytes, where: str, n: int, base: Path, columns: Columns) -
     return from_mapping(obj, where, n, base, columns)
 
 
-def _csv_record(raw: bytes, header: tuple[str, ...], where: str, n: int, base: Path, columns: Columns) -> Record:
+def _csv_record(
+    raw: bytes, header: tuple[str, ...], where: str, n: int, base: Path, columns: Columns
+) -> Record:
     try:
         line = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:

@@ -20,8 +20,20 @@ log = logging.getLogger("fanzha.batch")
 
 TEXT_BATCH = 64  # texts per classify_texts call
 # one flat row per input record; evidence is a JSON string so every format holds it the same way
-ROW_FIELDS = ("id", "source", "kind", "account_id", "group_id", "fraud_score", *(f"score_{label}" for label in LABELS),
-              "labels", "decision", "evidence", "model_version", "error")
+ROW_FIELDS = (
+    "id",
+    "source",
+    "kind",
+    "account_id",
+    "group_id",
+    "fraud_score",
+    *(f"score_{label}" for label in LABELS),
+    "labels",
+    "decision",
+    "evidence",
+    "model_version",
+    "error",
+)
 
 
 def score(detector, records: list[Record]) -> list[Verdict | None]:
@@ -36,7 +48,7 @@ def score(detector, records: list[Record]) -> list[Verdict | None]:
             except InputError as e:
                 r.error = str(e)
     for start in range(0, len(texts), TEXT_BATCH):
-        batch = texts[start:start + TEXT_BATCH]
+        batch = texts[start : start + TEXT_BATCH]
         for i, verdict in zip(batch, detector.classify_texts([records[i].text for i in batch]), strict=True):
             verdicts[i] = verdict
     for i, r in enumerate(records):
@@ -54,13 +66,29 @@ def score(detector, records: list[Record]) -> list[Verdict | None]:
 
 def row(r: Record, verdict: Verdict | None) -> dict:
     """The output row of one record (ROW_FIELDS)."""
-    out = {"id": r.id, "source": r.source, "kind": r.kind, "account_id": r.account_id, "group_id": r.group_id,
-           "fraud_score": None, **{f"score_{label}": None for label in LABELS}, "labels": [], "decision": None,
-           "evidence": None, "model_version": None, "error": r.error}
+    out = {
+        "id": r.id,
+        "source": r.source,
+        "kind": r.kind,
+        "account_id": r.account_id,
+        "group_id": r.group_id,
+        "fraud_score": None,
+        **{f"score_{label}": None for label in LABELS},
+        "labels": [],
+        "decision": None,
+        "evidence": None,
+        "model_version": None,
+        "error": r.error,
+    }
     if verdict is not None:
-        out.update(fraud_score=verdict.fraud_score, labels=list(verdict.labels), decision=verdict.decision,
-                   evidence=json.dumps([e.to_dict() for e in verdict.evidence], ensure_ascii=False),
-                   model_version=verdict.model_version, **{f"score_{label}": verdict.scores[label] for label in LABELS})
+        out.update(
+            fraud_score=verdict.fraud_score,
+            labels=list(verdict.labels),
+            decision=verdict.decision,
+            evidence=json.dumps([e.to_dict() for e in verdict.evidence], ensure_ascii=False),
+            model_version=verdict.model_version,
+            **{f"score_{label}": verdict.scores[label] for label in LABELS},
+        )
     return out
 
 

@@ -20,9 +20,16 @@ class Summary:
     alerts: int = 0  # early-warning alerts raised by this run (with a tracker)
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "errors": self.errors, "decisions": dict(self.decisions), "labels": dict(self.labels),
-                "scored_this_run": self.scored_this_run, "seconds": round(self.seconds, 2), "alerts": self.alerts,
-                "records_per_s": round(self.scored_this_run / self.seconds, 1) if self.seconds else None}
+        return {
+            "rows": self.rows,
+            "errors": self.errors,
+            "decisions": dict(self.decisions),
+            "labels": dict(self.labels),
+            "scored_this_run": self.scored_this_run,
+            "seconds": round(self.seconds, 2),
+            "alerts": self.alerts,
+            "records_per_s": round(self.scored_this_run / self.seconds, 1) if self.seconds else None,
+        }
 
 
 def summarize(output: Path) -> Summary:

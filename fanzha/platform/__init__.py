@@ -10,5 +10,21 @@ from .reports import InvalidTransition, NewReport, ReportBook, UnknownReport
 from .risk import Alert, RiskRules, RiskState, ScoredItem, UnknownEntity
 from .webhook import AlertWebhook
 
-__all__ = ["Alert", "AlertWebhook", "Database", "Intake", "InvalidTransition", "ItemRef", "NewReport", "Platform", "ReportBook",
-           "RiskRules", "RiskState", "Scored", "ScoredItem", "UnknownEntity", "UnknownReport", "open_tracker"]
+__all__ = [
+    "Alert",
+    "AlertWebhook",
+    "Database",
+    "Intake",
+    "InvalidTransition",
+    "ItemRef",
+    "NewReport",
+    "Platform",
+    "ReportBook",
+    "RiskRules",
+    "RiskState",
+    "Scored",
+    "ScoredItem",
+    "UnknownEntity",
+    "UnknownReport",
+    "open_tracker",
+]

@@ -40,8 +40,16 @@ SQLITE_BUSY_TIMEOUT_S = 30
 PG_LOCKS = {"migrate": 0x66616E01, "ingest": 0x66616E02}
 
 
-__all__ = ["LATEST", "MIGRATIONS", "Database", "DatabaseError", "database_url", "default_database_path", "migrate",
-           "missing_sqlite_file"]
+__all__ = [
+    "LATEST",
+    "MIGRATIONS",
+    "Database",
+    "DatabaseError",
+    "database_url",
+    "default_database_path",
+    "migrate",
+    "missing_sqlite_file",
+]
 
 
 def default_database_path() -> Path:
@@ -57,14 +65,19 @@ def database_url(url: str | None = None) -> str:
     # the bare scheme means psycopg2 to SQLAlchemy; the `postgres` extra installs psycopg 3
     for bare in ("postgresql://", "postgres://"):
         if url.startswith(bare):
-            return "postgresql+psycopg://" + url[len(bare):]
+            return "postgresql+psycopg://" + url[len(bare) :]
     return url
 
 
 def missing_sqlite_file(url: str | None = None) -> Path | None:
     """The file a SQLite URL names when it does not exist (a reader should not create an empty database)."""
     parsed = sa.make_url(database_url(url))
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:" and not Path(parsed.database).is_file():
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and parsed.database != ":memory:"
+        and not Path(parsed.database).is_file()
+    ):
         return Path(parsed.database)
     return None
 
@@ -73,8 +86,11 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     memory = url.database in (None, "", ":memory:")
     if not memory:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
-                              **({"poolclass": StaticPool} if memory else {}))
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        **({"poolclass": StaticPool} if memory else {}),
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -89,7 +105,9 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("fanzha_write") else "BEGIN")
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("fanzha_write") else "BEGIN"
+        )
 
     return engine
 
@@ -99,22 +117,28 @@ def create_engine(url: str | None = None) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() != "postgresql":
-        raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE or postgresql://…")
+        raise DatabaseError(
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE or postgresql://…"
+        )
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except ModuleNotFoundError as e:
-        raise MissingExtra(f"{e}: install the PostgreSQL driver with `pip install -e \".[postgres]\"`") from None
+        raise MissingExtra(
+            f'{e}: install the PostgreSQL driver with `pip install -e ".[postgres]"`'
+        ) from None
 
 
 # -- migrations ---------------------------------------------------------------------------------------------
 # Each step is frozen once released: a change to the schema is a NEW step appended here, never an edit of an
 # old one, so every database reaches the same schema whichever version it started from.
 
+
 def _v1_risk_state(conn: Connection) -> None:
     md = sa.MetaData()
     ts = sa.Float  # epoch seconds: the same arithmetic (decay, windows) on every backend
     sa.Table(
-        "entities", md,  # accounts and groups: one table, `kind` says which
+        "entities",
+        md,  # accounts and groups: one table, `kind` says which
         sa.Column("kind", sa.String(16), primary_key=True),
         sa.Column("id", sa.String(256), primary_key=True),
         sa.Column("first_seen", ts, nullable=False),
@@ -128,7 +152,8 @@ def _v1_risk_state(conn: Connection) -> None:
         sa.Column("cluster_id", sa.Integer, nullable=True, index=True),  # accounts only
     )
     sa.Table(
-        "handles", md,  # contact handles pushed: qq:…, qq_group:…, wechat:…, phone:…, url:…, qr:…
+        "handles",
+        md,  # contact handles pushed: qq:…, qq_group:…, wechat:…, phone:…, url:…, qr:…
         sa.Column("handle", sa.String(600), primary_key=True),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("value", sa.String(512), nullable=False),
@@ -139,7 +164,8 @@ def _v1_risk_state(conn: Connection) -> None:
         sa.Column("cluster_id", sa.Integer, nullable=True, index=True),
     )
     sa.Table(
-        "entity_handles", md,
+        "entity_handles",
+        md,
         sa.Column("entity_kind", sa.String(16), primary_key=True),
         sa.Column("entity_id", sa.String(256), primary_key=True),
         sa.Column("handle", sa.String(600), primary_key=True, index=True),
@@ -149,7 +175,8 @@ def _v1_risk_state(conn: Connection) -> None:
         sa.Column("flagged", sa.Integer, nullable=False),
     )
     sa.Table(
-        "clusters", md,
+        "clusters",
+        md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("accounts", sa.Integer, nullable=False),
         sa.Column("handles", sa.Integer, nullable=False),
@@ -157,7 +184,8 @@ def _v1_risk_state(conn: Connection) -> None:
         sa.Column("updated", ts, nullable=False),
     )
     sa.Table(
-        "flagged_items", md,  # the reasons behind a risk: which items, when, how sure, which labels
+        "flagged_items",
+        md,  # the reasons behind a risk: which items, when, how sure, which labels
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("entity_kind", sa.String(16), nullable=False),
         sa.Column("entity_id", sa.String(256), nullable=False),
@@ -172,7 +200,8 @@ def _v1_risk_state(conn: Connection) -> None:
         sa.Index("ix_flagged_items_ts", "ts"),
     )
     sa.Table(
-        "alerts", md,
+        "alerts",
+        md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("ts", ts, nullable=False),
         sa.Column("rule", sa.String(32), nullable=False),
@@ -192,7 +221,8 @@ def _v1_risk_state(conn: Connection) -> None:
 def _v2_reports(conn: Connection) -> None:
     md = sa.MetaData()
     sa.Table(
-        "reports", md,
+        "reports",
+        md,
         sa.Column("id", sa.String(40), primary_key=True),
         sa.Column("reporter_id", sa.String(256), nullable=False, index=True),
         sa.Column("idempotency_key", sa.String(128), nullable=True),
@@ -214,7 +244,8 @@ def _v2_reports(conn: Connection) -> None:
         sa.Index("ix_reports_status_created", "status", "created_at"),
     )
     sa.Table(
-        "report_events", md,  # the history a reporter sees: received → in_review → confirmed / rejected
+        "report_events",
+        md,  # the history a reporter sees: received → in_review → confirmed / rejected
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("report_id", sa.String(40), sa.ForeignKey("reports.id"), nullable=False, index=True),
         sa.Column("ts", sa.Float, nullable=False),
@@ -228,7 +259,8 @@ def _v2_reports(conn: Connection) -> None:
 def _v3_ingested_items(conn: Connection) -> None:
     md = sa.MetaData()
     sa.Table(
-        "ingested_items", md,  # every item the risk state counted, by (source, item id): a replay counts once
+        "ingested_items",
+        md,  # every item the risk state counted, by (source, item id): a replay counts once
         sa.Column("source", sa.String(512), primary_key=True),  # "" for an item that named no source
         sa.Column("item_id", sa.String(256), primary_key=True),
         sa.Column("ts", sa.Float, nullable=False),  # when it was ingested: pruned with the flagged items
@@ -253,7 +285,8 @@ LATEST = MIGRATIONS[-1].version
 
 _VERSION_MD = sa.MetaData()
 SCHEMA_VERSION = sa.Table(
-    "schema_version", _VERSION_MD,
+    "schema_version",
+    _VERSION_MD,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("applied_at", sa.Float, nullable=False),
@@ -312,14 +345,21 @@ def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> int
         current = conn.execute(sa.select(sa.func.max(SCHEMA_VERSION.c.version))).scalar() or 0
         known = max((m.version for m in migrations), default=0)
         if current > known:
-            raise DatabaseError(f"the database {db.safe_url} has schema version {current}, newer than this fanzha "
-                                f"knows ({known}): upgrade fanzha")
+            raise DatabaseError(
+                f"the database {db.safe_url} has schema version {current}, newer than this fanzha "
+                f"knows ({known}): upgrade fanzha"
+            )
         for step in sorted(migrations, key=lambda m: m.version):
             if step.version > current:
                 step.apply(conn)
-                conn.execute(SCHEMA_VERSION.insert().values(version=step.version, description=step.description,
-                                                            applied_at=time.time()))
-                log.info("database %s: applied migration %d (%s)", db.safe_url, step.version, step.description)
+                conn.execute(
+                    SCHEMA_VERSION.insert().values(
+                        version=step.version, description=step.description, applied_at=time.time()
+                    )
+                )
+                log.info(
+                    "database %s: applied migration %d (%s)", db.safe_url, step.version, step.description
+                )
                 current = step.version
     return current
 

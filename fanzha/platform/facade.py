@@ -44,8 +44,16 @@ class ItemRef:
     source: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in (("id", self.id), ("account_id", self.account_id), ("group_id", self.group_id),
-                                  ("source", self.source)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("id", self.id),
+                ("account_id", self.account_id),
+                ("group_id", self.group_id),
+                ("source", self.source),
+            )
+            if v is not None
+        }
 
     @property
     def tracked(self) -> bool:
@@ -80,8 +88,16 @@ class Intake:
 
 
 class Platform:
-    def __init__(self, detector=None, database: Database | str | None = None, *, rules: RiskRules | None = None,
-                 webhook: AlertWebhook | None = None, model_tag: str | None = None, clock=time.time) -> None:
+    def __init__(
+        self,
+        detector=None,
+        database: Database | str | None = None,
+        *,
+        rules: RiskRules | None = None,
+        webhook: AlertWebhook | None = None,
+        model_tag: str | None = None,
+        clock=time.time,
+    ) -> None:
         """`detector`: a fanzha.models.Detector (needed to score items and reported content; not to track verdicts
         scored elsewhere, query risk or export feedback). `model_tag`: the name the deployment serves the model
         under, stored with a report's verdict."""
@@ -92,10 +108,18 @@ class Platform:
         self.reports = ReportBook(self.database, clock=clock)
 
     @classmethod
-    def from_settings(cls, detector=None, database: Database | str | None = None, model_tag: str | None = None) -> Platform:
+    def from_settings(
+        cls, detector=None, database: Database | str | None = None, model_tag: str | None = None
+    ) -> Platform:
         """Database (FANZHA_DATABASE_URL, else the default SQLite file), rules (FANZHA_ALERT_*, FANZHA_RISK_*) and
         webhook (FANZHA_ALERT_WEBHOOK) from the settings."""
-        return cls(detector, database, rules=RiskRules.from_settings(), webhook=AlertWebhook.from_settings(), model_tag=model_tag)
+        return cls(
+            detector,
+            database,
+            rules=RiskRules.from_settings(),
+            webhook=AlertWebhook.from_settings(),
+            model_tag=model_tag,
+        )
 
     def close(self) -> None:
         self.risk.close()  # the webhook's queue, then the database both stores share
@@ -103,11 +127,17 @@ class Platform:
     # -- scoring and tracking -------------------------------------------------------------------------------------
     def classify_texts(self, texts: list[str], refs: list[ItemRef]) -> list[Scored]:
         """Score texts (InputError naming the first bad one) and track those that name an account or group."""
-        return self._track([Scored(ref, v) for ref, v in zip(refs, self.detector.classify_texts(texts), strict=True)])
+        return self._track(
+            [Scored(ref, v) for ref, v in zip(refs, self.detector.classify_texts(texts), strict=True)]
+        )
 
-    def classify_media(self, data: bytes, ref: ItemRef, expected: str | None = None, max_seconds: float | None = None) -> Scored:
+    def classify_media(
+        self, data: bytes, ref: ItemRef, expected: str | None = None, max_seconds: float | None = None
+    ) -> Scored:
         """Score image or video bytes (`expected`: "image" or "video", else either) and track the item."""
-        return self._track([Scored(ref, self.detector.classify_media(data, expected, max_seconds=max_seconds))])[0]
+        return self._track(
+            [Scored(ref, self.detector.classify_media(data, expected, max_seconds=max_seconds))]
+        )[0]
 
     def track(self, scored: list[Scored]) -> list[Scored]:
         """Feed verdicts scored elsewhere into the risk state; each gets the alerts it raised."""
@@ -123,8 +153,16 @@ class Platform:
         named = [s for s in scored if s.ref.tracked]
         if not named:
             return scored
-        items = [ScoredItem.from_verdict(s.verdict, account_id=s.ref.account_id, group_id=s.ref.group_id, item_id=s.ref.id,
-                                         source=s.ref.source) for s in named]
+        items = [
+            ScoredItem.from_verdict(
+                s.verdict,
+                account_id=s.ref.account_id,
+                group_id=s.ref.group_id,
+                item_id=s.ref.id,
+                source=s.ref.source,
+            )
+            for s in named
+        ]
         try:
             alerts = self.risk.ingest_many(items)
         except Exception:
@@ -143,17 +181,36 @@ class Platform:
     def clusters(self, min_accounts: int = 2, limit: int = 50) -> list[dict]:
         return self.risk.clusters(min_accounts=min_accounts, limit=limit)
 
-    def alerts(self, after_id: int = 0, limit: int = 100, rule: str | None = None, account_id: str | None = None,
-               group_id: str | None = None) -> list[dict]:
+    def alerts(
+        self,
+        after_id: int = 0,
+        limit: int = 100,
+        rule: str | None = None,
+        account_id: str | None = None,
+        group_id: str | None = None,
+    ) -> list[dict]:
         if account_id and group_id:
             raise InputError("filter by account_id or by group_id, not both")
-        kind, entity = ("account", account_id) if account_id else ("group", group_id) if group_id else (None, None)
+        kind, entity = (
+            ("account", account_id) if account_id else ("group", group_id) if group_id else (None, None)
+        )
         return self.risk.alerts(after_id=after_id, limit=limit, rule=rule, entity_kind=kind, entity_id=entity)
 
     # -- fraud reports --------------------------------------------------------------------------------------------
-    def report(self, reporter_id: str, reason: str, target_type: str, *, text: str | None = None, image: bytes | None = None,
-               account_id: str | None = None, group_id: str | None = None, item_id: str | None = None,
-               source: str | None = None, idempotency_key: str | None = None) -> Intake:
+    def report(
+        self,
+        reporter_id: str,
+        reason: str,
+        target_type: str,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        account_id: str | None = None,
+        group_id: str | None = None,
+        item_id: str | None = None,
+        source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Intake:
         """Store a report of a message (`text`), an image (`image` bytes), an account or a group; content is scored
         and tracked at once. The same idempotency key from the same reporter returns the stored report."""
         if not reason.strip():
@@ -167,10 +224,18 @@ class Platform:
         elif target_type == "image":
             scored = self.classify_media(image or b"", ref, expected="image")
             sha256 = hashlib.sha256(image or b"").hexdigest()
-        new = NewReport(reporter_id=reporter_id, target_type=target_type, reason=reason, idempotency_key=idempotency_key,
-                        target_text=text if target_type == "text" else scored.verdict.text if scored else None,
-                        target_media_sha256=sha256, target_account_id=account_id, target_group_id=group_id, target_source=source,
-                        verdict=self._stored_verdict(scored) if scored else None)
+        new = NewReport(
+            reporter_id=reporter_id,
+            target_type=target_type,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            target_text=text if target_type == "text" else scored.verdict.text if scored else None,
+            target_media_sha256=sha256,
+            target_account_id=account_id,
+            target_group_id=group_id,
+            target_source=source,
+            verdict=self._stored_verdict(scored) if scored else None,
+        )
         stored, created = self.reports.create(new)
         return self._intake(stored, duplicate=not created, scored=scored)
 
@@ -178,26 +243,59 @@ class Platform:
         """The reporter's view: received → in_review → confirmed / rejected, with the moderator's reason."""
         return self.reports.status(report_id, reporter_id)
 
-    def list_reports(self, status: str | None = None, limit: int = 50, after: str | None = None, reporter_id: str | None = None,
-                     account_id: str | None = None, group_id: str | None = None) -> list[dict]:
+    def list_reports(
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        reporter_id: str | None = None,
+        account_id: str | None = None,
+        group_id: str | None = None,
+    ) -> list[dict]:
         """Moderators: reports oldest first; `after` = the last report id of the previous page."""
-        return self.reports.list_reports(status=status, limit=limit, after=after, reporter_id=reporter_id,
-                                         account_id=account_id, group_id=group_id)
+        return self.reports.list_reports(
+            status=status,
+            limit=limit,
+            after=after,
+            reporter_id=reporter_id,
+            account_id=account_id,
+            group_id=group_id,
+        )
 
-    def resolve_report(self, report_id: str, status: str, moderator_id: str, reason: str | None = None,
-                       labels: list[str] | None = None) -> dict:
+    def resolve_report(
+        self,
+        report_id: str,
+        status: str,
+        moderator_id: str,
+        reason: str | None = None,
+        labels: list[str] | None = None,
+    ) -> dict:
         """Moderators: move a report on. Confirming a report against an account or group raises a
         `report_confirmed` alert for it."""
-        resolved = self.reports.resolve(report_id, status, moderator_id=moderator_id, reason=reason, labels=labels)
+        resolved = self.reports.resolve(
+            report_id, status, moderator_id=moderator_id, reason=reason, labels=labels
+        )
         if status == "confirmed":
             for kind in ("account", "group"):
                 entity = resolved[f"target_{kind}_id"]
                 if entity:
-                    self.risk.record_alert(Alert(
-                        rule="report_confirmed", ts=resolved["updated_at"], value=1, threshold=1, entity_kind=kind, entity_id=entity,
-                        item_id=(resolved["verdict"] or {}).get("id"),
-                        message=f"{kind} {entity}: report {resolved['report_id']} confirmed by a moderator ({resolved['status_reason']})",
-                        detail={"report_id": resolved["report_id"], "target_type": resolved["target_type"], "labels": resolved["labels"]}))
+                    self.risk.record_alert(
+                        Alert(
+                            rule="report_confirmed",
+                            ts=resolved["updated_at"],
+                            value=1,
+                            threshold=1,
+                            entity_kind=kind,
+                            entity_id=entity,
+                            item_id=(resolved["verdict"] or {}).get("id"),
+                            message=f"{kind} {entity}: report {resolved['report_id']} confirmed by a moderator ({resolved['status_reason']})",
+                            detail={
+                                "report_id": resolved["report_id"],
+                                "target_type": resolved["target_type"],
+                                "labels": resolved["labels"],
+                            },
+                        )
+                    )
         return resolved
 
     def feedback(self, since: float | None = None) -> tuple[list[dict], dict[str, int]]:

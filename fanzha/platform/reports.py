@@ -33,8 +33,12 @@ from fanzha.models.labels import LABELS
 from .database import Database
 
 STATUSES = ("received", "in_review", "confirmed", "rejected")
-TRANSITIONS = {"received": ("in_review", "confirmed", "rejected"), "in_review": ("confirmed", "rejected"),
-               "confirmed": (), "rejected": ()}
+TRANSITIONS = {
+    "received": ("in_review", "confirmed", "rejected"),
+    "in_review": ("confirmed", "rejected"),
+    "confirmed": (),
+    "rejected": (),
+}
 TARGET_TYPES = ("text", "image", "account", "group")
 MAX_REASON_CHARS = 2000
 
@@ -67,8 +71,12 @@ class NewReport:
             raise InputError("reporter_id must be 1–256 characters")
         if not self.reason.strip() or len(self.reason) > MAX_REASON_CHARS:
             raise InputError(f"reason must be 1–{MAX_REASON_CHARS:,} characters")
-        needs = {"text": self.target_text, "image": self.target_media_sha256, "account": self.target_account_id,
-                 "group": self.target_group_id}[self.target_type]
+        needs = {
+            "text": self.target_text,
+            "image": self.target_media_sha256,
+            "account": self.target_account_id,
+            "group": self.target_group_id,
+        }[self.target_type]
         if not needs:
             raise InputError(f"a {self.target_type} report needs its target")
 
@@ -83,7 +91,9 @@ class ReportBook:
         self.reports, self.events = self.db.tables["reports"], self.db.tables["report_events"]
         self.clock = clock
         r = self.reports  # built once: intake is the hot path
-        self._by_key = sa.select(r).where(r.c.reporter_id == sa.bindparam("reporter"), r.c.idempotency_key == sa.bindparam("key"))
+        self._by_key = sa.select(r).where(
+            r.c.reporter_id == sa.bindparam("reporter"), r.c.idempotency_key == sa.bindparam("key")
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -99,12 +109,22 @@ class ReportBook:
         report.check()
         r, now = self.reports, self.clock()
         row = {k: v for k, v in asdict(report).items() if k != "verdict"}
-        row.update(id=_new_id(), status="received", status_reason=None, labels=None, moderator_id=None, created_at=now, updated_at=now,
-                   verdict=json.dumps(report.verdict, ensure_ascii=False) if report.verdict is not None else None)
+        row.update(
+            id=_new_id(),
+            status="received",
+            status_reason=None,
+            labels=None,
+            moderator_id=None,
+            created_at=now,
+            updated_at=now,
+            verdict=json.dumps(report.verdict, ensure_ascii=False) if report.verdict is not None else None,
+        )
         try:
             with self.db.write() as conn:
                 if report.idempotency_key:
-                    existing = conn.execute(self._by_key, {"reporter": report.reporter_id, "key": report.idempotency_key}).first()
+                    existing = conn.execute(
+                        self._by_key, {"reporter": report.reporter_id, "key": report.idempotency_key}
+                    ).first()
                     if existing:
                         return self._view(conn, existing), False
                 conn.execute(r.insert(), row)  # parameters apart from the statement: compiled once, cached
@@ -118,8 +138,14 @@ class ReportBook:
             return existing, False
 
     # -- moderation ---------------------------------------------------------------------------------------------
-    def resolve(self, report_id: str, status: str, moderator_id: str, reason: str | None = None,
-                labels: list[str] | None = None) -> dict:
+    def resolve(
+        self,
+        report_id: str,
+        status: str,
+        moderator_id: str,
+        reason: str | None = None,
+        labels: list[str] | None = None,
+    ) -> dict:
         """Move a report on; InvalidTransition if it cannot go there, InputError for a bad request."""
         if status not in STATUSES[1:]:
             raise InputError(f"status must be one of {STATUSES[1:]}, got {status!r}")
@@ -142,15 +168,36 @@ class ReportBook:
                 raise UnknownReport(f"unknown report {report_id!r}")
             if status not in TRANSITIONS[row.status]:
                 allowed = TRANSITIONS[row.status]
-                raise InvalidTransition(f"report {report_id} is {row.status}; it cannot become {status}"
-                                        + (f" (it can become {' or '.join(allowed)})" if allowed else " (that is final)"))
+                raise InvalidTransition(
+                    f"report {report_id} is {row.status}; it cannot become {status}"
+                    + (f" (it can become {' or '.join(allowed)})" if allowed else " (that is final)")
+                )
             verdict_labels = json.loads(row.verdict).get("labels") if row.verdict else None
-            if status == "confirmed" and row.target_type in ("text", "image") and not labels and not verdict_labels:
-                raise InputError("the model found no label in this content: say which kind of fraud it is (`labels`)")
-            conn.execute(r.update().where(r.c.id == report_id).values(
-                status=status, status_reason=reason or row.status_reason, moderator_id=moderator_id, updated_at=now,
-                labels=json.dumps(labels) if labels else row.labels))
-            conn.execute(self.events.insert().values(report_id=report_id, ts=now, status=status, actor=moderator_id, note=reason))
+            if (
+                status == "confirmed"
+                and row.target_type in ("text", "image")
+                and not labels
+                and not verdict_labels
+            ):
+                raise InputError(
+                    "the model found no label in this content: say which kind of fraud it is (`labels`)"
+                )
+            conn.execute(
+                r.update()
+                .where(r.c.id == report_id)
+                .values(
+                    status=status,
+                    status_reason=reason or row.status_reason,
+                    moderator_id=moderator_id,
+                    updated_at=now,
+                    labels=json.dumps(labels) if labels else row.labels,
+                )
+            )
+            conn.execute(
+                self.events.insert().values(
+                    report_id=report_id, ts=now, status=status, actor=moderator_id, note=reason
+                )
+            )
             return self._view(conn, conn.execute(sa.select(r).where(r.c.id == report_id)).one())
 
     # -- queries ------------------------------------------------------------------------------------------------
@@ -166,21 +213,40 @@ class ReportBook:
         answered exactly like an unknown one, so ids cannot be probed."""
         r = self.reports
         with self.db.read() as conn:
-            row = conn.execute(sa.select(r).where(r.c.id == report_id, r.c.reporter_id == reporter_id)).first()
+            row = conn.execute(
+                sa.select(r).where(r.c.id == report_id, r.c.reporter_id == reporter_id)
+            ).first()
             if row is None:
                 raise UnknownReport(f"no report {report_id!r} from reporter {reporter_id!r}")
             history = self._history(conn, report_id)
-        return {"report_id": row.id, "status": row.status, "status_reason": row.status_reason, "target_type": row.target_type,
-                "created_at": row.created_at, "updated_at": row.updated_at,
-                "history": [{k: e[k] for k in ("status", "ts", "note")} for e in history]}
+        return {
+            "report_id": row.id,
+            "status": row.status,
+            "status_reason": row.status_reason,
+            "target_type": row.target_type,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "history": [{k: e[k] for k in ("status", "ts", "note")} for e in history],
+        }
 
-    def list_reports(self, status: str | None = None, limit: int = 50, after: str | None = None, reporter_id: str | None = None,
-             account_id: str | None = None, group_id: str | None = None) -> list[dict]:
+    def list_reports(
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        reporter_id: str | None = None,
+        account_id: str | None = None,
+        group_id: str | None = None,
+    ) -> list[dict]:
         """Reports oldest first (a moderation queue); `after` = the last report id of the previous page."""
         r = self.reports
         query = sa.select(r)
-        for column, value in ((r.c.status, status), (r.c.reporter_id, reporter_id), (r.c.target_account_id, account_id),
-                              (r.c.target_group_id, group_id)):
+        for column, value in (
+            (r.c.status, status),
+            (r.c.reporter_id, reporter_id),
+            (r.c.target_account_id, account_id),
+            (r.c.target_group_id, group_id),
+        ):
             if value is not None:
                 query = query.where(column == value)
         with self.db.read() as conn:
@@ -188,7 +254,9 @@ class ReportBook:
                 cursor = conn.execute(sa.select(r.c.created_at).where(r.c.id == after)).scalar()
                 if cursor is None:
                     raise UnknownReport(f"unknown report {after!r} (the `after` cursor)")
-                query = query.where(sa.tuple_(r.c.created_at, r.c.id) > sa.tuple_(sa.literal(cursor), sa.literal(after)))
+                query = query.where(
+                    sa.tuple_(r.c.created_at, r.c.id) > sa.tuple_(sa.literal(cursor), sa.literal(after))
+                )
             rows = conn.execute(query.order_by(r.c.created_at, r.c.id).limit(limit)).all()
             histories = self._histories(conn, [row.id for row in rows])
             return [self._as_view(dict(row._mapping), histories.get(row.id, [])) for row in rows]
@@ -203,9 +271,14 @@ class ReportBook:
     def _histories(self, conn, report_ids: list[str]) -> dict[str, list[dict]]:
         e, out = self.events, {}
         for i in range(0, len(report_ids), 500):
-            for x in conn.execute(sa.select(e.c.report_id, e.c.status, e.c.ts, e.c.actor, e.c.note)
-                                  .where(e.c.report_id.in_(report_ids[i : i + 500])).order_by(e.c.id)):
-                out.setdefault(x.report_id, []).append({"status": x.status, "ts": x.ts, "actor": x.actor, "note": x.note})
+            for x in conn.execute(
+                sa.select(e.c.report_id, e.c.status, e.c.ts, e.c.actor, e.c.note)
+                .where(e.c.report_id.in_(report_ids[i : i + 500]))
+                .order_by(e.c.id)
+            ):
+                out.setdefault(x.report_id, []).append(
+                    {"status": x.status, "ts": x.ts, "actor": x.actor, "note": x.note}
+                )
         return out
 
     def _view(self, conn, row) -> dict:
@@ -214,22 +287,36 @@ class ReportBook:
     @staticmethod
     def _as_view(d: dict, history: list[dict]) -> dict:
         d = dict(d)
-        return {"report_id": d.pop("id"), **d, "labels": json.loads(d["labels"]) if d["labels"] else None,
-                "verdict": json.loads(d["verdict"]) if d["verdict"] else None, "history": history}
+        return {
+            "report_id": d.pop("id"),
+            **d,
+            "labels": json.loads(d["labels"]) if d["labels"] else None,
+            "verdict": json.loads(d["verdict"]) if d["verdict"] else None,
+            "history": history,
+        }
 
     def counts_against(self, kind: str, entity_id: str) -> dict[str, int]:
         """Reports against an account or group, by status (what its risk view shows)."""
         r = self.reports
         column = r.c.target_account_id if kind == "account" else r.c.target_group_id
         with self.db.read() as conn:
-            return dict(conn.execute(sa.select(r.c.status, sa.func.count()).where(column == entity_id).group_by(r.c.status)).all())
+            return dict(
+                conn.execute(
+                    sa.select(r.c.status, sa.func.count()).where(column == entity_id).group_by(r.c.status)
+                ).all()
+            )
 
-    def resolved(self, since: float | None = None, target_types: tuple[str, ...] = ("text", "image")) -> Iterator[dict]:
+    def resolved(
+        self, since: float | None = None, target_types: tuple[str, ...] = ("text", "image")
+    ) -> Iterator[dict]:
         """Confirmed and rejected reports (of content, by default), in the order they were decided, without
         their histories: what `fanzha.datasets.feedback.export_records` turns into training examples."""
         r = self.reports
-        query = (sa.select(r).where(r.c.status.in_(("confirmed", "rejected")), r.c.target_type.in_(target_types))
-                 .order_by(r.c.updated_at, r.c.id))
+        query = (
+            sa.select(r)
+            .where(r.c.status.in_(("confirmed", "rejected")), r.c.target_type.in_(target_types))
+            .order_by(r.c.updated_at, r.c.id)
+        )
         if since is not None:
             query = query.where(r.c.updated_at >= since)
         with self.db.read() as conn:

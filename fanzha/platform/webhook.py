@@ -28,10 +28,18 @@ log = logging.getLogger("fanzha.webhook")
 
 
 class AlertWebhook:
-    def __init__(self, url: str, secret: str | None = None, timeout_s: float = 5.0, queue_size: int = 1000,
-                 retries: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str | None = None,
+        timeout_s: float = 5.0,
+        queue_size: int = 1000,
+        retries: int = 2,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise SettingsError(f"the alert webhook must be an http(s) URL, got {url!r} (FANZHA_ALERT_WEBHOOK)")
+            raise SettingsError(
+                f"the alert webhook must be an http(s) URL, got {url!r} (FANZHA_ALERT_WEBHOOK)"
+            )
         self.url, self.timeout_s, self.retries = url, timeout_s, retries
         self.secret = secret.encode() if secret else None
         self.queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
@@ -53,7 +61,10 @@ class AlertWebhook:
             self.queue.put_nowait(alert)
         except queue.Full:
             self.dropped += 1
-            log.warning("alert webhook queue full: alert %s not posted (it is still listed by /alerts)", alert.get("id"))
+            log.warning(
+                "alert webhook queue full: alert %s not posted (it is still listed by /alerts)",
+                alert.get("id"),
+            )
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Post what is queued (up to `timeout_s`), then stop the thread."""
@@ -71,18 +82,27 @@ class AlertWebhook:
         body = json.dumps(alert, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "fanzha-alerts"}
         if self.secret:
-            headers["X-Fanzha-Signature"] = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+            headers["X-Fanzha-Signature"] = (
+                "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+            )
         for attempt in range(self.retries + 1):
             try:
-                with urllib.request.urlopen(urllib.request.Request(self.url, data=body, headers=headers, method="POST"),
-                                            timeout=self.timeout_s) as response:
+                with urllib.request.urlopen(
+                    urllib.request.Request(self.url, data=body, headers=headers, method="POST"),
+                    timeout=self.timeout_s,
+                ) as response:
                     response.read()
                 self.sent += 1
                 return
             except (urllib.error.URLError, OSError, ValueError) as e:
                 if attempt == self.retries:
                     self.failed += 1
-                    log.error("alert webhook %s: alert %s not delivered after %d tries: %s", self.url, alert.get("id"),
-                              attempt + 1, e)
+                    log.error(
+                        "alert webhook %s: alert %s not delivered after %d tries: %s",
+                        self.url,
+                        alert.get("id"),
+                        attempt + 1,
+                        e,
+                    )
                     return
                 time.sleep(0.5 * 2**attempt)

@@ -41,14 +41,18 @@ def read_rows(path: Path) -> list[dict]:
 
 @pytest.fixture
 def mixed_inputs(tmp_path) -> list[str]:
-    jsonl = write_jsonl(tmp_path / "posts.jsonl", [
-        {"id": "s1", "text": SCAM, "account_id": "u1", "group_id": "g1"},
-        {"id": "b1", "text": BENIGN},
-        {"id": "poster", "image": str(MEDIA / "poster.png")},
-        {"id": "empty", "text": ""},
-        {"id": "num", "text": 42},
-        {"id": "gone", "image": "missing.png"},
-    ], [b"{not json\n", b"\xff\xfe bad bytes\n", b"[1, 2]\n"])
+    jsonl = write_jsonl(
+        tmp_path / "posts.jsonl",
+        [
+            {"id": "s1", "text": SCAM, "account_id": "u1", "group_id": "g1"},
+            {"id": "b1", "text": BENIGN},
+            {"id": "poster", "image": str(MEDIA / "poster.png")},
+            {"id": "empty", "text": ""},
+            {"id": "num", "text": 42},
+            {"id": "gone", "image": "missing.png"},
+        ],
+        [b"{not json\n", b"\xff\xfe bad bytes\n", b"[1, 2]\n"],
+    )
     table = tmp_path / "comments.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -61,20 +65,30 @@ def mixed_inputs(tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
-def test_every_record_gets_one_row_and_bad_ones_an_error(tmp_path, mixed_inputs, tiny_model_dir, suffix) -> None:
+def test_every_record_gets_one_row_and_bad_ones_an_error(
+    tmp_path, mixed_inputs, tiny_model_dir, suffix
+) -> None:
     out = tmp_path / f"scored{suffix}"
     summary = score_archive(mixed_inputs, out, chunk_size=2, model_dir=str(tiny_model_dir), progress=False)
     rows = read_rows(out)
     assert len(rows) == summary.rows == 9 + 2 + 2 + 1 and not (tmp_path / f"scored{suffix}.parts").exists()
     by_id = {r["id"]: r for r in rows}
-    assert by_id["s1"]["account_id"] == "u1" and by_id["s1"]["group_id"] == "g1" and by_id["s1"]["error"] is None
+    assert (
+        by_id["s1"]["account_id"] == "u1" and by_id["s1"]["group_id"] == "g1" and by_id["s1"]["error"] is None
+    )
     assert by_id["poster"]["kind"] == "image" and by_id["poster"]["error"] is None
     thresholds = Detector.load(tiny_model_dir).thresholds
-    for r in rows:  # every scored row's decision is the one its score gives, and only a flagged one names labels
+    for (
+        r
+    ) in rows:  # every scored row's decision is the one its score gives, and only a flagged one names labels
         if r["error"] is None:
-            assert r["decision"] == thresholds.decide(r["fraud_score"]) and (r["decision"] != "pass" or not r["labels"]), r
+            assert r["decision"] == thresholds.decide(r["fraud_score"]) and (
+                r["decision"] != "pass" or not r["labels"]
+            ), r
     assert by_id["c1"]["account_id"] == "u2" and by_id["c1"]["source"] == "comments.csv:record 1"
-    assert by_id["p2"]["source"] == "old.parquet:row 2" and by_id[str(MEDIA / "static.mp4")]["kind"] == "video"
+    assert (
+        by_id["p2"]["source"] == "old.parquet:row 2" and by_id[str(MEDIA / "static.mp4")]["kind"] == "video"
+    )
     errors = {r["source"]: r["error"] for r in rows if r["error"]}
     assert errors == {
         "posts.jsonl:line 4": "field 'text' is empty",
@@ -86,7 +100,14 @@ def test_every_record_gets_one_row_and_bad_ones_an_error(tmp_path, mixed_inputs,
     }
     assert summary.errors == 6 and sum(summary.decisions.values()) == len(rows) - 6
     ok = by_id["s1"]
-    assert set(ok) >= {"fraud_score", "score_fake_giveaway", "labels", "decision", "evidence", "model_version"}
+    assert set(ok) >= {
+        "fraud_score",
+        "score_fake_giveaway",
+        "labels",
+        "decision",
+        "evidence",
+        "model_version",
+    }
     evidence = json.loads(ok["evidence"]) if isinstance(ok["evidence"], str) else ok["evidence"]
     assert any(e["kind"] == "qq_group" for e in evidence)
 
@@ -106,20 +127,50 @@ def test_a_finished_or_different_job_is_not_clobbered(tmp_path, tiny_model_dir) 
     score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False)
     with pytest.raises(ArchiveError, match="exists"):
         score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False)
-    assert score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False, overwrite=True).rows == 1
+    assert (
+        score_archive([str(src)], out, model_dir=str(tiny_model_dir), progress=False, overwrite=True).rows
+        == 1
+    )
     with pytest.raises(ArchiveError, match="no such file"):
-        score_archive([str(tmp_path / "nope.jsonl")], tmp_path / "x.parquet", model_dir=str(tiny_model_dir), progress=False)
+        score_archive(
+            [str(tmp_path / "nope.jsonl")],
+            tmp_path / "x.parquet",
+            model_dir=str(tiny_model_dir),
+            progress=False,
+        )
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ArchiveError, match="unknown format"):
-        score_archive([str(tmp_path / "notes.txt")], tmp_path / "x.parquet", model_dir=str(tiny_model_dir), progress=False)
+        score_archive(
+            [str(tmp_path / "notes.txt")],
+            tmp_path / "x.parquet",
+            model_dir=str(tiny_model_dir),
+            progress=False,
+        )
 
 
 def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_model_dir) -> None:
     n = 3000
-    src = write_jsonl(tmp_path / "big.jsonl", [{"id": f"r{i}", "text": (SCAM if i % 3 else BENIGN) + f" #{i}"} for i in range(n)])
+    src = write_jsonl(
+        tmp_path / "big.jsonl",
+        [{"id": f"r{i}", "text": (SCAM if i % 3 else BENIGN) + f" #{i}"} for i in range(n)],
+    )
     out = tmp_path / "big.parquet"
-    cmd = [sys.executable, "-m", "fanzha.cli", "score", str(src), "-o", str(out), "--chunk-size", "100", "-q",
-           "--model-dir", str(tiny_model_dir), "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fanzha.cli",
+        "score",
+        str(src),
+        "-o",
+        str(out),
+        "--chunk-size",
+        "100",
+        "-q",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     parts = tmp_path / "big.parquet.parts"
     deadline = time.time() + 120
@@ -159,12 +210,19 @@ def test_report_markdown_and_html(tmp_path, mixed_inputs, tiny_model_dir, capsys
         assert facts[f"decision {d}"] == f"{n:,} ({n / len(scored):.1%})"
     for label in LABELS:
         assert facts[f"label {label}"] == str(sum(label in (r["labels"] or []) for r in scored))
-    assert [int(n) for _, n, _ in histogram] == [sum(min(9, int(r["fraud_score"] * 10)) == b for r in scored) for b in range(10)]
-    assert sum(int(n) for _, n in errors) == len(rows) - len(scored) and any("invalid JSON" in k for k, _ in errors)
+    assert [int(n) for _, n, _ in histogram] == [
+        sum(min(9, int(r["fraud_score"] * 10)) == b for r in scored) for b in range(10)
+    ]
+    assert sum(int(n) for _, n in errors) == len(rows) - len(scored) and any(
+        "invalid JSON" in k for k, _ in errors
+    )
     assert top[0] == ["score", "decision", "labels", "id", "source", "evidence"]
-    assert len(top) - 1 == min(20, len(flagged)) > 1  # every flagged row (the default top 20), highest score first
-    assert [(float(x[0]), x[1], x[3]) for x in top[1:]] == [(pytest.approx(r["fraud_score"], abs=1e-4), r["decision"], r["id"])
-                                                           for r in flagged[:20]]
+    assert (
+        len(top) - 1 == min(20, len(flagged)) > 1
+    )  # every flagged row (the default top 20), highest score first
+    assert [(float(x[0]), x[1], x[3]) for x in top[1:]] == [
+        (pytest.approx(r["fraud_score"], abs=1e-4), r["decision"], r["id"]) for r in flagged[:20]
+    ]
 
 
 def html_tables(page: str) -> list[list[list[str]]]:
@@ -201,10 +259,25 @@ def html_tables(page: str) -> list[list[list[str]]]:
 
 def test_html_report_escapes_what_it_shows(tmp_path) -> None:
     out = tmp_path / "hostile.parquet"
-    evidence = json.dumps([{"kind": "url", "value": "x", "text": "<script>alert(1)</script>", "start": 0, "end": 1}])
-    pq.write_table(pa.table({"id": ["<img src=x onerror=alert(1)>"], "source": ["a&b"], "kind": ["text"], "fraud_score": [0.97],
-                             "labels": [["fake_giveaway"]], "decision": ["block"], "evidence": [evidence], "error": pa.array([None], pa.string()),
-                             "model_version": ["m"]}), out)
+    evidence = json.dumps(
+        [{"kind": "url", "value": "x", "text": "<script>alert(1)</script>", "start": 0, "end": 1}]
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["<img src=x onerror=alert(1)>"],
+                "source": ["a&b"],
+                "kind": ["text"],
+                "fraud_score": [0.97],
+                "labels": [["fake_giveaway"]],
+                "decision": ["block"],
+                "evidence": [evidence],
+                "error": pa.array([None], pa.string()),
+                "model_version": ["m"],
+            }
+        ),
+        out,
+    )
     page = render_summary(out, "html")
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page and "a&amp;b" in page
     top = html_tables(page)[-1]
@@ -213,7 +286,17 @@ def test_html_report_escapes_what_it_shows(tmp_path) -> None:
 
 def test_score_command_summary_and_errors(tmp_path, tiny_model_dir, capsys) -> None:
     src = write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": SCAM}, {"id": "2", "text": BENIGN}])
-    code = main(["score", str(src), "-o", str(tmp_path / "a.jsonl.out.jsonl"), "--model-dir", str(tiny_model_dir), "-q"])
+    code = main(
+        [
+            "score",
+            str(src),
+            "-o",
+            str(tmp_path / "a.jsonl.out.jsonl"),
+            "--model-dir",
+            str(tiny_model_dir),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0 and "2 rows →" in err and "errors 0" in err
     assert main(["score", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.parquet"), "-q"]) == 2
@@ -231,12 +314,16 @@ def test_folders_and_globs_of_media(tmp_path, tiny_model_dir) -> None:
 
 
 @pytest.mark.ray
-def test_ray_local_mode_writes_the_same_rows_as_the_local_engine(tmp_path, mixed_inputs, tiny_model_dir) -> None:
+def test_ray_local_mode_writes_the_same_rows_as_the_local_engine(
+    tmp_path, mixed_inputs, tiny_model_dir
+) -> None:
     pytest.importorskip("ray", reason="the distributed extra is not installed")
     inputs = mixed_inputs[:3] + [str(MEDIA / "poster.png")]
     local, distributed = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     score_archive(inputs, local, chunk_size=3, model_dir=str(tiny_model_dir), progress=False)
-    summary = score_archive(inputs, distributed, engine="ray", chunk_size=3, model_dir=str(tiny_model_dir), progress=False)
+    summary = score_archive(
+        inputs, distributed, engine="ray", chunk_size=3, model_dir=str(tiny_model_dir), progress=False
+    )
     assert summary.scored_this_run == 14
     assert read_rows(distributed) == read_rows(local)
 
@@ -249,17 +336,23 @@ def test_track_feeds_the_risk_store_like_the_service(tmp_path, monkeypatch) -> N
     # 4 lures from one account pushing one QQ group, one benign message from another
     rows = [{"id": f"s{i}", "text": SCAM, "account_id": "scammer", "group_id": "g1"} for i in range(4)]
     src = write_jsonl(tmp_path / "a.jsonl", [*rows, {"id": "b", "text": BENIGN, "account_id": "kid"}])
-    summary = score_archive([str(src)], tmp_path / "o.parquet", progress=False, tracker=open_tracker)  # the committed model
+    summary = score_archive(
+        [str(src)], tmp_path / "o.parquet", progress=False, tracker=open_tracker
+    )  # the committed model
     store = RiskState.from_settings()
     scammer, kid = store.entity("account", "scammer"), store.entity("account", "kid")
     assert (scammer["items"], scammer["flagged"], kid["items"], kid["flagged"]) == (4, 4, 1, 0)
     alerts = store.alerts()
-    assert summary.alerts == len(alerts) >= 1 and alerts[0]["item_id"] == "s2"  # the third flagged item crosses 3
+    assert (
+        summary.alerts == len(alerts) >= 1 and alerts[0]["item_id"] == "s2"
+    )  # the third flagged item crosses 3
 
 
 def test_csv_quotes_follow_the_csv_rules_and_a_bom_is_not_content(tmp_path, tiny_model_dir) -> None:
     table = tmp_path / "t.csv"
-    table.write_bytes(b'id,text\n1,he said 5" screen\n2,hello\n3,"quoted, with ""escaped"" quotes\nand a newline"\n4,bye\n')
+    table.write_bytes(
+        b'id,text\n1,he said 5" screen\n2,hello\n3,"quoted, with ""escaped"" quotes\nand a newline"\n4,bye\n'
+    )
     jsonl = tmp_path / "b.jsonl"
     jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "bom", "text": BENIGN}).encode() + b"\n")
     out = tmp_path / "o.jsonl"

@@ -17,7 +17,9 @@ def test_quotas(corpus) -> None:
     assert quota_problems(corpus) == []
     s = stats(corpus)
     assert set(s["split"]) == {"train", "dev", "test"}
-    assert set(s["source"]) == set(SOURCES)  # every register the schema names is written (round 4 added post, game_chat)
+    assert set(s["source"]) == set(
+        SOURCES
+    )  # every register the schema names is written (round 4 added post, game_chat)
 
 
 def test_no_near_duplicates_across_splits(corpus) -> None:
@@ -25,7 +27,9 @@ def test_no_near_duplicates_across_splits(corpus) -> None:
 
 
 def test_held_out_splits_come_from_their_own_authors(corpus) -> None:
-    authors = {split: {r["provenance"] for r in corpus if r["split"] == split} for split in ("train", "dev", "test")}
+    authors = {
+        split: {r["provenance"] for r in corpus if r["split"] == split} for split in ("train", "dev", "test")
+    }
     assert not authors["dev"] & authors["train"]
     assert not authors["test"] & authors["train"]
     assert not authors["dev"] & authors["test"]
@@ -43,8 +47,16 @@ def test_shingles_ignore_evasion_and_whitespace() -> None:
 
 
 def test_bad_lines_name_file_and_line(tmp_path) -> None:
-    good = {"id": "x1", "text": "你好", "labels": [], "source": "comment", "script": "zh-Hans", "split": "train",
-            "hard_negative": False, "provenance": "test"}
+    good = {
+        "id": "x1",
+        "text": "你好",
+        "labels": [],
+        "source": "comment",
+        "script": "zh-Hans",
+        "split": "train",
+        "hard_negative": False,
+        "provenance": "test",
+    }
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps(good, ensure_ascii=False) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="c.jsonl:2"):
@@ -52,6 +64,8 @@ def test_bad_lines_name_file_and_line(tmp_path) -> None:
     path.write_text(json.dumps(dict(good, labels=["spam"])) + "\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="unknown labels"):
         load_corpus(path)
-    path.write_text(json.dumps(dict(good, labels=["fee_demand"], hard_negative=True)) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(dict(good, labels=["fee_demand"], hard_negative=True)) + "\n", encoding="utf-8"
+    )
     with pytest.raises(CorpusError, match="hard negative"):
         load_corpus(path)

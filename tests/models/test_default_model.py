@@ -9,7 +9,10 @@ from fanzha.models import Detector
 from fanzha.models.text import DEFAULT_MODEL_DIR
 
 SCAMS = {
-    "恭喜你被选为幸运粉丝！免费送偶像亲笔签名照，加粉丝QQ群 61730245 登记，只收15元邮费": {"fake_giveaway", "fee_demand"},
+    "恭喜你被选为幸运粉丝！免费送偶像亲笔签名照，加粉丝QQ群 61730245 登记，只收15元邮费": {
+        "fake_giveaway",
+        "fee_demand",
+    },
     "小学生也能做的兼职！给抖音视频点赞一个2元，日结，进任务群还有垫付大单": {"click_farming"},
     "你好，我是市公安局网警，你的账户涉嫌洗钱，马上把钱转到安全账户配合调查": {"other_fraud"},
 }
@@ -32,7 +35,11 @@ def test_default_files_are_small_and_documented() -> None:
         assert path.is_file(), path
         assert path.stat().st_size <= 60 * 2**20, path
     parity = json.loads((DEFAULT_MODEL_DIR / "parity.json").read_text())
-    assert parity["passed"] and parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4 and parity["macro_f1_drop_points"] <= 0.5
+    assert (
+        parity["passed"]
+        and parity["fp32_vs_torch_max_abs_logit_diff"] <= 1e-4
+        and parity["macro_f1_drop_points"] <= 0.5
+    )
 
 
 def test_parity_is_the_committed_models_own(detector) -> None:
@@ -40,7 +47,9 @@ def test_parity_is_the_committed_models_own(detector) -> None:
     parity = json.loads((DEFAULT_MODEL_DIR / "parity.json").read_text())
     assert parity["version"] == detector.model_version == detector.classifier.version
     assert parity["size_mb_int8"] == round((DEFAULT_MODEL_DIR / "model.onnx").stat().st_size / 2**20, 1)
-    assert parity.get("block_threshold") == detector.classifier.thresholds.get("block")  # tuned by that export, when it did
+    assert parity.get("block_threshold") == detector.classifier.thresholds.get(
+        "block"
+    )  # tuned by that export, when it did
 
 
 @pytest.mark.parametrize("text", sorted(SCAMS))

@@ -9,7 +9,9 @@ def kinds(text: str) -> dict[str, list[str]]:
 
 
 def test_handles_amounts_and_terms_with_original_spans() -> None:
-    text = "恭喜你成为幸运粉丝！免費領取簽名照，加扣扣 1 2 3 4 5 6 7 8 或進粉絲群 87654321，只需支付激活費¥29.9"
+    text = (
+        "恭喜你成为幸运粉丝！免費領取簽名照，加扣扣 1 2 3 4 5 6 7 8 或進粉絲群 87654321，只需支付激活費¥29.9"
+    )
     found = extract(text)
     by_kind = {e.kind: e for e in found}
     assert by_kind["qq"].value == "12345678"

@@ -21,7 +21,11 @@ def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 def test_exif_orientation_is_applied() -> None:
     raw = Image.open(MEDIA / "rotated.jpg")
     assert raw.getexif().get(0x0112) == 8 and raw.size == (800, 600)
-    assert decode_image((MEDIA / "rotated.jpg").read_bytes()).shape == (800, 600, 3)  # upright: 600 wide, 800 tall
+    assert decode_image((MEDIA / "rotated.jpg").read_bytes()).shape == (
+        800,
+        600,
+        3,
+    )  # upright: 600 wide, 800 tall
 
 
 def test_transparency_is_flattened_onto_white() -> None:
@@ -51,16 +55,23 @@ def test_cmyk_is_converted_to_the_same_colours(fmt) -> None:
     pixels = decode_image(encode(cmyk, fmt, **({"quality": 95} if fmt == "JPEG" else {})))
     assert pixels.shape == (16, 32, 3) and pixels.dtype == np.uint8
     for i, colour in enumerate(PATCHES):  # the middle of each patch, away from JPEG's block edges
-        assert np.abs(pixels[4:12, 8 * i + 2 : 8 * i + 6].astype(int) - colour).max() <= 3, (i, pixels[8, 8 * i + 4])
+        assert np.abs(pixels[4:12, 8 * i + 2 : 8 * i + 6].astype(int) - colour).max() <= 3, (
+            i,
+            pixels[8, 8 * i + 4],
+        )
     assert np.abs(pixels.astype(int) - np.asarray(rgb)).mean() < 3
 
 
-@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("P", "GIF"), ("1", "BMP"), ("RGB", "PNG"), ("RGB", "WEBP")])
+@pytest.mark.parametrize(
+    "mode,fmt", [("L", "PNG"), ("P", "GIF"), ("1", "BMP"), ("RGB", "PNG"), ("RGB", "WEBP")]
+)
 def test_other_modes_become_their_own_rgb(mode, fmt) -> None:
     image = quadrants().convert(mode)
     pixels = decode_image(encode(image, fmt, **({"quality": 95} if fmt == "WEBP" else {})))
     assert pixels.shape == (16, 32, 3) and pixels.dtype == np.uint8
-    expected = np.asarray(image.convert("RGB")).astype(int)  # grey stays grey, a palette its colours, 1-bit black/white
+    expected = np.asarray(image.convert("RGB")).astype(
+        int
+    )  # grey stays grey, a palette its colours, 1-bit black/white
     if fmt != "WEBP":
         assert (pixels == expected).all()
     for i in range(len(PATCHES)):  # lossy WebP: the middle of each patch (chroma is subsampled across edges)
@@ -84,7 +95,9 @@ def test_bad_files_are_clear_errors() -> None:
         poster[: len(poster) // 2]: "corrupt or truncated",
         encode(Image.new("RGB", (32, 32)), "ICO"): "unsupported image format ICO",
         encode(Image.new("1", (10_000, 10_000))): "over the pixel limit",  # a 12 KB file of 100 Mpx
-        encode(Image.new("1", (8_000, 6_000))): "over the pixel limit",  # 48 Mpx: under Pillow's guard, over ours
+        encode(
+            Image.new("1", (8_000, 6_000))
+        ): "over the pixel limit",  # 48 Mpx: under Pillow's guard, over ours
     }
     for data, message in cases.items():
         with pytest.raises(InputError, match=message):
@@ -103,7 +116,9 @@ def test_image_verdicts_match_the_fixtures(default_detector, media_manifest) -> 
     for name, spec in media_manifest["images"].items():
         verdict = default_detector.classify_image((MEDIA / name).read_bytes())
         assert (verdict.decision != "pass") == spec["fraud"], (name, verdict.fraud_score, verdict.text)
-        assert verdict.media["kind"] == "image" and len(verdict.ocr) == len(verdict.text.splitlines()) - len(verdict.qr)
+        assert verdict.media["kind"] == "image" and len(verdict.ocr) == len(verdict.text.splitlines()) - len(
+            verdict.qr
+        )
 
 
 def test_evidence_points_back_to_boxes_and_qr_codes(default_detector, media_manifest) -> None:
@@ -114,15 +129,21 @@ def test_evidence_points_back_to_boxes_and_qr_codes(default_detector, media_mani
     spans = [e for e in verdict["evidence"] if e["kind"] == "qq_group" and e["value"] == group_code]
     assert spans, verdict["evidence"]
     for e in spans:  # the span's text is on the line whose box it names
-        assert verdict["text"][e["start"]:e["end"]] == e["text"]
+        assert verdict["text"][e["start"] : e["end"]] == e["text"]
         loc = e["locations"][0]
-        source_text = verdict["ocr"][loc["index"]]["text"] if loc["source"] == "ocr" else verdict["qr"][loc["index"]]["payload"]
+        source_text = (
+            verdict["ocr"][loc["index"]]["text"]
+            if loc["source"] == "ocr"
+            else verdict["qr"][loc["index"]]["payload"]
+        )
         assert e["text"] in source_text and loc["box"]
 
 
 def test_a_photo_with_no_text_passes_without_scoring(default_detector) -> None:
     verdict = default_detector.classify_image((MEDIA / "photo.jpg").read_bytes())
-    assert verdict.decision == "pass" and verdict.fraud_score == 0.0 and verdict.text == "" and verdict.ocr == []
+    assert (
+        verdict.decision == "pass" and verdict.fraud_score == 0.0 and verdict.text == "" and verdict.ocr == []
+    )
 
 
 def test_pictures_the_ocr_engine_refuses_are_input_errors(default_detector) -> None:

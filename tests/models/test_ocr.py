@@ -15,12 +15,20 @@ def line(text: str, x0: int, y0: int, x1: int, y1: int) -> OcrLine:
 
 def test_rows_read_top_to_bottom_then_left_to_right() -> None:
     # the detector returns boxes in any order; a row's boxes may sit a few pixels apart vertically
-    shuffled = [line("右边", 300, 12, 400, 40), line("第二行", 10, 60, 200, 90), line("左边", 10, 10, 120, 38)]
+    shuffled = [
+        line("右边", 300, 12, 400, 40),
+        line("第二行", 10, 60, 200, 90),
+        line("左边", 10, 10, 120, 38),
+    ]
     assert [x.text for x in reading_order(shuffled)] == ["左边", "右边", "第二行"]
 
 
 def test_vertical_columns_read_right_to_left() -> None:
-    columns = [line("第一列文字", 400, 10, 440, 300), line("第三列文字", 100, 10, 140, 300), line("第二列文字", 250, 10, 290, 300)]
+    columns = [
+        line("第一列文字", 400, 10, 440, 300),
+        line("第三列文字", 100, 10, 140, 300),
+        line("第二列文字", 250, 10, 290, 300),
+    ]
     assert [x.text for x in reading_order(columns)] == ["第一列文字", "第二列文字", "第三列文字"]
 
 

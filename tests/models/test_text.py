@@ -28,7 +28,9 @@ def test_windows_cover_long_text_with_overlap(clf) -> None:
     for i, (a, b) in enumerate(zip(bodies, bodies[1:], strict=False)):
         assert b == body[(i + 1) * half : (i + 1) * half + size], i
         assert a[half:] == b[: len(a) - half] and len(a) - half >= size // 2, i
-    assert bodies[-1][-1] == body[-1] and len(bodies[-1]) > size - half  # the last window reaches the end of the text
+    assert (
+        bodies[-1][-1] == body[-1] and len(bodies[-1]) > size - half
+    )  # the last window reaches the end of the text
     # so every phrase up to half a window long lies whole inside some window
     for start in range(0, len(body) - half + 1):
         phrase = body[start : start + half]
@@ -36,18 +38,24 @@ def test_windows_cover_long_text_with_overlap(clf) -> None:
 
 
 def test_long_text_scores_are_the_max_over_its_windows(tiny_model_dir) -> None:
-    fp32 = TextClassifier(tiny_model_dir / "work" / "model.fp32.onnx", tiny_model_dir / "tokenizer.json", threads=1)
+    fp32 = TextClassifier(
+        tiny_model_dir / "work" / "model.fp32.onnx", tiny_model_dir / "tokenizer.json", threads=1
+    )
     text = "今天天气很好我们去公园散步" * 40 + "免费领取签名照加QQ群83726154"
     windows = fp32.windows(text)
     assert len(windows) > 2
-    per_window = np.stack([fp32.run_logits(np.array([w]), np.ones((1, len(w)), dtype=np.int64))[0] for w in windows])
+    per_window = np.stack(
+        [fp32.run_logits(np.array([w]), np.ones((1, len(w)), dtype=np.int64))[0] for w in windows]
+    )
     expected = (1 / (1 + np.exp(-per_window))).max(axis=0)
     np.testing.assert_allclose(fp32.predict([text])[0], expected, atol=1e-5)
 
 
 def test_batch_equals_one_by_one(clf, tiny_model_dir) -> None:
     texts = ["免费领取签名照", "明天考试", "刷单返利日结" * 30, "加微信"]
-    fp32 = TextClassifier(tiny_model_dir / "work" / "model.fp32.onnx", tiny_model_dir / "tokenizer.json", threads=1)
+    fp32 = TextClassifier(
+        tiny_model_dir / "work" / "model.fp32.onnx", tiny_model_dir / "tokenizer.json", threads=1
+    )
     for model, atol in ((fp32, 1e-5), (clf, 0.02)):  # int8 quantises activations per batch: close, not equal
         batched = model.predict(texts)
         single = np.stack([model.predict([t])[0] for t in texts])
@@ -56,7 +64,9 @@ def test_batch_equals_one_by_one(clf, tiny_model_dir) -> None:
 
 def test_mismatched_tokenizer_is_refused(tiny_model_dir, tmp_path) -> None:
     shutil.copy(tiny_model_dir / "model.onnx", tmp_path / "model.onnx")
-    (tmp_path / "tokenizer.json").write_text((tiny_model_dir / "tokenizer.json").read_text().replace("<unk>", "<UNK>"))
+    (tmp_path / "tokenizer.json").write_text(
+        (tiny_model_dir / "tokenizer.json").read_text().replace("<unk>", "<UNK>")
+    )
     with pytest.raises(ModelError, match="SHA-256"):
         TextClassifier.load(tmp_path)
 
@@ -72,8 +82,14 @@ def test_missing_and_corrupt_model(tmp_path, tiny_model_dir) -> None:
 
 def test_detector_input_errors(clf) -> None:
     detector = Detector(clf, max_chars=1000)
-    for bad, message in [("", "empty"), ("   \n\t", "empty"), ("字" * 1001, "limit"), (None, "string"),
-                         ("\u200b\u200b", "readable"), ("🎁🎁🎁", "readable")]:
+    for bad, message in [
+        ("", "empty"),
+        ("   \n\t", "empty"),
+        ("字" * 1001, "limit"),
+        (None, "string"),
+        ("\u200b\u200b", "readable"),
+        ("🎁🎁🎁", "readable"),
+    ]:
         with pytest.raises(InputError, match=message):
             detector.classify_text(bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="item 1"):
@@ -84,22 +100,37 @@ def test_detector_decisions_follow_thresholds(clf) -> None:
     text = "免费领取签名照"
     score = Detector(clf).classify_text(text).fraud_score
     assert Detector(clf, DecisionThresholds(review=0.0, block=0.0)).classify_text(text).decision == "block"
-    assert Detector(clf, DecisionThresholds(review=1.0, block=1.0)).classify_text(text).decision == ("block" if score >= 1.0 else "pass")
-    assert Detector(clf, DecisionThresholds(review=0.0, block=1.0)).classify_text(text).decision == ("block" if score >= 1.0 else "review")
+    assert Detector(clf, DecisionThresholds(review=1.0, block=1.0)).classify_text(text).decision == (
+        "block" if score >= 1.0 else "pass"
+    )
+    assert Detector(clf, DecisionThresholds(review=0.0, block=1.0)).classify_text(text).decision == (
+        "block" if score >= 1.0 else "review"
+    )
 
 
 def test_a_score_between_review_and_block_gives_review(clf) -> None:
     t = DecisionThresholds(review=0.5, block=0.9)
-    assert [t.decide(s) for s in (0.0, 0.4999, 0.5, 0.7, 0.8999, 0.9, 1.0)] == \
-        ["pass", "pass", "review", "review", "review", "block", "block"]
+    assert [t.decide(s) for s in (0.0, 0.4999, 0.5, 0.7, 0.8999, 0.9, 1.0)] == [
+        "pass",
+        "pass",
+        "review",
+        "review",
+        "review",
+        "block",
+        "block",
+    ]
     # through the Detector, with the thresholds either side of the real score
     text = "恭喜中奖，先交激活费"
     score = Detector(clf).classify_text(text).fraud_score
     assert 0.0 < score < 1.0
     verdict = Detector(clf, DecisionThresholds(review=score / 2, block=(score + 1) / 2)).classify_text(text)
     assert verdict.decision == "review" and verdict.fraud_score == score
-    assert verdict.labels == [k for k, s in verdict.scores.items() if s >= clf.thresholds[k]]  # a flagged verdict names its lures
-    assert Detector(clf, DecisionThresholds(review=score, block=score)).classify_text(text).decision == "block"  # block wins the tie
+    assert verdict.labels == [
+        k for k, s in verdict.scores.items() if s >= clf.thresholds[k]
+    ]  # a flagged verdict names its lures
+    assert (
+        Detector(clf, DecisionThresholds(review=score, block=score)).classify_text(text).decision == "block"
+    )  # block wins the tie
 
 
 def test_verdict_is_consistent(clf) -> None:

@@ -45,7 +45,9 @@ def test_the_short_scam_caption_triggers_the_verdict(default_detector, media_man
     verdict = default_detector.classify_video(MEDIA / "flash_scam.mp4")
     scam = next(i for i, c in enumerate(media_manifest["videos"]["flash_scam.mp4"]["captions"]) if c["fraud"])
     assert verdict.decision != "pass" and verdict.media["trigger"] == {"by": "segment", "segments": [scam]}
-    assert [entry["triggered"] for entry in verdict.timeline] == [i == scam for i in range(len(verdict.timeline))]
+    assert [entry["triggered"] for entry in verdict.timeline] == [
+        i == scam for i in range(len(verdict.timeline))
+    ]
     assert verdict.timeline[scam]["end"] - verdict.timeline[scam]["start"] == pytest.approx(1.5, abs=0.25)
     assert any(e["kind"] == "qq_group" and e["locations"][0]["index"] == scam for e in verdict.evidence)
 
@@ -72,7 +74,10 @@ def test_a_lure_split_across_two_captions_is_caught_by_the_pair() -> None:
     detector = Detector(HalvesClassifier(), ocr_engine="rapidocr", threads=2)
     verdict = detector.classify_video(MEDIA / "split_lure.mp4")
     assert [entry["fraud_score"] for entry in verdict.timeline] == [0.0, 0.0, 0.0]  # no caption alone
-    assert verdict.decision == "block" and verdict.media["trigger"] == {"by": "adjacent_captions", "segments": [0, 1]}
+    assert verdict.decision == "block" and verdict.media["trigger"] == {
+        "by": "adjacent_captions",
+        "segments": [0, 1],
+    }
     assert [entry["triggered"] for entry in verdict.timeline] == [True, True, False]
 
 
@@ -94,8 +99,10 @@ def remux(src, dst, fmt: str | None = None, codec: str | None = None) -> None:
         out.mux(stream_out.encode(None))
 
 
-@pytest.mark.parametrize("suffix,fmt,codec", [(".mov", "mov", None), (".mkv", "matroska", None), (".flv", "flv", None),
-                                              (".webm", "webm", "libvpx")])
+@pytest.mark.parametrize(
+    "suffix,fmt,codec",
+    [(".mov", "mov", None), (".mkv", "matroska", None), (".flv", "flv", None), (".webm", "webm", "libvpx")],
+)
 def test_other_containers(tmp_path, default_detector, suffix, fmt, codec) -> None:
     target = tmp_path / f"split{suffix}"
     remux(MEDIA / "split_lure.mp4", target, fmt, codec)
@@ -109,7 +116,9 @@ def test_bad_videos_are_clear_errors(tmp_path, default_detector) -> None:
         default_detector.classify_video(b"")
     with pytest.raises(InputError, match="not a readable video"):
         default_detector.classify_video(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
-    with pytest.raises(InputError, match="not a readable video"):  # mp4 writes its index last: a cut file has none
+    with pytest.raises(
+        InputError, match="not a readable video"
+    ):  # mp4 writes its index last: a cut file has none
         default_detector.classify_video(data[: len(data) // 2])
 
 
@@ -123,11 +132,15 @@ def test_a_truncated_stream_keeps_what_was_decoded(tmp_path, default_detector) -
 
 
 def test_limits(monkeypatch, default_detector) -> None:
-    limits = default_detector.limits  # the settings' limits (FANZHA_MAX_VIDEO_*), taken when the Detector was built
+    limits = (
+        default_detector.limits
+    )  # the settings' limits (FANZHA_MAX_VIDEO_*), taken when the Detector was built
     monkeypatch.setattr(default_detector, "limits", replace(limits, max_video_seconds=5.0))
     with pytest.raises(LimitExceeded, match="12.0 s; the limit is 5 s"):
         default_detector.classify_video(MEDIA / "subtitles.mp4")
-    monkeypatch.setattr(default_detector, "limits", replace(limits, max_video_seconds=600.0, max_video_pixels=320 * 240))
+    monkeypatch.setattr(
+        default_detector, "limits", replace(limits, max_video_seconds=600.0, max_video_pixels=320 * 240)
+    )
     with pytest.raises(LimitExceeded, match="640×360"):
         default_detector.classify_video(MEDIA / "subtitles.mp4")
     with pytest.raises(LimitExceeded, match="the limit is 4 s"):

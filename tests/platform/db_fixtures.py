@@ -50,6 +50,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield sqlite_url(tmp_path)
         return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))  # postgres_url: tests/postgres.py
+    url, drop = postgres_schema_url(
+        request.getfixturevalue("postgres_url")
+    )  # postgres_url: tests/postgres.py
     yield url
     drop()

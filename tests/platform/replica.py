@@ -21,8 +21,12 @@ RULES = {"cluster_accounts": 5, "flagged_in_window": 2, "risk": 2.5}
 
 
 def _verdict(score: float, decision: str, labels: list[str], handles: list[tuple[str, str]]) -> dict:
-    return {"fraud_score": score, "decision": decision, "labels": labels,
-            "evidence": [{"kind": k, "value": v, "start": 0, "end": len(v), "text": v} for k, v in handles]}
+    return {
+        "fraud_score": score,
+        "decision": decision,
+        "labels": labels,
+        "evidence": [{"kind": k, "value": v, "start": 0, "end": len(v), "text": v} for k, v in handles],
+    }
 
 
 def campaign() -> list[dict]:
@@ -32,7 +36,11 @@ def campaign() -> list[dict]:
     an id and a source, so a replica that gets a post another already counted changes nothing."""
     rng = random.Random(10)
     posts = [(f"new_{i:02d}", "scam") for i in range(20) for _ in range(rng.randint(1, 3))]
-    posts += [(f"kid_{i:02d}", rng.choice(["benign", "benign", "teacher"])) for i in range(100) for _ in range(rng.randint(1, 2))]
+    posts += [
+        (f"kid_{i:02d}", rng.choice(["benign", "benign", "teacher"]))
+        for i in range(100)
+        for _ in range(rng.randint(1, 2))
+    ]
     posts.append(("kid_07", "warning"))
     rng.shuffle(posts)
     verdicts = {
@@ -41,8 +49,17 @@ def campaign() -> list[dict]:
         "teacher": _verdict(0.03, "pass", [], [("phone", TEACHER)]),
         "warning": _verdict(0.31, "pass", [], [("qq_group", QQ_GROUP)]),
     }
-    return [{"id": f"p{n:03d}", "source": "comment", "account_id": account, "group_id": f"class_{rng.randint(1, 6)}",
-             "ts": T0 - 3600 + n * 10, **verdicts[kind]} for n, (account, kind) in enumerate(posts)]
+    return [
+        {
+            "id": f"p{n:03d}",
+            "source": "comment",
+            "account_id": account,
+            "group_id": f"class_{rng.randint(1, 6)}",
+            "ts": T0 - 3600 + n * 10,
+            **verdicts[kind],
+        }
+        for n, (account, kind) in enumerate(posts)
+    ]
 
 
 def batches(records: list[dict], size: int, part: str) -> list[list[dict]]:
@@ -89,8 +106,15 @@ def run_reports(url: str, writer: int, n_own: int, n_shared: int) -> dict:
             violations.append(1)
 
     def create(reporter: str, key: str) -> tuple[str, bool]:
-        report, created = book.create(NewReport(reporter_id=reporter, target_type="account", reason="骗我交激活费",
-                                                target_account_id="new_01", idempotency_key=key))
+        report, created = book.create(
+            NewReport(
+                reporter_id=reporter,
+                target_type="account",
+                reason="骗我交激活费",
+                target_account_id="new_01",
+                idempotency_key=key,
+            )
+        )
         return report["report_id"], created
 
     _wait_for_go()

@@ -32,8 +32,17 @@ REPO = Path(__file__).resolve().parents[2]
 def run_replicas(jobs: list[list[str]], timeout: float = 180, after_go=None) -> list[dict]:
     """Start one process per job, wait until every one has opened its database, then start them together
     (and call `after_go`, if given, while they run)."""
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.platform.replica", *job], cwd=REPO, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for job in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.platform.replica", *job],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for job in jobs
+    ]
     try:
         for p in procs:
             line = p.stdout.readline()
@@ -62,13 +71,23 @@ def snapshot(url: str) -> dict:
     records = campaign()
     platform = open_platform(url)
     try:
-        entities = {(kind, eid): platform.entity_risk(kind, eid)
-                    for kind, key in (("account", "account_id"), ("group", "group_id")) for eid in sorted({r[key] for r in records})}
+        entities = {
+            (kind, eid): platform.entity_risk(kind, eid)
+            for kind, key in (("account", "account_id"), ("group", "group_id"))
+            for eid in sorted({r[key] for r in records})
+        }
         with platform.database.read() as conn:
-            rows = {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-                    for name, table in platform.database.tables.items() if name != "schema_version"}
-        return {"entities": entities, "clusters": platform.clusters(min_accounts=1, limit=1000),
-                "alerts": platform.alerts(limit=100_000), "rows": rows}
+            rows = {
+                name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                for name, table in platform.database.tables.items()
+                if name != "schema_version"
+            }
+        return {
+            "entities": entities,
+            "clusters": platform.clusters(min_accounts=1, limit=1000),
+            "alerts": platform.alerts(limit=100_000),
+            "rows": rows,
+        }
     finally:
         platform.close()
 
@@ -77,7 +96,11 @@ def single_process_run(base_url: str, batch: int) -> dict:
     url, drop = postgres_schema_url(base_url)
     try:
         platform = open_platform(url)
-        returned = [a.to_dict() for chunk in batches(campaign(), batch, "all") for a in platform.ingest_verdicts(chunk, batch=batch)]
+        returned = [
+            a.to_dict()
+            for chunk in batches(campaign(), batch, "all")
+            for a in platform.ingest_verdicts(chunk, batch=batch)
+        ]
         platform.close()
         return {"returned": returned, **snapshot(url)}
     finally:
@@ -97,12 +120,20 @@ def test_the_campaign_itself(single) -> None:
     assert len(scammers) == 20 and len(records) > 150
     (cluster,) = single["clusters"]
     assert sorted(cluster["members"]) == scammers and cluster["accounts"] == 20
-    assert [(h["kind"], h["value"], h["accounts"]) for h in cluster["handles"]] == [("qq_group", QQ_GROUP, 20)]
+    assert [(h["kind"], h["value"], h["accounts"]) for h in cluster["handles"]] == [
+        ("qq_group", QQ_GROUP, 20)
+    ]
     posts = Counter(r["account_id"] for r in records if r["decision"] == "block")
-    window = {a["entity_id"] for a in single["alerts"] if a["rule"] == "flagged_in_window" and a["entity_kind"] == "account"}
+    window = {
+        a["entity_id"]
+        for a in single["alerts"]
+        if a["rule"] == "flagged_in_window" and a["entity_kind"] == "account"
+    }
     assert window == {a for a, n in posts.items() if n >= 2}
     assert [a["rule"] for a in single["alerts"]].count("cluster_size") == 1
-    assert not [a for a in single["alerts"] if a["entity_kind"] == "account" and not a["entity_id"].startswith("new_")]
+    assert not [
+        a for a in single["alerts"] if a["entity_kind"] == "account" and not a["entity_id"].startswith("new_")
+    ]
     assert single["rows"]["ingested_items"] == len(records) and single["returned"] == single["alerts"]
 
 
@@ -123,17 +154,32 @@ def test_two_replicas_splitting_the_campaign_lose_nothing(pg_url, single) -> Non
     a, b = run_replicas([["campaign", pg_url, "even", "5"], ["campaign", pg_url, "odd", "5"]])
     state = snapshot(pg_url)
     assert state["rows"] == single["rows"]
+
     # which item crossed a threshold depends on which replica got there first; what was counted does not
     def counted(e: dict) -> tuple:
-        return (e["items"], e["flagged"], e["flagged_in_window"], e["risk"], e["level"], e["labels"],
-                [(h["kind"], h["value"], h["items"], h["flagged"], h["accounts"]) for h in e["handles"]],
-                sorted(e["cluster"]["members"]) if e["cluster"] else None, sorted(x["item_id"] for x in e["recent_flagged"]))
+        return (
+            e["items"],
+            e["flagged"],
+            e["flagged_in_window"],
+            e["risk"],
+            e["level"],
+            e["labels"],
+            [(h["kind"], h["value"], h["items"], h["flagged"], h["accounts"]) for h in e["handles"]],
+            sorted(e["cluster"]["members"]) if e["cluster"] else None,
+            sorted(x["item_id"] for x in e["recent_flagged"]),
+        )
 
-    assert {k: counted(e) for k, e in state["entities"].items()} == {k: counted(e) for k, e in single["entities"].items()}
-    assert [sorted(c["members"]) for c in state["clusters"]] == [sorted(c["members"]) for c in single["clusters"]]
+    assert {k: counted(e) for k, e in state["entities"].items()} == {
+        k: counted(e) for k, e in single["entities"].items()
+    }
+    assert [sorted(c["members"]) for c in state["clusters"]] == [
+        sorted(c["members"]) for c in single["clusters"]
+    ]
 
     def per_entity(alerts: list[dict]) -> Counter:
-        return Counter((x["rule"], x["entity_kind"], x["entity_id"]) for x in alerts if x["rule"] != "cluster_size")
+        return Counter(
+            (x["rule"], x["entity_kind"], x["entity_id"]) for x in alerts if x["rule"] != "cluster_size"
+        )
 
     assert per_entity(state["alerts"]) == per_entity(single["alerts"])
     assert [x["value"] for x in state["alerts"] if x["rule"] == "cluster_size"] == [5]
@@ -158,15 +204,21 @@ def test_eight_writer_processes_race_on_the_same_keys_and_store_each_once(pg_url
         with admin.connect() as conn:
             while waiting < writers and time.monotonic() < deadline:
                 time.sleep(0.05)
-                waiting = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                               "AND datname = current_database()")).scalar_one()
+                waiting = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                ).scalar_one()
         hold.rollback()
         hold.close()
         assert waiting == writers, f"only {waiting} of {writers} writers reached the INSERT"
 
     try:
-        results = run_replicas([["reports", pg_url, str(w), str(own), str(shared)] for w in range(writers)],
-                               after_go=release_when_all_wait)
+        results = run_replicas(
+            [["reports", pg_url, str(w), str(own), str(shared)] for w in range(writers)],
+            after_go=release_when_all_wait,
+        )
     finally:
         if not hold.closed:
             hold.close()
@@ -179,15 +231,24 @@ def test_eight_writer_processes_race_on_the_same_keys_and_store_each_once(pg_url
         assert len({rid for rid, _ in answers}) == 1, answers  # every writer got the same report
         assert sum(created for _, created in answers) == 1, answers  # and exactly one of them created it
     for w, r in enumerate(results):
-        assert len(r["own"]) == own and all(len(set(ids)) == 1 for ids in r["own"].values()), w  # a retry: the same report
+        assert len(r["own"]) == own and all(len(set(ids)) == 1 for ids in r["own"].values()), (
+            w
+        )  # a retry: the same report
     book = ReportBook(pg_url)  # "restart": a fresh process's view
     try:
         assert book.count() == writers * own + shared
-        stored = Counter((x["reporter_id"], x["idempotency_key"]) for x in book.list_reports(limit=writers * own + shared + 1))
-        expected = {("shared", f"s{n}") for n in range(shared)} | {(f"writer-{w}", f"w{n}") for w in range(writers) for n in range(own)}
+        stored = Counter(
+            (x["reporter_id"], x["idempotency_key"])
+            for x in book.list_reports(limit=writers * own + shared + 1)
+        )
+        expected = {("shared", f"s{n}") for n in range(shared)} | {
+            (f"writer-{w}", f"w{n}") for w in range(writers) for n in range(own)
+        }
         assert set(stored) == expected and set(stored.values()) == {1}
         for key, (rid, _) in list(results[0]["shared"].items())[::7]:
             assert book.status(rid, "shared")["status"] == "received", key
     finally:
         book.close()
-    print(f"\n8 writer processes: {violations} inserts refused by the unique index and answered with the stored report")
+    print(
+        f"\n8 writer processes: {violations} inserts refused by the unique index and answered with the stored report"
+    )

@@ -17,13 +17,26 @@ from fanzha.platform.reports import InvalidTransition, NewReport, ReportBook, Un
 
 from .db_fixtures import db_url  # noqa: F401 (fixture)
 
-SCAM_VERDICT = {"fraud_score": 0.99, "decision": "block", "labels": ["fee_demand", "fake_giveaway"], "evidence": []}
+SCAM_VERDICT = {
+    "fraud_score": 0.99,
+    "decision": "block",
+    "labels": ["fee_demand", "fake_giveaway"],
+    "evidence": [],
+}
 PASS_VERDICT = {"fraud_score": 0.02, "decision": "pass", "labels": [], "evidence": []}
 
 
-def text_report(reporter: str = "kid-1", text: str = "免费领皮肤，先交10元激活费", verdict: dict | None = None, **kw) -> NewReport:
-    return NewReport(reporter_id=reporter, target_type="text", reason="他让我先交钱", target_text=text,
-                     verdict=verdict or SCAM_VERDICT, **kw)
+def text_report(
+    reporter: str = "kid-1", text: str = "免费领皮肤，先交10元激活费", verdict: dict | None = None, **kw
+) -> NewReport:
+    return NewReport(
+        reporter_id=reporter,
+        target_type="text",
+        reason="他让我先交钱",
+        target_text=text,
+        verdict=verdict or SCAM_VERDICT,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -48,12 +61,23 @@ def test_lifecycle_with_feedback_to_the_reporter(store) -> None:
         store.status(rid, reporter_id="someone-else")  # answered like an unknown id: ids cannot be probed
 
 
-@pytest.mark.parametrize("steps,error,message", [
-    ([("confirmed", "ok"), ("rejected", "changed my mind")], InvalidTransition, "is confirmed; it cannot become rejected (that is final)"),
-    ([("in_review", None), ("in_review", None)], InvalidTransition, "is in_review; it cannot become in_review"),
-    ([("rejected", None)], InputError, "needs a reason"),
-    ([("received", None)], InputError, "status must be one of"),
-])
+@pytest.mark.parametrize(
+    "steps,error,message",
+    [
+        (
+            [("confirmed", "ok"), ("rejected", "changed my mind")],
+            InvalidTransition,
+            "is confirmed; it cannot become rejected (that is final)",
+        ),
+        (
+            [("in_review", None), ("in_review", None)],
+            InvalidTransition,
+            "is in_review; it cannot become in_review",
+        ),
+        ([("rejected", None)], InputError, "needs a reason"),
+        ([("received", None)], InputError, "status must be one of"),
+    ],
+)
 def test_invalid_moves_are_refused(store, steps, error, message) -> None:
     rid = store.create(text_report())[0]["report_id"]
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -69,7 +93,9 @@ def test_labels_are_checked(store) -> None:
         store.resolve(benign, "confirmed", moderator_id="mod", reason="x", labels=["phishing"])
     with pytest.raises(InputError, match="labels go with `confirmed` only"):
         store.resolve(benign, "rejected", moderator_id="mod", reason="x", labels=["fee_demand"])
-    assert store.resolve(benign, "confirmed", moderator_id="mod", reason="收款后失联", labels=["other_fraud"])["labels"] == ["other_fraud"]
+    assert store.resolve(
+        benign, "confirmed", moderator_id="mod", reason="收款后失联", labels=["other_fraud"]
+    )["labels"] == ["other_fraud"]
     with pytest.raises(UnknownReport):
         store.resolve("r-nope", "in_review", moderator_id="mod")
 
@@ -86,7 +112,9 @@ def test_moderator_queue_pages_oldest_first(store) -> None:
     store.resolve(ids[1], "rejected", moderator_id="m", reason="正常消息")
     queue = store.list_reports(status="received", limit=2)
     assert [r["report_id"] for r in queue] == [ids[0], ids[2]]
-    assert [r["report_id"] for r in store.list_reports(status="received", after=queue[-1]["report_id"])] == ids[3:]
+    assert [
+        r["report_id"] for r in store.list_reports(status="received", after=queue[-1]["report_id"])
+    ] == ids[3:]
     with pytest.raises(UnknownReport):
         store.list_reports(after="r-unknown")
 
@@ -101,7 +129,9 @@ def test_eight_concurrent_writers_lose_and_double_nothing_across_a_restart(db_ur
         try:
             for n in range(per_writer):
                 key = f"w{w}-{n}"
-                for _ in range(2 if n % 50 == 0 else 1):  # every 50th report is retried: it must not be stored twice
+                for _ in range(
+                    2 if n % 50 == 0 else 1
+                ):  # every 50th report is retried: it must not be stored twice
                     report, _ = store.create(text_report(reporter=f"writer-{w}", idempotency_key=key))
                     with lock:
                         ids.setdefault((f"writer-{w}", key), set()).add(report["report_id"])
@@ -118,7 +148,10 @@ def test_eight_concurrent_writers_lose_and_double_nothing_across_a_restart(db_ur
     assert len(ids) == writers * per_writer and all(len(v) == 1 for v in ids.values())
     reopened = ReportBook(db_url)
     assert reopened.count() == writers * per_writer
-    stored = Counter((r["reporter_id"], r["idempotency_key"]) for r in reopened.list_reports(limit=writers * per_writer + 1))
+    stored = Counter(
+        (r["reporter_id"], r["idempotency_key"])
+        for r in reopened.list_reports(limit=writers * per_writer + 1)
+    )
     assert set(stored) == set(ids) and set(stored.values()) == {1}
     for (reporter, _), (report_id,) in list(ids.items())[::97]:
         assert reopened.status(report_id, reporter)["status"] == "received"
@@ -146,11 +179,23 @@ def test_feedback_records_close_the_loop(store) -> None:
     by_id = {r["id"]: r for r in records}
     assert stats == {"confirmed": 4, "rejected": 1, "conflicting": 2, "repeats": 1}
     assert by_id[f"report-{fraud}"] | {"text": None} == {
-        "id": f"report-{fraud}", "text": None, "labels": ["fake_giveaway", "fee_demand"], "source": "private_message",
-        "script": "zh-Hans", "split": "train", "hard_negative": False, "provenance": f"user_report:{fraud}"}
-    assert by_id[f"report-{hard_negative}"]["labels"] == [] and by_id[f"report-{hard_negative}"]["hard_negative"]
+        "id": f"report-{fraud}",
+        "text": None,
+        "labels": ["fake_giveaway", "fee_demand"],
+        "source": "private_message",
+        "script": "zh-Hans",
+        "split": "train",
+        "hard_negative": False,
+        "provenance": f"user_report:{fraud}",
+    }
+    assert (
+        by_id[f"report-{hard_negative}"]["labels"] == [] and by_id[f"report-{hard_negative}"]["hard_negative"]
+    )
     assert by_id[f"report-{relabelled}"]["labels"] == ["other_fraud"]  # the moderator's labels win
-    assert (by_id[f"report-{traditional}"]["script"], by_id[f"report-{traditional}"]["source"]) == ("zh-Hant", "qq_group")
+    assert (by_id[f"report-{traditional}"]["script"], by_id[f"report-{traditional}"]["source"]) == (
+        "zh-Hant",
+        "qq_group",
+    )
 
 
 def test_export_feedback_command(db_url, tmp_path, capsys) -> None:  # noqa: F811
@@ -163,7 +208,9 @@ def test_export_feedback_command(db_url, tmp_path, capsys) -> None:  # noqa: F81
     (record,) = read_jsonl(out)  # validates every line against the corpus schema
     assert record["provenance"] == f"user_report:{rid}" and record["split"] == "train"
     assert "1 examples" in capsys.readouterr().err
-    assert cli(["export-feedback", "--database-url", db_url, "--output", str(out), "--since", "2999-01-01"]) == 0
+    assert (
+        cli(["export-feedback", "--database-url", db_url, "--output", str(out), "--since", "2999-01-01"]) == 0
+    )
     assert out.read_text() == ""
     assert cli(["export-feedback", "--database-url", f"sqlite:///{tmp_path}/missing.db", "-o", str(out)]) == 2
     assert cli(["export-feedback", "--database-url", db_url, "-o", str(out), "--since", "last week"]) == 2

@@ -34,9 +34,18 @@ class Clock:
         return self.t
 
 
-def scam(account: str | None, ts: float, handles=(GROUP,), score: float = 0.99, group: str | None = None, item: str | None = None,
-         labels=("fake_giveaway",)) -> ScoredItem:
-    return ScoredItem(score, "block", labels, handles, account_id=account, group_id=group, item_id=item, ts=ts)
+def scam(
+    account: str | None,
+    ts: float,
+    handles=(GROUP,),
+    score: float = 0.99,
+    group: str | None = None,
+    item: str | None = None,
+    labels=("fake_giveaway",),
+) -> ScoredItem:
+    return ScoredItem(
+        score, "block", labels, handles, account_id=account, group_id=group, item_id=item, ts=ts
+    )
 
 
 def benign(account: str | None, ts: float, handles=(), group: str | None = None) -> ScoredItem:
@@ -47,7 +56,9 @@ def benign(account: str | None, ts: float, handles=(), group: str | None = None)
 def make_store(db_url):  # noqa: F811
     opened: list[RiskState] = []
 
-    def make(rules: RiskRules | None = None, clock: Clock | None = None, webhook: AlertWebhook | None = None) -> RiskState:
+    def make(
+        rules: RiskRules | None = None, clock: Clock | None = None, webhook: AlertWebhook | None = None
+    ) -> RiskState:
         store = RiskState(db_url, rules=rules, clock=clock or Clock(), webhook=webhook)
         opened.append(store)
         return store
@@ -59,15 +70,24 @@ def make_store(db_url):  # noqa: F811
 
 def test_state_counts_labels_and_handles(make_store) -> None:
     store = make_store()
-    store.ingest_many([scam("u1", T0, group="g1", item="m1"), benign("u1", T0 + 1, handles=[("phone", "13812345678")]),
-                       scam("u1", T0 + 2, labels=("fake_giveaway", "fee_demand"), item="m3")])
+    store.ingest_many(
+        [
+            scam("u1", T0, group="g1", item="m1"),
+            benign("u1", T0 + 1, handles=[("phone", "13812345678")]),
+            scam("u1", T0 + 2, labels=("fake_giveaway", "fee_demand"), item="m3"),
+        ]
+    )
     u1 = store.entity("account", "u1")
     assert (u1["items"], u1["flagged"], u1["flagged_in_window"]) == (3, 2, 2)
     assert u1["labels"] == {"fake_giveaway": 2, "fee_demand": 1} and u1["level"] == "elevated"
     assert {(h["kind"], h["value"], h["items"], h["flagged"]) for h in u1["handles"]} == {
-        ("qq_group", "83726154", 2, 2), ("phone", "13812345678", 1, 0)}
+        ("qq_group", "83726154", 2, 2),
+        ("phone", "13812345678", 1, 0),
+    }
     assert [x["item_id"] for x in u1["recent_flagged"]] == ["m3", "m1"]
-    assert any("2 flagged items" in r for r in u1["reasons"]) and any("fee_demand ×1" in r for r in u1["reasons"])
+    assert any("2 flagged items" in r for r in u1["reasons"]) and any(
+        "fee_demand ×1" in r for r in u1["reasons"]
+    )
     g1 = store.entity("group", "g1")
     assert (g1["items"], g1["flagged"]) == (1, 1)
 
@@ -93,7 +113,9 @@ def test_flagged_in_window_alert_comes_from_the_crossing_item_once_per_episode(m
     assert [(a.rule, a.item_id, a.item_index, a.value) for a in alerts] == [("flagged_in_window", "m2", 3, 3)]
     assert alerts[0].id and store.alerts()[0]["item_id"] == "m2"
     assert store.ingest(scam("u1", T0 + 600)) == []  # still above: no second alert
-    again = [store.ingest(scam("u1", T0 + 3 * 3600 + i, item=f"late{i}")) for i in range(3)]  # the window emptied
+    again = [
+        store.ingest(scam("u1", T0 + 3 * 3600 + i, item=f"late{i}")) for i in range(3)
+    ]  # the window emptied
     assert [len(a) for a in again] == [0, 0, 1] and again[2][0].item_id == "late2"
 
 
@@ -107,7 +129,9 @@ def test_a_late_item_completes_its_window(make_store) -> None:
     assert store.ingest(scam("u1", T0 + 60, item="later-still")) == []  # the same episode
     # one that belongs to no window of the newest ones completes nothing
     other = make_store(RiskRules(flagged_in_window=2, window_s=3600, risk=100))
-    assert other.ingest_many([scam("u2", T0 + 7200, item="now"), scam("u2", T0, item="two-hours-before")]) == []
+    assert (
+        other.ingest_many([scam("u2", T0 + 7200, item="now"), scam("u2", T0, item="two-hours-before")]) == []
+    )
 
 
 def test_risk_alert_when_decayed_risk_crosses(make_store) -> None:
@@ -116,7 +140,9 @@ def test_risk_alert_when_decayed_risk_crosses(make_store) -> None:
     # two hours later the first two have decayed to 0.5 together: two more are needed
     assert store.ingest(scam("u1", T0 + 7200, score=1.0)) == []
     alerts = store.ingest(scam("u1", T0 + 7201, score=1.0, item="x"))
-    assert [(a.rule, a.item_id) for a in alerts] == [("risk", "x")] and alerts[0].value == pytest.approx(2.5, abs=0.01)
+    assert [(a.rule, a.item_id) for a in alerts] == [("risk", "x")] and alerts[0].value == pytest.approx(
+        2.5, abs=0.01
+    )
 
 
 def test_clusters_link_accounts_through_flagged_handles_and_merge(make_store) -> None:
@@ -139,13 +165,24 @@ def test_clusters_link_accounts_through_flagged_handles_and_merge(make_store) ->
 def test_benign_mentions_and_ignored_handles_never_link(make_store) -> None:
     hotline = ("phone", "13800138000")
     store = make_store(RiskRules(ignore_handles=frozenset({"phone:13800138000"})))
-    store.ingest_many([scam("s1", T0), scam("s2", T0),
-                       benign("warner", T0, handles=[GROUP]),  # "别加QQ群 83726154，是骗子": quoted, not pushed
-                       scam("x1", T0, [hotline]), scam("x2", T0, [hotline])])
+    store.ingest_many(
+        [
+            scam("s1", T0),
+            scam("s2", T0),
+            benign("warner", T0, handles=[GROUP]),  # "别加QQ群 83726154，是骗子": quoted, not pushed
+            scam("x1", T0, [hotline]),
+            scam("x2", T0, [hotline]),
+        ]
+    )
     (cluster,) = store.clusters()
     assert sorted(cluster["members"]) == ["s1", "s2"]
-    assert store.entity("account", "warner")["cluster"] is None and store.entity("account", "x1")["cluster"] is None
-    assert next(h for h in store.entity("account", "s1")["handles"] if h["value"] == "83726154")["accounts"] == 2
+    assert (
+        store.entity("account", "warner")["cluster"] is None
+        and store.entity("account", "x1")["cluster"] is None
+    )
+    assert (
+        next(h for h in store.entity("account", "s1")["handles"] if h["value"] == "83726154")["accounts"] == 2
+    )
 
 
 def test_unknown_ids_and_bad_items(make_store) -> None:
@@ -154,10 +191,14 @@ def test_unknown_ids_and_bad_items(make_store) -> None:
         store.entity("account", "nobody")
     with pytest.raises(UnknownEntity):
         store.cluster(12345)
-    bad = [ScoredItem(1.5, "block", account_id="u"), ScoredItem(0.5, "maybe", account_id="u"),
-           ScoredItem(0.5, "block", ["not_a_label"], account_id="u"), ScoredItem(0.5, "block", account_id="u" * 257),
-           ScoredItem(0.5, "block", handles=[("qq", "1" * 600)], account_id="u"),
-           ScoredItem(0.5, "block", handles=[("qq", str(10**6 + i)) for i in range(40)], account_id="u")]
+    bad = [
+        ScoredItem(1.5, "block", account_id="u"),
+        ScoredItem(0.5, "maybe", account_id="u"),
+        ScoredItem(0.5, "block", ["not_a_label"], account_id="u"),
+        ScoredItem(0.5, "block", account_id="u" * 257),
+        ScoredItem(0.5, "block", handles=[("qq", "1" * 600)], account_id="u"),
+        ScoredItem(0.5, "block", handles=[("qq", str(10**6 + i)) for i in range(40)], account_id="u"),
+    ]
     for item in bad:
         with pytest.raises(InputError):
             store.ingest_many([scam("fine", T0), item])
@@ -173,9 +214,18 @@ def test_canonical_handles() -> None:
     assert canonical_handle("wechat", "13812345678") == ("phone", "13812345678")
     assert canonical_handle("wechat", "WZ8866") == ("wechat", "wz8866")
     assert canonical_handle("amount", "10元") is None and canonical_handle("qq", " ") is None
-    verdict = {"fraud_score": 0.9, "decision": "block", "labels": ["fee_demand"], "id": "m1", "account_id": "u",
-               "evidence": [{"kind": "qq_group", "value": "83726154"}, {"kind": "fee_term", "value": "激活费"},
-                            {"kind": "qq_group", "value": "83726154"}]}
+    verdict = {
+        "fraud_score": 0.9,
+        "decision": "block",
+        "labels": ["fee_demand"],
+        "id": "m1",
+        "account_id": "u",
+        "evidence": [
+            {"kind": "qq_group", "value": "83726154"},
+            {"kind": "fee_term", "value": "激活费"},
+            {"kind": "qq_group", "value": "83726154"},
+        ],
+    }
     item = ScoredItem.from_verdict(verdict)
     assert (item.handles, item.item_id, item.account_id) == ((GROUP,), "m1", "u")
 
@@ -192,7 +242,9 @@ def test_state_survives_reopening(db_url) -> None:  # noqa: F811
 def test_a_fresh_database_gets_every_migration(db_url) -> None:  # noqa: F811
     fresh = Database(db_url)
     with fresh.read() as conn:
-        versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+        versions = (
+            conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+        )
     assert fresh.version == LATEST and versions == [m.version for m in MIGRATIONS]
     fresh.close()
 
@@ -205,7 +257,9 @@ def test_migrating_an_existing_database_keeps_its_data(tmp_path) -> None:
     old.close()
     upgraded = RiskState(url, clock=Clock())
     assert upgraded.db.version == LATEST and "reports" in upgraded.db.tables
-    assert upgraded.entity("account", "u1")["flagged"] == 1 and upgraded.entity("account", "u1")["reports"] == {}
+    assert (
+        upgraded.entity("account", "u1")["flagged"] == 1 and upgraded.entity("account", "u1")["reports"] == {}
+    )
     upgraded.close()
     with pytest.raises(DatabaseError, match="newer than this fanzha"):
         Database(url, migrations=MIGRATIONS[:1])
@@ -235,9 +289,13 @@ def test_webhook_posts_signed_alerts(make_store) -> None:
         deadline = time.time() + 10
         while not _Receiver.received and time.time() < deadline:
             time.sleep(0.02)
-        (body, signature), = _Receiver.received
+        ((body, signature),) = _Receiver.received
         posted = json.loads(body)
-        assert posted == alerts[0].to_dict() and posted["item_id"] == "second" and posted["rule"] == "flagged_in_window"
+        assert (
+            posted == alerts[0].to_dict()
+            and posted["item_id"] == "second"
+            and posted["rule"] == "flagged_in_window"
+        )
         assert signature == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     finally:
         server.shutdown()
@@ -283,7 +341,9 @@ def test_a_webhook_that_never_answers_never_blocks_ingest(make_store) -> None:
         for n in range(3):  # one alert each; the first POST hangs while the next ones are queued behind it
             started = time.perf_counter()
             (alert,) = store.ingest(scam(f"u{n}", T0, item=f"m{n}"))
-            assert time.perf_counter() - started < timeout_s / 2, n  # stored and returned without waiting for the POST
+            assert time.perf_counter() - started < timeout_s / 2, (
+                n
+            )  # stored and returned without waiting for the POST
             assert store.alerts()[-1]["id"] == alert.id
         deadline = time.time() + 5
         while not silent.received and time.time() < deadline:
@@ -291,7 +351,9 @@ def test_a_webhook_that_never_answers_never_blocks_ingest(make_store) -> None:
         assert silent.accepted and b"POST /alerts" in silent.received  # the receiver did take the connection
         waited = time.perf_counter()
         hook.close(timeout_s=10)
-        assert time.perf_counter() - waited >= timeout_s  # each POST waited out its timeout: the receiver never answered
+        assert (
+            time.perf_counter() - waited >= timeout_s
+        )  # each POST waited out its timeout: the receiver never answered
         assert (hook.failed, hook.sent, hook.dropped) == (3, 0, 0)
         assert len(store.alerts()) == 3  # /alerts is the record, whatever the webhook did
     finally:
@@ -329,8 +391,16 @@ FALSE_POSITIVE = "(the teacher's notice, flagged by mistake)"
 
 
 def test_twenty_scam_accounts_among_five_hundred_benign_form_one_cluster(default_detector, tmp_path) -> None:
-    verdicts = dict(zip(SCAMS + BENIGN, (v.to_dict() for v in default_detector.classify_texts(SCAMS + BENIGN)), strict=True))
-    assert all(verdicts[t]["decision"] != "pass" for t in SCAMS) and all(verdicts[t]["decision"] == "pass" for t in BENIGN)
+    verdicts = dict(
+        zip(
+            SCAMS + BENIGN,
+            (v.to_dict() for v in default_detector.classify_texts(SCAMS + BENIGN)),
+            strict=True,
+        )
+    )
+    assert all(verdicts[t]["decision"] != "pass" for t in SCAMS) and all(
+        verdicts[t]["decision"] == "pass" for t in BENIGN
+    )
     # the model's mistakes: the class teacher's notice (with her phone, which many pupils repeat) flagged for review
     notice = verdicts[BENIGN[3]]
     assert (TEACHER[0], TEACHER[1]) in {(e["kind"], e["value"]) for e in notice["evidence"]}
@@ -343,27 +413,50 @@ def test_twenty_scam_accounts_among_five_hundred_benign_form_one_cluster(default
     posts += [(kid, FALSE_POSITIVE) for kid in mistaken for _ in range(rng.randint(1, 2))]
     posts += [(a, BENIGN[3]) for a in scammers[:3]]  # scammers repeat the notice too, unflagged
     rng.shuffle(posts)
-    items = [ScoredItem.from_verdict(verdicts[text], account_id=account, group_id=f"class_{rng.randint(1, 20)}",
-                                     item_id=f"p{n}", ts=T0 + n) for n, (account, text) in enumerate(posts)]
-    store = RiskState(f"sqlite:///{tmp_path / 'scenario.db'}", rules=RiskRules(cluster_accounts=5), clock=Clock(T0 + len(items)))
+    items = [
+        ScoredItem.from_verdict(
+            verdicts[text],
+            account_id=account,
+            group_id=f"class_{rng.randint(1, 20)}",
+            item_id=f"p{n}",
+            ts=T0 + n,
+        )
+        for n, (account, text) in enumerate(posts)
+    ]
+    store = RiskState(
+        f"sqlite:///{tmp_path / 'scenario.db'}",
+        rules=RiskRules(cluster_accounts=5),
+        clock=Clock(T0 + len(items)),
+    )
     alerts = [a for i in range(0, len(items), 64) for a in store.ingest_many(items[i : i + 64])]
 
     cluster, phone_cluster = store.clusters()  # largest first
-    assert sorted(cluster["members"]) == scammers and cluster["accounts"] == 20  # exactly the 20: no pupil, no teacher
-    assert [(h["kind"], h["value"], h["accounts"]) for h in cluster["handles"]] == [("qq_group", "83726154", 20)]
+    assert (
+        sorted(cluster["members"]) == scammers and cluster["accounts"] == 20
+    )  # exactly the 20: no pupil, no teacher
+    assert [(h["kind"], h["value"], h["accounts"]) for h in cluster["handles"]] == [
+        ("qq_group", "83726154", 20)
+    ]
     # the mistaken pupils are linked by the phone their flagged posts share, apart from the campaign
     assert sorted(phone_cluster["members"]) == mistaken
-    assert [(h["kind"], h["value"], h["accounts"]) for h in phone_cluster["handles"]] == [(*TEACHER, len(mistaken))]
+    assert [(h["kind"], h["value"], h["accounts"]) for h in phone_cluster["handles"]] == [
+        (*TEACHER, len(mistaken))
+    ]
     (cluster_alert,) = [a for a in alerts if a.rule == "cluster_size"]
     fifth = [p for p in posts if p[0] in scammers and p[1] in SCAMS]
     fifth_account = list(dict.fromkeys(a for a, _ in fifth))[4]
-    assert cluster_alert.entity_id == fifth_account and cluster_alert.value == 5  # raised by the 5th account's first post
+    assert (
+        cluster_alert.entity_id == fifth_account and cluster_alert.value == 5
+    )  # raised by the 5th account's first post
     assert cluster_alert.cluster_id == cluster["id"]
     for i in range(500):
         kid_id = f"kid_{i:03d}"
         kid = store.entity("account", kid_id)
         if kid_id in mistaken:
-            assert kid["flagged"] == sum(p == (kid_id, FALSE_POSITIVE) for p in posts) and kid["level"] == "elevated"
+            assert (
+                kid["flagged"] == sum(p == (kid_id, FALSE_POSITIVE) for p in posts)
+                and kid["level"] == "elevated"
+            )
             assert kid["cluster"]["id"] == phone_cluster["id"] and kid["alerts"] == []
         else:
             assert (kid["flagged"], kid["level"], kid["cluster"], kid["alerts"]) == (0, "low", None, [])
@@ -373,9 +466,22 @@ def test_twenty_scam_accounts_among_five_hundred_benign_form_one_cluster(default
 
 def test_batch_run_records_feed_the_state(make_store) -> None:
     store = make_store(RiskRules(flagged_in_window=2, risk=100))
-    records = [{"id": f"r{i}", "account_id": "bulk", "fraud_score": 0.97, "decision": "block", "labels": ["click_farming"],
-                "evidence": [{"kind": "qq_group", "value": "55554444"}], "ts": T0 + i} for i in range(3)]
-    records += [{"id": "err", "account_id": "bulk", "error": "invalid UTF-8"}, {"id": "anon", "fraud_score": 0.9, "decision": "block"}]
+    records = [
+        {
+            "id": f"r{i}",
+            "account_id": "bulk",
+            "fraud_score": 0.97,
+            "decision": "block",
+            "labels": ["click_farming"],
+            "evidence": [{"kind": "qq_group", "value": "55554444"}],
+            "ts": T0 + i,
+        }
+        for i in range(3)
+    ]
+    records += [
+        {"id": "err", "account_id": "bulk", "error": "invalid UTF-8"},
+        {"id": "anon", "fraud_score": 0.9, "decision": "block"},
+    ]
     alerts = store.ingest_verdicts(records, batch=2)
     assert [(a.rule, a.item_id) for a in alerts] == [("flagged_in_window", "r1")]
     assert store.entity("account", "bulk")["items"] == 3

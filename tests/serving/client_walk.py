@@ -36,9 +36,26 @@ FEE = "皮肤已经给你绑定好了，但要先交10元激活费才能到账�
 TASK_SECONDS = 120
 # the server these walks run against: two flagged items raise an alert and two accounts make a cluster
 SERVER_ENV = {"FANZHA_ALERT_FLAGGED": "2", "FANZHA_ALERT_CLUSTER_ACCOUNTS": "2"}
-ENDPOINTS = {"/classify_text", "/classify_image", "/classify_video", "/classify_batch", "/scan_video/submit", "/scan_video/status",
-             "/scan_video/get", "/classify_archive/submit", "/classify_archive/status", "/classify_archive/get", "/account_risk",
-             "/group_risk", "/clusters", "/alerts", "/report", "/report_status", "/reports", "/resolve_report"}
+ENDPOINTS = {
+    "/classify_text",
+    "/classify_image",
+    "/classify_video",
+    "/classify_batch",
+    "/scan_video/submit",
+    "/scan_video/status",
+    "/scan_video/get",
+    "/classify_archive/submit",
+    "/classify_archive/status",
+    "/classify_archive/get",
+    "/account_risk",
+    "/group_risk",
+    "/clusters",
+    "/alerts",
+    "/report",
+    "/report_status",
+    "/reports",
+    "/resolve_report",
+}
 
 
 def typed(kind: Any, value: Any) -> Any:
@@ -75,16 +92,32 @@ def b64(name: str) -> str:
 class Ids:
     def __init__(self, tag: str) -> None:
         self.tag = tag
-        self.scammer, self.helper, self.group, self.reporter = (f"{tag}-{x}" for x in ("u1", "u2", "g1", "kid"))
+        self.scammer, self.helper, self.group, self.reporter = (
+            f"{tag}-{x}" for x in ("u1", "u2", "g1", "kid")
+        )
 
     def texts(self) -> list[dict]:
-        return [{"id": f"{self.tag}-c1", "text": SCAM, "account_id": self.scammer, "group_id": self.group, "source": "comment"},
-                {"id": f"{self.tag}-c2", "text": SCAM_SAME_GROUP, "account_id": self.scammer, "group_id": self.group},
-                {"id": f"{self.tag}-c3", "text": SCAM, "account_id": self.helper},
-                {"id": f"{self.tag}-c4", "text": BENIGN, "account_id": self.scammer}]
+        return [
+            {
+                "id": f"{self.tag}-c1",
+                "text": SCAM,
+                "account_id": self.scammer,
+                "group_id": self.group,
+                "source": "comment",
+            },
+            {
+                "id": f"{self.tag}-c2",
+                "text": SCAM_SAME_GROUP,
+                "account_id": self.scammer,
+                "group_id": self.group,
+            },
+            {"id": f"{self.tag}-c3", "text": SCAM, "account_id": self.helper},
+            {"id": f"{self.tag}-c4", "text": BENIGN, "account_id": self.scammer},
+        ]
 
 
 # -- checks shared by both walks --------------------------------------------------------------------------------------
+
 
 def check_texts(ids: Ids, answer: list) -> None:
     verdicts = typed(list[VerdictBody], answer)
@@ -102,9 +135,20 @@ def check_texts(ids: Ids, answer: list) -> None:
 def check_image(answer: dict) -> None:
     image = typed(VerdictBody, answer)
     assert image.id == "img-1" and image.decision != "pass" and image.timeline == [] and image.alerts == []
-    assert image.qr and image.qr[0].payload.startswith("http") and all(len(line.box) == 4 for line in image.ocr)
-    assert image.media is not None and image.media.kind == "image" and image.media.duration is None and image.media.trigger is None
-    assert any(loc.source == "qr" and len(loc.box) == 4 and loc.start is None for e in image.evidence for loc in e.locations)
+    assert (
+        image.qr and image.qr[0].payload.startswith("http") and all(len(line.box) == 4 for line in image.ocr)
+    )
+    assert (
+        image.media is not None
+        and image.media.kind == "image"
+        and image.media.duration is None
+        and image.media.trigger is None
+    )
+    assert any(
+        loc.source == "qr" and len(loc.box) == 4 and loc.start is None
+        for e in image.evidence
+        for loc in e.locations
+    )
 
 
 def check_video(answer: dict) -> None:
@@ -112,19 +156,31 @@ def check_video(answer: dict) -> None:
     assert video.decision != "pass" and [s.triggered for s in video.timeline] == [False, True, False]
     assert video.media is not None and video.media.kind == "video" and video.media.trigger is not None
     assert video.media.trigger.by == "segment" and video.qr == []
-    assert any(loc.source == "segment" and loc.box == [] and loc.start is not None for e in video.evidence for loc in e.locations)
+    assert any(
+        loc.source == "segment" and loc.box == [] and loc.start is not None
+        for e in video.evidence
+        for loc in e.locations
+    )
 
 
 def batch_items(ids: Ids) -> list[dict]:
-    return [{"type": "text", "id": f"{ids.tag}-b1", "text": "学生党在家也能做，给抖音视频点赞一单3元日结，进任务群接垫付大单"},
-            {"type": "image", "id": f"{ids.tag}-b2", "data": b64("poster.png")},
-            {"type": "image", "id": f"{ids.tag}-b3", "data": base64.b64encode(b"not an image").decode()}]
+    return [
+        {
+            "type": "text",
+            "id": f"{ids.tag}-b1",
+            "text": "学生党在家也能做，给抖音视频点赞一单3元日结，进任务群接垫付大单",
+        },
+        {"type": "image", "id": f"{ids.tag}-b2", "data": b64("poster.png")},
+        {"type": "image", "id": f"{ids.tag}-b3", "data": base64.b64encode(b"not an image").decode()},
+    ]
 
 
 def check_batch(ids: Ids, answer: list) -> None:
     results = typed(list[BatchResult], answer)
     assert [r.id for r in results] == [f"{ids.tag}-b{i}" for i in (1, 2, 3)]
-    assert results[0].verdict.decision != "pass" and results[1].verdict.ocr and results[1].verdict.timeline == []
+    assert (
+        results[0].verdict.decision != "pass" and results[1].verdict.ocr and results[1].verdict.timeline == []
+    )
     assert results[2].verdict is None and "unsupported media" in results[2].error
 
 
@@ -146,26 +202,47 @@ def check_risk(ids: Ids, account: dict, group: dict, clusters: list, alerts: lis
 
 
 def report_args(ids: Ids) -> dict:
-    return {"reporter_id": ids.reporter, "idempotency_key": f"{ids.tag}-report-1", "reason": "他说免费送皮肤，又让我先交激活费",
-            "target": {"type": "text", "text": FEE, "account_id": ids.scammer, "item_id": f"{ids.tag}-dm-1", "source": "dm"}}
+    return {
+        "reporter_id": ids.reporter,
+        "idempotency_key": f"{ids.tag}-report-1",
+        "reason": "他说免费送皮肤，又让我先交激活费",
+        "target": {
+            "type": "text",
+            "text": FEE,
+            "account_id": ids.scammer,
+            "item_id": f"{ids.tag}-dm-1",
+            "source": "dm",
+        },
+    }
 
 
 def check_receipts(text: dict, again: dict, image: dict, account: dict) -> None:
     receipt = typed(ReportReceipt, text)
-    assert receipt.status == "received" and not receipt.duplicate and receipt.verdict.decision != "pass" and receipt.risk is None
+    assert (
+        receipt.status == "received"
+        and not receipt.duplicate
+        and receipt.verdict.decision != "pass"
+        and receipt.risk is None
+    )
     assert typed(ReportReceipt, again).duplicate and again["report_id"] == text["report_id"]
     assert typed(ReportReceipt, image).verdict.qr
     by_account = typed(ReportReceipt, account)
     assert by_account.verdict is None and by_account.risk is not None and by_account.risk.level == "high"
 
 
-def check_moderation(ids: Ids, report_id: str, queue: list, in_review: dict, confirmed: dict, status: dict) -> None:
+def check_moderation(
+    ids: Ids, report_id: str, queue: list, in_review: dict, confirmed: dict, status: dict
+) -> None:
     reports = typed(list[Report], queue)
     ours = [r for r in reports if r.report_id == report_id]
     assert ours and ours[0].labels == [] and ours[0].verdict is not None and ours[0].verdict.timeline == []
     assert typed(Report, in_review).status == "in_review"
     final = typed(Report, confirmed)
-    assert final.status == "confirmed" and final.labels == ["fee_demand"] and [e.status for e in final.history][-1] == "confirmed"
+    assert (
+        final.status == "confirmed"
+        and final.labels == ["fee_demand"]
+        and [e.status for e in final.history][-1] == "confirmed"
+    )
     seen = typed(ReportStatus, status)
     assert seen.status == "confirmed" and seen.status_reason == "已核实为诈骗，账号已封禁，感谢举报"
 
@@ -175,12 +252,16 @@ CONFIRM = {"status": "confirmed", "reason": "已核实为诈骗，账号已封�
 
 # -- the walks ------------------------------------------------------------------------------------------------------
 
+
 def sync_task(client, name: str, **request) -> tuple[str, Any]:
     """Submit a task the way that works with SyncHTTPClient in BentoML 1.4.40, poll it, fetch its result."""
     task_id = client.request("POST", f"/{name}/submit", **request).raise_for_status().json()["task_id"]
     endpoint = getattr(client, name)
     deadline = time.time() + TASK_SECONDS
-    while (status := endpoint.get_status(task_id).value) not in ("completed", "failed") and time.time() < deadline:
+    while (status := endpoint.get_status(task_id).value) not in (
+        "completed",
+        "failed",
+    ) and time.time() < deadline:
         time.sleep(0.3)
     assert status == "completed", status
     return task_id, endpoint.get(task_id)
@@ -195,23 +276,44 @@ def walk_sync(client, moderator, tag: str) -> None:
     with open(MEDIA / "flash_scam.mp4", "rb") as f:
         check_video(sync_task(client, "scan_video", files={"file": f})[1])
     check_archive(sync_task(client, "classify_archive", json={"items": batch_items(ids)})[1])
-    last = check_risk(ids, client.account_risk(account_id=ids.scammer), client.group_risk(group_id=ids.group),
-                      client.clusters(min_accounts=2), client.alerts(after_id=0, account_id=ids.scammer))
+    last = check_risk(
+        ids,
+        client.account_risk(account_id=ids.scammer),
+        client.group_risk(group_id=ids.group),
+        client.clusters(min_accounts=2),
+        client.alerts(after_id=0, account_id=ids.scammer),
+    )
     assert client.alerts(after_id=last, account_id=ids.scammer) == []  # polled up to date
     text = client.report(**report_args(ids))
-    check_receipts(text, client.report(**report_args(ids)),
-                   client.report(reporter_id=ids.reporter, reason="二维码是骗子的群", target={"type": "image", "data": b64("qr.png")}),
-                   client.report(reporter_id=ids.reporter, reason="这个号一直发免费皮肤", target={"type": "account", "account_id": ids.scammer}))
+    check_receipts(
+        text,
+        client.report(**report_args(ids)),
+        client.report(
+            reporter_id=ids.reporter,
+            reason="二维码是骗子的群",
+            target={"type": "image", "data": b64("qr.png")},
+        ),
+        client.report(
+            reporter_id=ids.reporter,
+            reason="这个号一直发免费皮肤",
+            target={"type": "account", "account_id": ids.scammer},
+        ),
+    )
     rid = text["report_id"]
     queue = moderator.reports(status="received", reporter_id=ids.reporter)
     in_review = moderator.resolve_report(report_id=rid, status="in_review", moderator_id="mod-3")
     confirmed = moderator.resolve_report(report_id=rid, moderator_id="mod-3", **CONFIRM)
-    check_moderation(ids, rid, queue, in_review, confirmed, client.report_status(report_id=rid, reporter_id=ids.reporter))
+    check_moderation(
+        ids, rid, queue, in_review, confirmed, client.report_status(report_id=rid, reporter_id=ids.reporter)
+    )
 
 
 async def async_task(task) -> Any:
     deadline = time.time() + TASK_SECONDS
-    while (status := (await task.get_status()).value) not in ("completed", "failed") and time.time() < deadline:
+    while (status := (await task.get_status()).value) not in (
+        "completed",
+        "failed",
+    ) and time.time() < deadline:
         await asyncio.sleep(0.3)
     assert status == "completed", status
     return await task.get()
@@ -226,16 +328,38 @@ async def walk_async(client, moderator, tag: str) -> None:
     # the async client submits tasks itself, with a file too
     check_video(await async_task(await client.scan_video.submit(file=MEDIA / "flash_scam.mp4")))
     check_archive(await async_task(await client.classify_archive.submit(items=batch_items(ids))))
-    last = check_risk(ids, await client.account_risk(account_id=ids.scammer), await client.group_risk(group_id=ids.group),
-                      await client.clusters(min_accounts=2), await client.alerts(after_id=0, account_id=ids.scammer))
+    last = check_risk(
+        ids,
+        await client.account_risk(account_id=ids.scammer),
+        await client.group_risk(group_id=ids.group),
+        await client.clusters(min_accounts=2),
+        await client.alerts(after_id=0, account_id=ids.scammer),
+    )
     assert await client.alerts(after_id=last, account_id=ids.scammer) == []
     text = await client.report(**report_args(ids))
-    check_receipts(text, await client.report(**report_args(ids)),
-                   await client.report(reporter_id=ids.reporter, reason="二维码是骗子的群", target={"type": "image", "data": b64("qr.png")}),
-                   await client.report(reporter_id=ids.reporter, reason="这个号一直发免费皮肤",
-                                       target={"type": "account", "account_id": ids.scammer}))
+    check_receipts(
+        text,
+        await client.report(**report_args(ids)),
+        await client.report(
+            reporter_id=ids.reporter,
+            reason="二维码是骗子的群",
+            target={"type": "image", "data": b64("qr.png")},
+        ),
+        await client.report(
+            reporter_id=ids.reporter,
+            reason="这个号一直发免费皮肤",
+            target={"type": "account", "account_id": ids.scammer},
+        ),
+    )
     rid = text["report_id"]
     queue = await moderator.reports(status="received", reporter_id=ids.reporter)
     in_review = await moderator.resolve_report(report_id=rid, status="in_review", moderator_id="mod-3")
     confirmed = await moderator.resolve_report(report_id=rid, moderator_id="mod-3", **CONFIRM)
-    check_moderation(ids, rid, queue, in_review, confirmed, await client.report_status(report_id=rid, reporter_id=ids.reporter))
+    check_moderation(
+        ids,
+        rid,
+        queue,
+        in_review,
+        confirmed,
+        await client.report_status(report_id=rid, reporter_id=ids.reporter),
+    )

@@ -9,7 +9,9 @@ import pytest
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="fanzha-bentoml-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 # the service's risk state and reports: a private SQLite file (a real server started by a test shares it)
-os.environ["FANZHA_DATABASE_URL"] = "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="fanzha-db-"), "fanzha.db")
+os.environ["FANZHA_DATABASE_URL"] = "sqlite:///" + os.path.join(
+    tempfile.mkdtemp(prefix="fanzha-db-"), "fanzha.db"
+)
 
 
 @pytest.fixture(scope="session")

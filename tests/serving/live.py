@@ -30,11 +30,31 @@ def bentoml_serve(workdir: Path, **env: str) -> Iterator[str]:
     yields its URL once /readyz answers, and stops the whole process group afterwards."""
     port = free_port()
     log = workdir / "serve.log"
-    full_env = {**os.environ, "FANZHA_WORKERS": "1", "FANZHA_THREADS": "1",
-                "FANZHA_DATABASE_URL": f"sqlite:///{workdir / 'fanzha.db'}", **env}
+    full_env = {
+        **os.environ,
+        "FANZHA_WORKERS": "1",
+        "FANZHA_THREADS": "1",
+        "FANZHA_DATABASE_URL": f"sqlite:///{workdir / 'fanzha.db'}",
+        **env,
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "fanzha.serving.service:Fanzha", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "fanzha.serving.service:Fanzha",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + READY_SECONDS
@@ -68,21 +88,28 @@ class Conformance:
 
         doc = httpx.get(url + "/docs.json", headers=headers or {}, timeout=30).raise_for_status().json()
         self.schema = schemathesis.openapi.from_dict(doc)
-        self.endpoints = {(m.upper(), path) for path, item in doc["paths"].items() for m, op in item.items()
-                          if str(op.get("operationId", "")).startswith("Fanzha__")}
+        self.endpoints = {
+            (m.upper(), path)
+            for path, item in doc["paths"].items()
+            for m, op in item.items()
+            if str(op.get("operationId", "")).startswith("Fanzha__")
+        }
         self.responses: list[httpx.Response] = []
 
     def record(self, client) -> None:
         """Attach to a bentoml.SyncHTTPClient or AsyncHTTPClient."""
         session = client.client
         if isinstance(session, httpx.AsyncClient):
+
             async def hook(response: httpx.Response) -> None:
                 await response.aread()
                 self.responses.append(response)
         else:
+
             def hook(response: httpx.Response) -> None:
                 response.read()
                 self.responses.append(response)
+
         session.event_hooks = {**session.event_hooks, "response": [*session.event_hooks["response"], hook]}
 
     def check(self) -> set[tuple[str, str]]:
@@ -96,10 +123,19 @@ class Conformance:
             if not response.is_success or key not in self.endpoints:
                 continue
             # the request as sent, less its body (BentoML streams JSON bodies from a generator: read once)
-            request = requests.Request(key[0], str(response.request.url), headers=dict(response.request.headers)).prepare()
-            answer = schemathesis.Response(status_code=response.status_code, headers={k: [v] for k, v in response.headers.items()},
-                                           content=response.content, request=request, elapsed=response.elapsed.total_seconds(),
-                                           verify=True, message=response.reason_phrase, encoding=response.encoding)
+            request = requests.Request(
+                key[0], str(response.request.url), headers=dict(response.request.headers)
+            ).prepare()
+            answer = schemathesis.Response(
+                status_code=response.status_code,
+                headers={k: [v] for k, v in response.headers.items()},
+                content=response.content,
+                request=request,
+                elapsed=response.elapsed.total_seconds(),
+                verify=True,
+                message=response.reason_phrase,
+                encoding=response.encoding,
+            )
             self.schema[key[1]][key[0]].validate_response(answer)  # raises with the violations
             checked.add(key)
         return checked

@@ -44,7 +44,9 @@ def test_sync_task_submit_is_still_broken_in_bentoml(server) -> None:
     """README "From Python" submits tasks with client.request because SyncHTTPClient's own `submit` fails in
     BentoML 1.4.40 (after the request was sent). When this test fails, BentoML fixed it: update the README."""
     with bentoml.SyncHTTPClient(server) as client, pytest.raises(AttributeError, match="_opened_files"):
-        client.classify_archive.submit(items=[{"type": "text", "text": "周六班级聚餐AA，每人45元，转给班长就行"}])
+        client.classify_archive.submit(
+            items=[{"type": "text", "text": "周六班级聚餐AA，每人45元，转给班长就行"}]
+        )
 
 
 def readme_python() -> str:
@@ -56,7 +58,11 @@ def readme_python() -> str:
 
 def test_readme_from_python_runs_as_written(server, monkeypatch, capsys) -> None:
     code = readme_python()
-    assert "bentoml.SyncHTTPClient" in code and "bentoml.AsyncHTTPClient" in code and "http://127.0.0.1:3000" in code
+    assert (
+        "bentoml.SyncHTTPClient" in code
+        and "bentoml.AsyncHTTPClient" in code
+        and "http://127.0.0.1:3000" in code
+    )
     monkeypatch.chdir(REPO)  # the examples upload tests/fixtures/media/… by relative path
     assert (MEDIA / "qr.png").exists()
 
@@ -66,12 +72,21 @@ def test_readme_from_python_runs_as_written(server, monkeypatch, capsys) -> None
     previous = signal.signal(signal.SIGALRM, too_long)
     signal.alarm(180)
     try:
-        exec(compile(code.replace("http://127.0.0.1:3000", server), "README.md (From Python)", "exec"), {"__name__": "readme"})
+        exec(
+            compile(code.replace("http://127.0.0.1:3000", server), "README.md (From Python)", "exec"),
+            {"__name__": "readme"},
+        )
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     printed = capsys.readouterr().out
-    for line in ("c1 block ['fake_giveaway', 'fee_demand']", "c2 pass []", "block ['https://qm.qq.com/cgi-bi'] 扫码进群领皮肤 []",
-                 "completed block [(5.04, '加QQ群605318274免费领皮肤')]", "block received", "report_confirmed account u42",
-                 "block ['click_farming']"):
+    for line in (
+        "c1 block ['fake_giveaway', 'fee_demand']",
+        "c2 pass []",
+        "block ['https://qm.qq.com/cgi-bi'] 扫码进群领皮肤 []",
+        "completed block [(5.04, '加QQ群605318274免费领皮肤')]",
+        "block received",
+        "report_confirmed account u42",
+        "block ['click_farming']",
+    ):
         assert line in printed, printed

@@ -16,14 +16,21 @@ KEY, MODERATOR_KEY = "platform-key-1", "mod-key-1"
 
 @pytest.fixture(scope="module")
 def server(model_tag, tmp_path_factory):
-    with bentoml_serve(tmp_path_factory.mktemp("keyed-server"), FANZHA_API_KEYS=KEY, FANZHA_MODERATOR_KEYS=MODERATOR_KEY,
-                       **SERVER_ENV) as url:
+    with bentoml_serve(
+        tmp_path_factory.mktemp("keyed-server"),
+        FANZHA_API_KEYS=KEY,
+        FANZHA_MODERATOR_KEYS=MODERATOR_KEY,
+        **SERVER_ENV,
+    ) as url:
         yield url
 
 
 def test_sync_client_with_token_calls_every_endpoint(server) -> None:
     conformance = Conformance(server, headers={"Authorization": f"Bearer {KEY}"})
-    with bentoml.SyncHTTPClient(server, token=KEY) as client, bentoml.SyncHTTPClient(server, token=MODERATOR_KEY) as moderator:
+    with (
+        bentoml.SyncHTTPClient(server, token=KEY) as client,
+        bentoml.SyncHTTPClient(server, token=MODERATOR_KEY) as moderator,
+    ):
         conformance.record(client)
         conformance.record(moderator)
         walk_sync(client, moderator, "sync-keyed")
@@ -34,8 +41,10 @@ def test_async_client_with_token_calls_every_endpoint(server) -> None:
     conformance = Conformance(server, headers={"Authorization": f"Bearer {KEY}"})
 
     async def walk() -> None:
-        async with (bentoml.AsyncHTTPClient(server, token=KEY) as client,
-                    bentoml.AsyncHTTPClient(server, token=MODERATOR_KEY) as moderator):
+        async with (
+            bentoml.AsyncHTTPClient(server, token=KEY) as client,
+            bentoml.AsyncHTTPClient(server, token=MODERATOR_KEY) as moderator,
+        ):
             conformance.record(client)
             conformance.record(moderator)
             await walk_async(client, moderator, "async-keyed")
@@ -46,12 +55,17 @@ def test_async_client_with_token_calls_every_endpoint(server) -> None:
 
 def test_a_moderator_key_opens_the_platform_endpoints_too(server) -> None:
     with bentoml.SyncHTTPClient(server, token=MODERATOR_KEY) as moderator:
-        assert moderator.classify_text(items=[{"text": "周六班级聚餐AA，每人45元，转给班长就行"}])[0]["decision"] == "pass"
+        assert (
+            moderator.classify_text(items=[{"text": "周六班级聚餐AA，每人45元，转给班长就行"}])[0]["decision"]
+            == "pass"
+        )
 
 
 def test_without_a_key_the_clients_are_refused(server, monkeypatch) -> None:
     monkeypatch.delenv("BENTO_CLOUD_API_KEY", raising=False)  # the clients' default token
-    with pytest.raises(BentoMLException, match="Failed to fetch schema"):  # /schema.json is behind the key too
+    with pytest.raises(
+        BentoMLException, match="Failed to fetch schema"
+    ):  # /schema.json is behind the key too
         bentoml.SyncHTTPClient(server)
 
     async def open_async() -> None:

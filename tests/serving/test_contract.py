@@ -32,9 +32,12 @@ def schemas_in(node, where: str = "#"):
 
 def answer_schemas(doc) -> list[tuple[str, dict]]:
     """The schemas of every 2xx answer: the responses' own, and every component they reach through $ref."""
-    found = [(f"#/paths{path}/{method}", op["responses"]["200"]["content"]["application/json"]["schema"])
-             for path, item in doc["paths"].items() for method, op in item.items()
-             if "application/json" in op.get("responses", {}).get("200", {}).get("content", {})]
+    found = [
+        (f"#/paths{path}/{method}", op["responses"]["200"]["content"]["application/json"]["schema"])
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if "application/json" in op.get("responses", {}).get("200", {}).get("content", {})
+    ]
     names, todo = set(), [schema for _, schema in found]
     while todo:
         for _, inner in schemas_in(todo.pop()):
@@ -42,7 +45,9 @@ def answer_schemas(doc) -> list[tuple[str, dict]]:
             if name and name not in names:
                 names.add(name)
                 todo.append(doc["components"]["schemas"][name])
-    return found + [(f"#/components/schemas/{name}", doc["components"]["schemas"][name]) for name in sorted(names)]
+    return found + [
+        (f"#/components/schemas/{name}", doc["components"]["schemas"][name]) for name in sorted(names)
+    ]
 
 
 def test_no_list_in_an_answer_is_nullable_and_every_field_is_sent(doc) -> None:
@@ -52,9 +57,15 @@ def test_no_list_in_an_answer_is_nullable_and_every_field_is_sent(doc) -> None:
             if inner.get("type") == "array":
                 arrays += 1
                 assert not inner.get("nullable"), f"{inner_where}: a list that may be null"
-            if inner.get("type") == "object" and "properties" in inner and inner.get("title") != "TaskStatusResponse":
+            if (
+                inner.get("type") == "object"
+                and "properties" in inner
+                and inner.get("title") != "TaskStatusResponse"
+            ):
                 objects += 1
-                assert set(inner.get("required", [])) == set(inner["properties"]), f"{inner_where}: optional fields"
+                assert set(inner.get("required", [])) == set(inner["properties"]), (
+                    f"{inner_where}: optional fields"
+                )
     assert arrays > 30 and objects > 20, (arrays, objects)
 
 
@@ -70,18 +81,33 @@ def test_task_status_schema_names_what_the_task_store_sends(doc) -> None:
 
 
 def test_openapi_30_turns_null_branches_into_nullable() -> None:
-    assert openapi_30({"anyOf": [{"type": "string", "maxLength": 9}, {"type": "null"}], "default": None, "title": "Id"}) == {
-        "type": "string", "maxLength": 9, "default": None, "title": "Id", "nullable": True}
-    assert openapi_30({"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}) == {"allOf": [{"$ref": "#/$defs/A"}], "nullable": True}
+    assert openapi_30(
+        {"anyOf": [{"type": "string", "maxLength": 9}, {"type": "null"}], "default": None, "title": "Id"}
+    ) == {"type": "string", "maxLength": 9, "default": None, "title": "Id", "nullable": True}
+    assert openapi_30({"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}) == {
+        "allOf": [{"$ref": "#/$defs/A"}],
+        "nullable": True,
+    }
     assert openapi_30({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}) == {
-        "anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True}
-    assert openapi_30({"type": "file", "examples": ["a"]}) == {"type": "file", "examples": ["a"]}  # /schema.json: BentoML's own
-    assert openapi_30({"type": "file", "examples": ["a"]}, document=True) == {"type": "string", "format": "binary", "example": "a"}
+        "anyOf": [{"type": "string"}, {"type": "integer"}],
+        "nullable": True,
+    }
+    assert openapi_30({"type": "file", "examples": ["a"]}) == {
+        "type": "file",
+        "examples": ["a"],
+    }  # /schema.json: BentoML's own
+    assert openapi_30({"type": "file", "examples": ["a"]}, document=True) == {
+        "type": "string",
+        "format": "binary",
+        "example": "a",
+    }
 
 
 def test_bentoml_client_schema_keeps_files_and_reads_nullable_objects(service) -> None:
     routes = {route["name"]: route for route in service.schema()["routes"]}
-    assert routes["classify_image"]["input"]["properties"]["file"]["type"] == "file"  # how its client knows to upload
+    assert (
+        routes["classify_image"]["input"]["properties"]["file"]["type"] == "file"
+    )  # how its client knows to upload
     receipt = routes["report"]["output"]["properties"]
     assert receipt["verdict"]["nullable"] and receipt["verdict"]["properties"]["timeline"]["type"] == "array"
     assert not receipt["verdict"]["properties"]["timeline"].get("nullable")

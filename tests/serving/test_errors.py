@@ -6,15 +6,18 @@ from fanzha.models import errors
 from fanzha.platform import InvalidTransition, UnknownEntity, UnknownReport
 
 
-@pytest.mark.parametrize("error,status", [
-    (errors.InputError("bad"), 400),
-    (errors.LimitExceeded("big"), 413),
-    (errors.DurationExceeded("long"), 413),
-    (errors.UnsupportedMedia("what"), 415),
-    (UnknownEntity("who"), 404),
-    (UnknownReport("which"), 404),
-    (InvalidTransition("final"), 409),
-])
+@pytest.mark.parametrize(
+    "error,status",
+    [
+        (errors.InputError("bad"), 400),
+        (errors.LimitExceeded("big"), 413),
+        (errors.DurationExceeded("long"), 413),
+        (errors.UnsupportedMedia("what"), 415),
+        (UnknownEntity("who"), 404),
+        (UnknownReport("which"), 404),
+        (InvalidTransition("final"), 409),
+    ],
+)
 def test_each_domain_error_has_one_status(error, status) -> None:
     from fanzha.serving.errors import http_error, http_errors
 

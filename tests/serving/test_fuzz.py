@@ -19,21 +19,37 @@ REQUEST_KEYS = ("method", "url", "headers", "params", "cookies", "json", "data",
 
 def test_no_generated_request_gets_a_server_error(client) -> None:
     spec = client.get("/docs.json").json()
-    schema = schemathesis.openapi.from_dict(spec).exclude(path_regex=r"^/(metrics|scan_video|classify_archive)")
+    schema = schemathesis.openapi.from_dict(spec).exclude(
+        path_regex=r"^/(metrics|scan_video|classify_archive)"
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/classify_text", "/classify_image", "/classify_video", "/classify_batch"}
+    assert {op.path for op in operations} >= {
+        "/classify_text",
+        "/classify_image",
+        "/classify_video",
+        "/classify_batch",
+    }
     conforming: Counter[str] = Counter()
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
         def no_server_error(case) -> None:
             # requests encodes the body exactly as schemathesis means it (multipart included); the test
             # client sends those bytes
             kwargs = case.as_transport_kwargs(base_url="http://testserver")
             prepared = requests.Request(**{k: v for k, v in kwargs.items() if k in REQUEST_KEYS}).prepare()
-            response = client.request(prepared.method, prepared.url, content=prepared.body, headers=dict(prepared.headers))
-            assert response.status_code < 500, f"{case.as_curl_command(base_url='http://testserver')}\n→ {response.status_code} {response.text[:500]}"
+            response = client.request(
+                prepared.method, prepared.url, content=prepared.body, headers=dict(prepared.headers)
+            )
+            assert response.status_code < 500, (
+                f"{case.as_curl_command(base_url='http://testserver')}\n→ {response.status_code} {response.text[:500]}"
+            )
             case.operation.validate_response(response)  # raises, naming the violations (a 4xx body too)
             if response.is_success:
                 conforming[case.operation.path] += 1
@@ -41,7 +57,13 @@ def test_no_generated_request_gets_a_server_error(client) -> None:
         no_server_error()
     # valid generated requests got conforming answers (every endpoint's real answers: test_clients.py)
     print("2xx answers validated against /docs.json:", dict(conforming))
-    assert min(conforming[path] for path in ("/classify_text", "/classify_image", "/clusters", "/alerts", "/reports")) > 0, conforming
+    assert (
+        min(
+            conforming[path]
+            for path in ("/classify_text", "/classify_image", "/clusters", "/alerts", "/reports")
+        )
+        > 0
+    ), conforming
 
 
 def test_schema_invalid_requests_are_refused(client) -> None:
@@ -57,20 +79,33 @@ def test_schema_invalid_requests_are_refused(client) -> None:
     from schemathesis.specs.openapi.checks import negative_data_rejection, response_schema_conformance
 
     spec = client.get("/docs.json").json()
-    schema = schemathesis.openapi.from_dict(spec).exclude(path_regex=r"^/(metrics|scan_video|classify_archive)")
+    schema = schemathesis.openapi.from_dict(spec).exclude(
+        path_regex=r"^/(metrics|scan_video|classify_archive)"
+    )
     refused: Counter[str] = Counter()
     nothing_to_break = []
 
     def negative(operation):
-        form = "multipart/form-data" in str(operation.definition.raw.get("requestBody", {}).get("content", {}))
-        checks = [not_a_server_error, response_schema_conformance] + ([] if form else [negative_data_rejection])
+        form = "multipart/form-data" in str(
+            operation.definition.raw.get("requestBody", {}).get("content", {})
+        )
+        checks = [not_a_server_error, response_schema_conformance] + (
+            [] if form else [negative_data_rejection]
+        )
 
         @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
-        @settings(max_examples=EXAMPLES_PER_OPERATION // 2, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION // 2,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
         def refused_with_a_4xx(case) -> None:
             kwargs = case.as_transport_kwargs(base_url="http://testserver")
             prepared = requests.Request(**{k: v for k, v in kwargs.items() if k in REQUEST_KEYS}).prepare()
-            response = client.request(prepared.method, prepared.url, content=prepared.body, headers=dict(prepared.headers))
+            response = client.request(
+                prepared.method, prepared.url, content=prepared.body, headers=dict(prepared.headers)
+            )
             case.validate_response(response, checks=checks)
             refused[f"{case.operation.path} {response.status_code}"] += 1
 
@@ -83,5 +118,12 @@ def test_schema_invalid_requests_are_refused(client) -> None:
             nothing_to_break.append(operation.path)
     print("negative cases answered:", dict(refused))
     assert sorted(nothing_to_break) == ["/healthz", "/livez", "/readyz"]
-    for path in ("/classify_text", "/classify_image", "/classify_batch", "/report", "/resolve_report", "/alerts"):
+    for path in (
+        "/classify_text",
+        "/classify_image",
+        "/classify_batch",
+        "/report",
+        "/resolve_report",
+        "/alerts",
+    ):
         assert refused[f"{path} 400"] > 0, refused

@@ -18,7 +18,9 @@ async def echo_app(scope, receive, send) -> None:
             break
     status, body = (400, [{"error": "bad thing"}]) if scope["path"] == "/fail" else (200, {"bytes": size})
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -27,6 +29,7 @@ def gate(monkeypatch):
     def make(keys: str = "") -> TestClient:
         monkeypatch.setenv("FANZHA_API_KEYS", keys)
         return TestClient(Gate(echo_app, body_limits={"/small": 10}, default_limit=1000))
+
     return make
 
 
@@ -59,7 +62,11 @@ def test_body_limits_by_content_length_and_while_streaming(gate) -> None:
 
 def test_error_bodies_are_one_object_with_the_request_id(gate) -> None:
     r = gate().post("/fail", headers={"X-Request-ID": "abc"})
-    assert r.status_code == 400 and r.json() == {"error": "bad thing", "request_id": "abc"} and r.headers["x-request-id"] == "abc"
+    assert (
+        r.status_code == 400
+        and r.json() == {"error": "bad thing", "request_id": "abc"}
+        and r.headers["x-request-id"] == "abc"
+    )
 
 
 def test_one_structured_log_line_per_request(gate) -> None:
@@ -80,4 +87,9 @@ def test_one_structured_log_line_per_request(gate) -> None:
         log.removeHandler(handler)
         log.setLevel(level)
     line = json.loads(JsonLogFormatter().format(records[-1]))
-    assert (line["request_id"], line["path"], line["status"], line["level"]) == ("req-9", "/classify_text", 200, "INFO")
+    assert (line["request_id"], line["path"], line["status"], line["level"]) == (
+        "req-9",
+        "/classify_text",
+        200,
+        "INFO",
+    )

@@ -25,11 +25,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(url: str, body: bytes | None = None, headers: dict | None = None, key: str | None = KEY) -> tuple[int, bytes]:
+def request(
+    url: str, body: bytes | None = None, headers: dict | None = None, key: str | None = KEY
+) -> tuple[int, bytes]:
     headers = dict(headers or {})
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
+    req = urllib.request.Request(
+        url, data=body, headers=headers, method="POST" if body is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read()
@@ -39,8 +43,14 @@ def request(url: str, body: bytes | None = None, headers: dict | None = None, ke
 
 def multipart(name: str, data: bytes) -> tuple[bytes, dict]:
     boundary = "fanzha-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -50,8 +60,23 @@ def server(model_tag, tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "serve.log"
     env = {**os.environ, "FANZHA_API_KEYS": KEY, "FANZHA_THREADS": "1"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "fanzha.serving.service:Fanzha", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "fanzha.serving.service:Fanzha",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -121,7 +146,10 @@ def test_concurrent_requests_are_batched_and_answered_in_order(server) -> None:
     batches, requests, single = (after - b for after, b in zip(batch_sizes(server), before, strict=True))
     print(f"\n32 concurrent requests: {batches:.0f} batches, {single:.0f} of a single request")
     assert requests == 32  # every request went through the adaptive batcher…
-    assert batches - single >= 1 and batches < 32, (batches, single)  # …and at least one batch held more than one
+    assert batches - single >= 1 and batches < 32, (
+        batches,
+        single,
+    )  # …and at least one batch held more than one
 
 
 def test_video_task_submit_status_get(server) -> None:
@@ -137,14 +165,25 @@ def test_video_task_submit_status_get(server) -> None:
         time.sleep(0.3)
     assert state == "completed"
     verdict = json.loads(request(f"{server}/scan_video/get?task_id={task_id}")[1])
-    assert verdict["decision"] != "pass" and [s["triggered"] for s in verdict["timeline"]] == [False, True, False]
+    assert verdict["decision"] != "pass" and [s["triggered"] for s in verdict["timeline"]] == [
+        False,
+        True,
+        False,
+    ]
 
 
 def test_archive_task_records_per_item_errors(server) -> None:
     import base64
 
-    items = [{"type": "text", "text": SCAM, "id": "a"}, {"type": "image", "data": base64.b64encode(b"junk").decode(), "id": "b"}]
-    status, raw = request(server + "/classify_archive/submit", json.dumps({"items": items}).encode(), {"Content-Type": "application/json"})
+    items = [
+        {"type": "text", "text": SCAM, "id": "a"},
+        {"type": "image", "data": base64.b64encode(b"junk").decode(), "id": "b"},
+    ]
+    status, raw = request(
+        server + "/classify_archive/submit",
+        json.dumps({"items": items}).encode(),
+        {"Content-Type": "application/json"},
+    )
     task_id = json.loads(raw)["task_id"]
     assert status == 200, raw
     deadline, state = time.time() + 60, None
@@ -183,14 +222,26 @@ def test_fuzz_task_and_metrics_routes(server) -> None:
 
     auth = {"Authorization": f"Bearer {KEY}"}
     spec = json.loads(request(server + "/docs.json")[1])
-    schema = schemathesis.openapi.from_dict(spec).include(path_regex=r"^/(metrics|scan_video|classify_archive)")
+    schema = schemathesis.openapi.from_dict(spec).include(
+        path_regex=r"^/(metrics|scan_video|classify_archive)"
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {(op.method.upper(), op.path) for op in operations} >= {
-        ("GET", "/metrics"), ("POST", "/classify_archive/submit"), ("GET", "/classify_archive/status"),
-        ("GET", "/classify_archive/get"), ("POST", "/classify_archive/retry"), ("PUT", "/classify_archive/cancel"),
-        ("POST", "/scan_video/submit"), ("GET", "/scan_video/status"), ("GET", "/scan_video/get")}
-    status, raw = request(server + "/classify_archive/submit", json.dumps({"items": [{"type": "text", "text": BENIGN}]}).encode(),
-                          {"Content-Type": "application/json"})
+        ("GET", "/metrics"),
+        ("POST", "/classify_archive/submit"),
+        ("GET", "/classify_archive/status"),
+        ("GET", "/classify_archive/get"),
+        ("POST", "/classify_archive/retry"),
+        ("PUT", "/classify_archive/cancel"),
+        ("POST", "/scan_video/submit"),
+        ("GET", "/scan_video/status"),
+        ("GET", "/scan_video/get"),
+    }
+    status, raw = request(
+        server + "/classify_archive/submit",
+        json.dumps({"items": [{"type": "text", "text": BENIGN}]}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 200, raw
     real_task = json.loads(raw)["task_id"]
     answered: Counter = Counter()
@@ -198,7 +249,9 @@ def test_fuzz_task_and_metrics_routes(server) -> None:
 
     def fuzzer(operation, mode, fixed):
         checks = [not_a_server_error, response_schema_conformance]
-        form = "multipart/form-data" in str(operation.definition.raw.get("requestBody", {}).get("content", {}))
+        form = "multipart/form-data" in str(
+            operation.definition.raw.get("requestBody", {}).get("content", {})
+        )
         if mode is GenerationMode.NEGATIVE and not form:  # a form cannot say "array" (test_fuzz.py says more)
             checks.append(negative_data_rejection)
 

@@ -21,7 +21,9 @@ def traffic(tmp_path_factory, tiny_corpus):
     """300 benign 'platform' messages made of the tiny corpus' benign texts, two at a time (a test-made sample)."""
     rng = random.Random(1)
     benign = [r["text"] for r in load_corpus(tiny_corpus) if not r["labels"]]
-    rows = [{"text": "，".join(rng.sample(benign, 2)), "source": rng.choice(["sms", "post"])} for _ in range(300)]
+    rows = [
+        {"text": "，".join(rng.sample(benign, 2)), "source": rng.choice(["sms", "post"])} for _ in range(300)
+    ]
     path = tmp_path_factory.mktemp("traffic") / "sample.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -31,12 +33,21 @@ def traffic(tmp_path_factory, tiny_corpus):
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory, tiny_model_dir, tiny_corpus, traffic):
     out = tmp_path_factory.mktemp("adapted") / "model"
-    adapt.main(AdaptArguments(traffic=str(traffic), output=str(out), base_model=str(tiny_model_dir),
-                                    corpus=str(tiny_corpus), threads=1))
+    adapt.main(
+        AdaptArguments(
+            traffic=str(traffic),
+            output=str(out),
+            base_model=str(tiny_model_dir),
+            corpus=str(tiny_corpus),
+            threads=1,
+        )
+    )
     return out
 
 
-def test_adapted_model_loads_like_the_default_and_records_its_provenance(adapted, tiny_model_dir, traffic) -> None:
+def test_adapted_model_loads_like_the_default_and_records_its_provenance(
+    adapted, tiny_model_dir, traffic
+) -> None:
     detector = Detector.load(adapted, threads=1)
     verdict = detector.classify_text("免费领取签名照，加QQ群 83726154，先交29元激活费")
     meta = onnx.load(str(adapted / "model.onnx")).metadata_props
@@ -44,7 +55,9 @@ def test_adapted_model_loads_like_the_default_and_records_its_provenance(adapted
     assert meta["fanzha.adapted_from"] == "tiny-test"
     assert meta["fanzha.traffic_size"] == "300"
     assert meta["fanzha.traffic_sha256"] == __import__("hashlib").sha256(traffic.read_bytes()).hexdigest()
-    assert verdict.model_version == meta["fanzha.version"] and verdict.model_version.startswith("tiny-test-adapted-")
+    assert verdict.model_version == meta["fanzha.version"] and verdict.model_version.startswith(
+        "tiny-test-adapted-"
+    )
     report = json.loads((adapted / "adapt_report.json").read_text())
     assert set(report["held_out_traffic"]) == {"all", "post", "sms"}
     assert report["labelled"]["test"]["recall_before"] >= 0 and (adapted / "ADAPT_REPORT.md").is_file()
@@ -88,7 +101,14 @@ def test_fit_head_recovers_a_known_linear_rule() -> None:
     x = rng.normal(size=(2000, 8)).astype(np.float32)
     true_w = rng.normal(size=(8, 2)).astype(np.float32)
     y = (x @ true_w > 0).astype(np.float32)
-    w, b = adapt.fit_head(x, y, np.ones_like(y, dtype=np.float64), np.zeros((8, 2), np.float32), np.zeros(2, np.float32), l2=0.01)
+    w, b = adapt.fit_head(
+        x,
+        y,
+        np.ones_like(y, dtype=np.float64),
+        np.zeros((8, 2), np.float32),
+        np.zeros(2, np.float32),
+        l2=0.01,
+    )
     accuracy = ((x @ w + b > 0) == (y > 0.5)).mean()
     assert accuracy > 0.97
 
@@ -103,12 +123,15 @@ def test_base_head_is_recovered_from_the_graph(tiny_model_dir, tiny_corpus, tmp_
     assert np.abs(f.pooled @ w + b - f.logits).max() < 0.05  # int8 head: small quantisation residual
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "no non-empty"),
-    (b'{"text": "\xff\xfe bad"}\n', "not UTF-8"),
-    (b'{"body": "hello"}\n', "no 'text' field"),
-    (b'{"text": "ok"}\nnot json\n', ":2: not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "no non-empty"),
+        (b'{"text": "\xff\xfe bad"}\n', "not UTF-8"),
+        (b'{"body": "hello"}\n', "no 'text' field"),
+        (b'{"text": "ok"}\nnot json\n', ":2: not a JSON object"),
+    ],
+)
 def test_bad_traffic_is_refused_with_the_line(tmp_path, content, message) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(content)
@@ -118,7 +141,9 @@ def test_bad_traffic_is_refused_with_the_line(tmp_path, content, message) -> Non
 
 def test_never_overwrites_the_base_model_or_a_full_directory(tiny_model_dir, traffic, tmp_path) -> None:
     with pytest.raises(adapt.AdaptError, match="overwrite the base model"):
-        adapt.main(AdaptArguments(traffic=str(traffic), output=str(tiny_model_dir), base_model=str(tiny_model_dir)))
+        adapt.main(
+            AdaptArguments(traffic=str(traffic), output=str(tiny_model_dir), base_model=str(tiny_model_dir))
+        )
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("keep")
@@ -127,16 +152,44 @@ def test_never_overwrites_the_base_model_or_a_full_directory(tiny_model_dir, tra
     assert (full / "x").read_text() == "keep"
 
 
-def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(tiny_model_dir, tiny_corpus, traffic, tmp_path, capsys) -> None:
+def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(
+    tiny_model_dir, tiny_corpus, traffic, tmp_path, capsys
+) -> None:
     from fanzha.cli import main
 
     out = tmp_path / "via-cli"
-    code = main(["adapt", "--traffic", str(traffic), "--output", str(out), "--base_model", str(tiny_model_dir),
-                 "--corpus", str(tiny_corpus), "--threads", "1"])
+    code = main(
+        [
+            "adapt",
+            "--traffic",
+            str(traffic),
+            "--output",
+            str(out),
+            "--base_model",
+            str(tiny_model_dir),
+            "--corpus",
+            str(tiny_corpus),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0 and json.loads(capsys.readouterr().out)["model_dir"] == str(out)
     assert TextClassifier.load(out, threads=1).version.startswith("tiny-test-adapted-")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    assert main(["adapt", "--traffic", str(empty), "--output", str(tmp_path / "x"), "--base_model", str(tiny_model_dir)]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--traffic",
+                str(empty),
+                "--output",
+                str(tmp_path / "x"),
+                "--base_model",
+                str(tiny_model_dir),
+            ]
+        )
+        == 2
+    )
     assert "no non-empty 'text' values" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

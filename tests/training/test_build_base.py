@@ -40,7 +40,11 @@ def test_base_checkpoint_loads_with_transformers(tiny_base, tiny_e5_file) -> Non
     assert out.shape[-1] == 32 and torch.isfinite(out).all()
     # the query weight of layer 0 is the dequantised tensor from the file, [out, in] as torch Linear expects
     _, expected = tiny_e5_file
-    np.testing.assert_allclose(model.encoder.layer[0].attention.self.query.weight.detach().numpy().reshape(-1), expected["l0.q.w"], atol=1e-6)
+    np.testing.assert_allclose(
+        model.encoder.layer[0].attention.self.query.weight.detach().numpy().reshape(-1),
+        expected["l0.q.w"],
+        atol=1e-6,
+    )
     meta = json.loads((tiny_base / "fanzha_base.json").read_text())
     assert meta["num_layers"] == 2
 

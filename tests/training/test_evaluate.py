@@ -9,13 +9,32 @@ from fanzha.training import evaluate
 
 
 def test_report_without_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) -> None:
-    metrics = evaluate.main(["--model_dir", str(tiny_model_dir), "--corpus", str(tiny_corpus), "--report_dir", str(tmp_path),
-                             "--corpora_dir", "none"])
+    metrics = evaluate.main(
+        [
+            "--model_dir",
+            str(tiny_model_dir),
+            "--corpus",
+            str(tiny_corpus),
+            "--report_dir",
+            str(tmp_path),
+            "--corpora_dir",
+            "none",
+        ]
+    )
     for name in ("REPORT.md", "metrics.json", "pr_curves.png", "confusion.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert set(metrics["systems"]) == {"fanzha", "tfidf_lr", "keywords"}
     ours = metrics["systems"]["fanzha"]
-    assert set(ours["evasion"]) >= {"clean_recall", "homoglyph", "pinyin", "digits", "separators", "zero_width", "traditional", "emoji"}
+    assert set(ours["evasion"]) >= {
+        "clean_recall",
+        "homoglyph",
+        "pinyin",
+        "digits",
+        "separators",
+        "zero_width",
+        "traditional",
+        "emoji",
+    }
     assert 0.0 <= ours["test_fraud"]["f1"] <= 1.0
     assert metrics["targets"]["real_normal_fpr"]["value"] is None
     report = (tmp_path / "REPORT.md").read_text(encoding="utf-8")
@@ -35,7 +54,11 @@ def test_report_without_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) 
     fn = sum(y and not f for f, y in zip(flagged, fraud, strict=True))
     precision, recall = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    assert ours["test_fraud"] == {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+    assert ours["test_fraud"] == {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+    }
     negatives = [f for f, y in zip(flagged, fraud, strict=True) if not y]
     assert ours["benign_fpr"] == round(sum(negatives) / len(negatives), 4)
     blocked = [v.decision == "block" for v in verdicts]
@@ -45,12 +68,24 @@ def test_report_without_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) 
 
 
 @pytest.mark.corpora
-@pytest.mark.skipif(corpora_dir() is None, reason="external corpora (../shared/corpora or $FANZHA_CORPORA) not present")
+@pytest.mark.skipif(
+    corpora_dir() is None, reason="external corpora (../shared/corpora or $FANZHA_CORPORA) not present"
+)
 def test_report_with_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) -> None:
     root = corpora_dir()
     assert load_telecom(root) or load_msglog(root)
-    metrics = evaluate.main(["--model_dir", str(tiny_model_dir), "--corpus", str(tiny_corpus), "--report_dir", str(tmp_path),
-                             "--max_external", "20"])
+    metrics = evaluate.main(
+        [
+            "--model_dir",
+            str(tiny_model_dir),
+            "--corpus",
+            str(tiny_corpus),
+            "--report_dir",
+            str(tmp_path),
+            "--max_external",
+            "20",
+        ]
+    )
     ours = metrics["systems"]["fanzha"]
     assert ours["external"] and all(v["n"] <= 20 for v in ours["external"].values())
     assert 0.0 <= ours["real_normal_fpr"] <= 1.0
@@ -60,9 +95,24 @@ def test_report_with_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) -> 
 def test_model_card_is_written_from_measurements(tiny_model_dir, tiny_corpus, tmp_path) -> None:
     from fanzha.training import model_card
 
-    evaluate.main(["--model_dir", str(tiny_model_dir), "--corpus", str(tiny_corpus), "--report_dir", str(tmp_path), "--corpora_dir", "none"])
-    card = model_card.main(["--model_dir", str(tiny_model_dir), "--metrics", str(tmp_path / "metrics.json")]).read_text(encoding="utf-8")
+    evaluate.main(
+        [
+            "--model_dir",
+            str(tiny_model_dir),
+            "--corpus",
+            str(tiny_corpus),
+            "--report_dir",
+            str(tmp_path),
+            "--corpora_dir",
+            "none",
+        ]
+    )
+    card = model_card.main(
+        ["--model_dir", str(tiny_model_dir), "--metrics", str(tmp_path / "metrics.json")]
+    ).read_text(encoding="utf-8")
     parity = json.loads((tiny_model_dir / "parity.json").read_text())
     assert "tiny-test" in card
     assert f"{parity['fp32_vs_torch_max_abs_logit_diff']:.2e}" in card
-    assert "| real normal messages false-positive rate | n/a |" in card  # absent corpora are said, not invented
+    assert (
+        "| real normal messages false-positive rate | n/a |" in card
+    )  # absent corpora are said, not invented

@@ -69,14 +69,30 @@ def test_context_augmentation_keeps_the_message() -> None:
     assert "加群领皮肤先交激活费" in out and len(out) > len("加群领皮肤先交激活费")
 
 
-def test_training_resumes_from_the_last_epoch_checkpoint(tmp_path, tiny_base, tiny_corpus, monkeypatch) -> None:
+def test_training_resumes_from_the_last_epoch_checkpoint(
+    tmp_path, tiny_base, tiny_corpus, monkeypatch
+) -> None:
     """A run killed after epoch 1 continues at epoch 2 and ends where an uninterrupted run ends."""
     import json
 
     from fanzha.training import train
 
-    common = ["--base_model", str(tiny_base), "--corpus", str(tiny_corpus), "--batch_size", "8", "--max_length", "24",
-              "--learning_rate", "1e-3", "--threads", "1", "--patience", "5"]
+    common = [
+        "--base_model",
+        str(tiny_base),
+        "--corpus",
+        str(tiny_corpus),
+        "--batch_size",
+        "8",
+        "--max_length",
+        "24",
+        "--learning_rate",
+        "1e-3",
+        "--threads",
+        "1",
+        "--patience",
+        "5",
+    ]
     whole, split = tmp_path / "whole", tmp_path / "split"
     train.main([*common, "--output_dir", str(whole), "--epochs", "2"])
 
@@ -108,10 +124,14 @@ def test_block_threshold_is_the_lowest_that_is_precise_on_dev(tiny_model_dir) ->
     p = np.array([0.999, 0.985, 0.975, 0.955, 0.93, 0.5])
     y = np.array([1, 1, 1, 0, 1, 0])
     assert tune_block_threshold(p, y) == 0.96  # 0.93 would block the benign 0.955
-    assert tune_block_threshold(np.array([0.995, 0.2]), np.array([0, 1])) == 0.99  # never precise: the top of the range
+    assert (
+        tune_block_threshold(np.array([0.995, 0.2]), np.array([0, 1])) == 0.99
+    )  # never precise: the top of the range
     clf = TextClassifier.load(tiny_model_dir, threads=1)
     assert 0.9 <= clf.thresholds["block"] <= 0.99
-    assert Detector(clf).thresholds.block == clf.thresholds["block"]  # the detector blocks at the model's own threshold
+    assert (
+        Detector(clf).thresholds.block == clf.thresholds["block"]
+    )  # the detector blocks at the model's own threshold
 
 
 def test_export_refuses_a_model_that_fails_parity(tiny_trained, tiny_corpus, tmp_path, monkeypatch) -> None:
@@ -125,9 +145,26 @@ def test_export_refuses_a_model_that_fails_parity(tiny_trained, tiny_corpus, tmp
     out.mkdir()
     (out / "model.onnx").write_bytes(b"the model shipped before")
     with pytest.raises(SystemExit, match="parity check failed") as refused:
-        export.main(["--model_dir", str(tiny_trained), "--output_dir", str(out), "--work_dir", str(work), "--corpus", str(tiny_corpus),
-                     "--version", "tiny-drift"])
+        export.main(
+            [
+                "--model_dir",
+                str(tiny_trained),
+                "--output_dir",
+                str(out),
+                "--work_dir",
+                str(work),
+                "--corpus",
+                str(tiny_corpus),
+                "--version",
+                "tiny-drift",
+            ]
+        )
     assert "nothing written" in str(refused.value)
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"] and (out / "model.onnx").read_bytes() == b"the model shipped before"
+    assert (
+        sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+        and (out / "model.onnx").read_bytes() == b"the model shipped before"
+    )
     parity = json.loads((work / "parity.json").read_text())
-    assert parity["passed"] is False and parity["fp32_vs_torch_max_abs_logit_diff"] == pytest.approx(0.01, abs=1e-4)
+    assert parity["passed"] is False and parity["fp32_vs_torch_max_abs_logit_diff"] == pytest.approx(
+        0.01, abs=1e-4
+    )

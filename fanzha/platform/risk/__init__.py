@@ -6,5 +6,16 @@ from .queries import UnknownEntity
 from .rules import HOUR, RULES, RiskRules
 from .state import RiskState
 
-__all__ = ["ENTITY_KINDS", "HANDLE_KINDS", "HOUR", "RULES", "Alert", "RiskRules", "RiskState", "ScoredItem", "UnknownEntity",
-           "canonical_handle", "handle_key"]
+__all__ = [
+    "ENTITY_KINDS",
+    "HANDLE_KINDS",
+    "HOUR",
+    "RULES",
+    "Alert",
+    "RiskRules",
+    "RiskState",
+    "ScoredItem",
+    "UnknownEntity",
+    "canonical_handle",
+    "handle_key",
+]

@@ -65,6 +65,8 @@ def ignored_handles(specs: Iterable[str]) -> frozenset[str]:
         kind, _, value = raw.strip().partition(":")
         canonical = canonical_handle(kind, value)
         if canonical is None:
-            raise SettingsError(f"FANZHA_RISK_IGNORE_HANDLES: {raw.strip()!r} is not kind:value with kind in {HANDLE_KINDS}")
+            raise SettingsError(
+                f"FANZHA_RISK_IGNORE_HANDLES: {raw.strip()!r} is not kind:value with kind in {HANDLE_KINDS}"
+            )
         keys.add(handle_key(*canonical))
     return frozenset(keys)

@@ -59,18 +59,31 @@ class ScoredItem:
     ts: float | None = None  # when it was posted (epoch seconds); default: when it is ingested
 
     @classmethod
-    def from_verdict(cls, verdict: Mapping | object, *, account_id: str | None = None, group_id: str | None = None,
-                     item_id: str | None = None, source: str | None = None, ts: float | None = None) -> ScoredItem:
+    def from_verdict(
+        cls,
+        verdict: Mapping | object,
+        *,
+        account_id: str | None = None,
+        group_id: str | None = None,
+        item_id: str | None = None,
+        source: str | None = None,
+        ts: float | None = None,
+    ) -> ScoredItem:
         """From a Verdict, or a verdict dict (Verdict.to_dict(), a service answer, a batch output record). Ids not
         given are taken from the dict itself (`account_id`, `group_id`, `id`, `source`)."""
         if not isinstance(verdict, Mapping):
             verdict = verdict.to_dict(timings=False)  # a fanzha.models.Verdict
-        return cls(fraud_score=float(verdict["fraud_score"]), decision=verdict["decision"],
-                   labels=tuple(verdict.get("labels") or ()), handles=handles_of(verdict.get("evidence") or ()),
-                   account_id=account_id if account_id is not None else verdict.get("account_id"),
-                   group_id=group_id if group_id is not None else verdict.get("group_id"),
-                   item_id=item_id if item_id is not None else verdict.get("id"),
-                   source=source if source is not None else verdict.get("source"), ts=ts)
+        return cls(
+            fraud_score=float(verdict["fraud_score"]),
+            decision=verdict["decision"],
+            labels=tuple(verdict.get("labels") or ()),
+            handles=handles_of(verdict.get("evidence") or ()),
+            account_id=account_id if account_id is not None else verdict.get("account_id"),
+            group_id=group_id if group_id is not None else verdict.get("group_id"),
+            item_id=item_id if item_id is not None else verdict.get("id"),
+            source=source if source is not None else verdict.get("source"),
+            ts=ts,
+        )
 
     @property
     def flagged(self) -> bool:
@@ -91,16 +104,22 @@ class ScoredItem:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS):
                 raise InputError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
-        if self.source is not None and (not isinstance(self.source, str) or len(self.source) > MAX_SOURCE_CHARS):
+        if self.source is not None and (
+            not isinstance(self.source, str) or len(self.source) > MAX_SOURCE_CHARS
+        ):
             raise InputError(f"source must be a string of at most {MAX_SOURCE_CHARS} characters")
         unknown = [label for label in self.labels if label not in LABELS]
         if unknown:
             raise InputError(f"unknown labels {unknown}")
-        if len(self.handles) > MAX_HANDLES_PER_ITEM:  # from_verdict keeps the first ones; a caller's own list is refused
+        if (
+            len(self.handles) > MAX_HANDLES_PER_ITEM
+        ):  # from_verdict keeps the first ones; a caller's own list is refused
             raise InputError(f"{len(self.handles)} handles; at most {MAX_HANDLES_PER_ITEM} per item")
         for kind, value in self.handles:
             if kind not in HANDLE_KINDS or not value or len(value) > MAX_HANDLE_CHARS:
-                raise InputError(f"bad handle {kind}:{value[:40]}: kind in {HANDLE_KINDS}, 1–{MAX_HANDLE_CHARS} characters")
+                raise InputError(
+                    f"bad handle {kind}:{value[:40]}: kind in {HANDLE_KINDS}, 1–{MAX_HANDLE_CHARS} characters"
+                )
 
 
 @dataclass
@@ -124,7 +143,6 @@ class Alert:
         return d
 
 
-
 @dataclass
 class EntityState:  # one row of `entities`, updated in memory during a batch
     kind: str
@@ -142,9 +160,19 @@ class EntityState:  # one row of `entities`, updated in memory during a batch
 
     @classmethod
     def from_row(cls, row) -> EntityState:
-        return cls(kind=row.kind, id=row.id, first_seen=row.first_seen, last_seen=row.last_seen, items=row.items,
-                   flagged=row.flagged, risk=row.risk, risk_ts=row.risk_ts, labels=Counter(json.loads(row.labels)),
-                   recent_flags=json.loads(row.recent_flags), cluster_id=row.cluster_id)
+        return cls(
+            kind=row.kind,
+            id=row.id,
+            first_seen=row.first_seen,
+            last_seen=row.last_seen,
+            items=row.items,
+            flagged=row.flagged,
+            risk=row.risk,
+            risk_ts=row.risk_ts,
+            labels=Counter(json.loads(row.labels)),
+            recent_flags=json.loads(row.recent_flags),
+            cluster_id=row.cluster_id,
+        )
 
 
 @dataclass
@@ -162,7 +190,6 @@ class _Counted:  # a row of `handles` or `entity_handles`
         self.flagged += flagged
 
 
-
 class Ingest:
     """The tables and prepared reads of an ingest; `apply` runs one batch inside a write transaction."""
 
@@ -171,22 +198,35 @@ class Ingest:
         t = db.tables
         self.entities, self.handles, self.entity_handles = t["entities"], t["handles"], t["entity_handles"]
         self.clusters_t, self.flagged_items, self.alerts_t = t["clusters"], t["flagged_items"], t["alerts"]
-        self.ingested = t.get("ingested_items")  # None only on a database held at an older version (a migration test)
+        self.ingested = t.get(
+            "ingested_items"
+        )  # None only on a database held at an older version (a migration test)
         # the reads of every ingest, built once (expanding IN lists): statement construction is most of the
         # cost of a one-item ingest
         e, h, eh, c = self.entities, self.handles, self.entity_handles, self.clusters_t
         ids = sa.bindparam("ids", expanding=True)
-        self._load_entities = sa.select(e).where(sa.tuple_(e.c.kind, e.c.id).in_(ids))  # accounts and groups at once
+        self._load_entities = sa.select(e).where(
+            sa.tuple_(e.c.kind, e.c.id).in_(ids)
+        )  # accounts and groups at once
         self._load_handles = sa.select(h).where(h.c.handle.in_(ids))
-        self._load_links = sa.select(eh).where(sa.tuple_(eh.c.entity_kind, eh.c.entity_id, eh.c.handle).in_(ids))
+        self._load_links = sa.select(eh).where(
+            sa.tuple_(eh.c.entity_kind, eh.c.entity_id, eh.c.handle).in_(ids)
+        )
         self._load_clusters = sa.select(c).where(c.c.id.in_(ids))
         # a replay key is claimed by inserting it: the keys that come back are the items never counted before (one
         # statement, no read first)
         i = self.ingested
-        self._claim = None if i is None else (sqlite_insert if db.is_sqlite else postgresql_insert)(i) \
-            .on_conflict_do_nothing().returning(i.c.source, i.c.item_id)
+        self._claim = (
+            None
+            if i is None
+            else (sqlite_insert if db.is_sqlite else postgresql_insert)(i)
+            .on_conflict_do_nothing()
+            .returning(i.c.source, i.c.item_id)
+        )
 
-    def apply(self, conn: Connection, now: float, indexed: list[tuple[int, ScoredItem]]) -> tuple[list[Alert], int]:
+    def apply(
+        self, conn: Connection, now: float, indexed: list[tuple[int, ScoredItem]]
+    ) -> tuple[list[Alert], int]:
         """Apply (position, item) pairs in order; returns the alerts raised, stored (with their ids), and how many
         items were replays (counted before: skipped)."""
         batch = _Batch(self, conn, now)
@@ -195,19 +235,22 @@ class Ingest:
     def insert_alert(self, conn: Connection, alert: Alert) -> None:
         row = {k: v for k, v in alert.to_dict().items() if k != "id"}
         row["detail"] = json.dumps(row["detail"], ensure_ascii=False)
-        alert.id = conn.execute(self.alerts_t.insert().values(**row).returning(self.alerts_t.c.id)).scalar_one()
+        alert.id = conn.execute(
+            self.alerts_t.insert().values(**row).returning(self.alerts_t.c.id)
+        ).scalar_one()
 
     def prune(self, conn: Connection, now: float) -> int:
         """Drop flagged-item records and replay keys older than the retention; returns how many flagged items."""
         if self.ingested is not None:
             conn.execute(self.ingested.delete().where(self.ingested.c.ts < now - self.rules.retention_s))
-        return conn.execute(self.flagged_items.delete().where(self.flagged_items.c.ts < now - self.rules.retention_s)).rowcount
+        return conn.execute(
+            self.flagged_items.delete().where(self.flagged_items.c.ts < now - self.rules.retention_s)
+        ).rowcount
 
 
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
-
 
 
 class _Batch:
@@ -222,7 +265,9 @@ class _Batch:
         self.merged: dict[int, int] = {}  # cluster id → the cluster it was merged into (within this batch)
         self.flag_rows: list[dict] = []
         self.alerts: list[Alert] = []
-        self.replayed = 0  # items skipped: their (source, item id) was counted before, or earlier in this batch
+        self.replayed = (
+            0  # items skipped: their (source, item id) was counted before, or earlier in this batch
+        )
 
     def run(self, indexed: list[tuple[int, ScoredItem]]) -> list[Alert]:
         indexed = self._not_seen(indexed)
@@ -251,7 +296,9 @@ class _Batch:
         rows = [{"source": source, "item_id": item_id, "ts": self.now} for source, item_id in first]
         claimed = {(row.source, row.item_id) for row in self.conn.execute(self.s._claim, rows)}
         keep = {pos for key, pos in first.items() if key in claimed}
-        fresh = [(index, item) for pos, (index, item) in enumerate(indexed) if item.key is None or pos in keep]
+        fresh = [
+            (index, item) for pos, (index, item) in enumerate(indexed) if item.key is None or pos in keep
+        ]
         self.replayed = len(indexed) - len(fresh)
         return fresh
 
@@ -271,15 +318,26 @@ class _Batch:
                 self.entities[(row.kind, row.id)] = EntityState.from_row(row)
         for chunk in _chunks(sorted(handle_keys)):
             for row in conn.execute(s._load_handles, {"ids": chunk}):
-                self.handles[row.handle] = _Counted(row.first_seen, row.last_seen, row.items, row.flagged, row.cluster_id)
+                self.handles[row.handle] = _Counted(
+                    row.first_seen, row.last_seen, row.items, row.flagged, row.cluster_id
+                )
         for chunk in _chunks(sorted(pairs), 200):
             for row in conn.execute(s._load_links, {"ids": chunk}):
-                self.links[(row.entity_kind, row.entity_id, row.handle)] = _Counted(row.first_seen, row.last_seen, row.items, row.flagged)
-        cluster_ids = {x.cluster_id for x in self.entities.values()} | {x.cluster_id for x in self.handles.values()}
+                self.links[(row.entity_kind, row.entity_id, row.handle)] = _Counted(
+                    row.first_seen, row.last_seen, row.items, row.flagged
+                )
+        cluster_ids = {x.cluster_id for x in self.entities.values()} | {
+            x.cluster_id for x in self.handles.values()
+        }
         cluster_ids.discard(None)
         for chunk in _chunks(sorted(cluster_ids)):
             for row in conn.execute(s._load_clusters, {"ids": chunk}):
-                self.clusters[row.id] = {"accounts": row.accounts, "handles": row.handles, "updated": row.updated, "dirty": False}
+                self.clusters[row.id] = {
+                    "accounts": row.accounts,
+                    "handles": row.handles,
+                    "updated": row.updated,
+                    "dirty": False,
+                }
 
     # -- apply, item by item --------------------------------------------------------------------------------------
     def _apply(self, item: ScoredItem) -> None:
@@ -330,22 +388,68 @@ class _Batch:
         count_after = in_window()
         name = f"{entity.kind} {entity.id}"
         if count_before < r.flagged_in_window <= count_after:
-            self._alert("flagged_in_window", entity, item, ts, count_after, r.flagged_in_window,
-                        f"{name}: {count_after} flagged items within {r.window_s / HOUR:g} h (threshold {r.flagged_in_window})")
+            self._alert(
+                "flagged_in_window",
+                entity,
+                item,
+                ts,
+                count_after,
+                r.flagged_in_window,
+                f"{name}: {count_after} flagged items within {r.window_s / HOUR:g} h (threshold {r.flagged_in_window})",
+            )
         if before < r.risk <= entity.risk:
-            self._alert("risk", entity, item, ts, round(entity.risk, 4), r.risk,
-                        f"{name}: risk {entity.risk:.2f} reached the threshold {r.risk:g}")
-        self.flag_rows.append({"entity_kind": entity.kind, "entity_id": entity.id, "item_id": item.item_id,
-                               "source": item.source, "ts": ts, "fraud_score": item.fraud_score, "decision": item.decision,
-                               "labels": json.dumps(list(item.labels)),
-                               "handles": json.dumps([handle_key(*h) for h in item.handles], ensure_ascii=False)})
+            self._alert(
+                "risk",
+                entity,
+                item,
+                ts,
+                round(entity.risk, 4),
+                r.risk,
+                f"{name}: risk {entity.risk:.2f} reached the threshold {r.risk:g}",
+            )
+        self.flag_rows.append(
+            {
+                "entity_kind": entity.kind,
+                "entity_id": entity.id,
+                "item_id": item.item_id,
+                "source": item.source,
+                "ts": ts,
+                "fraud_score": item.fraud_score,
+                "decision": item.decision,
+                "labels": json.dumps(list(item.labels)),
+                "handles": json.dumps([handle_key(*h) for h in item.handles], ensure_ascii=False),
+            }
+        )
 
-    def _alert(self, rule: str, entity: EntityState, item: ScoredItem, ts: float, value: float, threshold: float, message: str) -> None:
-        self.alerts.append(Alert(rule=rule, ts=ts, value=value, threshold=threshold, message=message,
-                                 entity_kind=entity.kind, entity_id=entity.id, item_id=item.item_id,
-                                 cluster_id=self._find(entity.cluster_id) if entity.cluster_id else None,
-                                 detail={"labels": dict(entity.labels.most_common()), "flagged": entity.flagged,
-                                         "items": entity.items, "handles": [handle_key(*h) for h in item.handles]}))
+    def _alert(
+        self,
+        rule: str,
+        entity: EntityState,
+        item: ScoredItem,
+        ts: float,
+        value: float,
+        threshold: float,
+        message: str,
+    ) -> None:
+        self.alerts.append(
+            Alert(
+                rule=rule,
+                ts=ts,
+                value=value,
+                threshold=threshold,
+                message=message,
+                entity_kind=entity.kind,
+                entity_id=entity.id,
+                item_id=item.item_id,
+                cluster_id=self._find(entity.cluster_id) if entity.cluster_id else None,
+                detail={
+                    "labels": dict(entity.labels.most_common()),
+                    "flagged": entity.flagged,
+                    "items": entity.items,
+                    "handles": [handle_key(*h) for h in item.handles],
+                },
+            )
+        )
 
     # -- clusters: union–find over accounts and the handles they push ----------------------------------------------
     def _find(self, cluster_id: int) -> int:
@@ -357,8 +461,11 @@ class _Batch:
         roots = {self._find(account.cluster_id)} if account.cluster_id else set()
         roots |= {self._find(self.handles[k].cluster_id) for k in keys if self.handles[k].cluster_id}
         if not roots:
-            new_id = self.conn.execute(self.s.clusters_t.insert().values(accounts=0, handles=0, created=ts, updated=ts)
-                                       .returning(self.s.clusters_t.c.id)).scalar_one()
+            new_id = self.conn.execute(
+                self.s.clusters_t.insert()
+                .values(accounts=0, handles=0, created=ts, updated=ts)
+                .returning(self.s.clusters_t.c.id)
+            ).scalar_one()
             self.clusters[new_id] = {"accounts": 0, "handles": 0, "updated": ts, "dirty": True}
             roots = {new_id}
         size_before = max(self.clusters[c]["accounts"] for c in roots)
@@ -378,12 +485,21 @@ class _Batch:
                 target["handles"] += 1
         target["updated"], target["dirty"] = max(target["updated"], ts), True
         if size_before < self.r.cluster_accounts <= target["accounts"]:
-            self.alerts.append(Alert(
-                rule="cluster_size", ts=ts, value=target["accounts"], threshold=self.r.cluster_accounts,
-                message=f"campaign cluster #{root}: {target['accounts']} accounts push the same handles "
-                        f"({', '.join(keys[:3])}) (threshold {self.r.cluster_accounts})",
-                entity_kind="account", entity_id=account.id, cluster_id=root, item_id=item.item_id,
-                detail={"accounts": target["accounts"], "handles": keys}))
+            self.alerts.append(
+                Alert(
+                    rule="cluster_size",
+                    ts=ts,
+                    value=target["accounts"],
+                    threshold=self.r.cluster_accounts,
+                    message=f"campaign cluster #{root}: {target['accounts']} accounts push the same handles "
+                    f"({', '.join(keys[:3])}) (threshold {self.r.cluster_accounts})",
+                    entity_kind="account",
+                    entity_id=account.id,
+                    cluster_id=root,
+                    item_id=item.item_id,
+                    detail={"accounts": target["accounts"], "handles": keys},
+                )
+            )
 
     # -- write ------------------------------------------------------------------------------------------------------
     def _write(self) -> None:
@@ -391,49 +507,94 @@ class _Batch:
         e, h, eh, c = s.entities, s.handles, s.entity_handles, s.clusters_t
         for other in self.merged:  # rows this batch did not load still point at merged clusters
             root = self._find(other)
-            conn.execute(e.update().where(e.c.kind == "account", e.c.cluster_id == other).values(cluster_id=root))
+            conn.execute(
+                e.update().where(e.c.kind == "account", e.c.cluster_id == other).values(cluster_id=root)
+            )
             conn.execute(h.update().where(h.c.cluster_id == other).values(cluster_id=root))
         if self.merged:
             conn.execute(c.delete().where(c.c.id.in_(list(self.merged))))
-        dirty = [{"_id": cid, "accounts": x["accounts"], "handles": x["handles"], "updated": x["updated"]}
-                 for cid, x in self.clusters.items() if x["dirty"] and cid not in self.merged]
+        dirty = [
+            {"_id": cid, "accounts": x["accounts"], "handles": x["handles"], "updated": x["updated"]}
+            for cid, x in self.clusters.items()
+            if x["dirty"] and cid not in self.merged
+        ]
         if dirty:
             conn.execute(c.update().where(c.c.id == sa.bindparam("_id")), dirty)
 
         def entity_row(x: EntityState) -> dict:
-            return {"first_seen": x.first_seen, "last_seen": x.last_seen, "items": x.items, "flagged": x.flagged,
-                    "risk": x.risk, "risk_ts": x.risk_ts, "labels": json.dumps(dict(x.labels)),
-                    "recent_flags": json.dumps(x.recent_flags), "cluster_id": self._find(x.cluster_id) if x.cluster_id else None}
+            return {
+                "first_seen": x.first_seen,
+                "last_seen": x.last_seen,
+                "items": x.items,
+                "flagged": x.flagged,
+                "risk": x.risk,
+                "risk_ts": x.risk_ts,
+                "labels": json.dumps(dict(x.labels)),
+                "recent_flags": json.dumps(x.recent_flags),
+                "cluster_id": self._find(x.cluster_id) if x.cluster_id else None,
+            }
 
         new = [{"kind": x.kind, "id": x.id, **entity_row(x)} for x in self.entities.values() if x.new]
         old = [{"_kind": x.kind, "_id": x.id, **entity_row(x)} for x in self.entities.values() if not x.new]
         if new:
             conn.execute(e.insert(), new)
         if old:
-            conn.execute(e.update().where(e.c.kind == sa.bindparam("_kind"), e.c.id == sa.bindparam("_id")), old)
+            conn.execute(
+                e.update().where(e.c.kind == sa.bindparam("_kind"), e.c.id == sa.bindparam("_id")), old
+            )
 
         def counted_row(x: _Counted) -> dict:
-            return {"first_seen": x.first_seen, "last_seen": x.last_seen, "items": x.items, "flagged": x.flagged}
+            return {
+                "first_seen": x.first_seen,
+                "last_seen": x.last_seen,
+                "items": x.items,
+                "flagged": x.flagged,
+            }
 
-        new_h = [{"handle": k, "kind": k.split(":", 1)[0], "value": k.split(":", 1)[1], **counted_row(x),
-                  "cluster_id": self._find(x.cluster_id) if x.cluster_id else None} for k, x in self.handles.items() if x.new]
-        old_h = [{"_handle": k, **counted_row(x), "cluster_id": self._find(x.cluster_id) if x.cluster_id else None}
-                 for k, x in self.handles.items() if not x.new]
+        new_h = [
+            {
+                "handle": k,
+                "kind": k.split(":", 1)[0],
+                "value": k.split(":", 1)[1],
+                **counted_row(x),
+                "cluster_id": self._find(x.cluster_id) if x.cluster_id else None,
+            }
+            for k, x in self.handles.items()
+            if x.new
+        ]
+        old_h = [
+            {"_handle": k, **counted_row(x), "cluster_id": self._find(x.cluster_id) if x.cluster_id else None}
+            for k, x in self.handles.items()
+            if not x.new
+        ]
         if new_h:
             conn.execute(h.insert(), new_h)
         if old_h:
             conn.execute(h.update().where(h.c.handle == sa.bindparam("_handle")), old_h)
-        new_l = [{"entity_kind": k[0], "entity_id": k[1], "handle": k[2], **counted_row(x)} for k, x in self.links.items() if x.new]
-        old_l = [{"_kind": k[0], "_id": k[1], "_handle": k[2], **counted_row(x)} for k, x in self.links.items() if not x.new]
+        new_l = [
+            {"entity_kind": k[0], "entity_id": k[1], "handle": k[2], **counted_row(x)}
+            for k, x in self.links.items()
+            if x.new
+        ]
+        old_l = [
+            {"_kind": k[0], "_id": k[1], "_handle": k[2], **counted_row(x)}
+            for k, x in self.links.items()
+            if not x.new
+        ]
         if new_l:
             conn.execute(eh.insert(), new_l)
         if old_l:
-            conn.execute(eh.update().where(eh.c.entity_kind == sa.bindparam("_kind"), eh.c.entity_id == sa.bindparam("_id"),
-                                           eh.c.handle == sa.bindparam("_handle")), old_l)
+            conn.execute(
+                eh.update().where(
+                    eh.c.entity_kind == sa.bindparam("_kind"),
+                    eh.c.entity_id == sa.bindparam("_id"),
+                    eh.c.handle == sa.bindparam("_handle"),
+                ),
+                old_l,
+            )
         if self.flag_rows:
             conn.execute(s.flagged_items.insert(), self.flag_rows)
 
 
 def _named(item: ScoredItem) -> list[tuple[str, str]]:
     return [(kind, eid) for kind, eid in (("account", item.account_id), ("group", item.group_id)) if eid]
-

@@ -41,9 +41,13 @@ class RiskRules:
 
     def __post_init__(self) -> None:
         if min(self.half_life_s, self.window_s, self.risk, self.retention_s) <= 0:
-            raise SettingsError(f"risk half-life, window, risk threshold and retention must be positive: {self}")
+            raise SettingsError(
+                f"risk half-life, window, risk threshold and retention must be positive: {self}"
+            )
         if self.flagged_in_window < 1 or self.cluster_accounts < 2:
-            raise SettingsError("the flagged-items threshold must be ≥ 1 and the cluster threshold ≥ 2 accounts")
+            raise SettingsError(
+                "the flagged-items threshold must be ≥ 1 and the cluster threshold ≥ 2 accounts"
+            )
 
     @classmethod
     def from_settings(cls, s: Settings | None = None) -> RiskRules:
@@ -61,32 +65,60 @@ class RiskRules:
     def decay(self, value: float, seconds: float) -> float:
         return value * 0.5 ** (seconds / self.half_life_s) if seconds > 0 else value
 
-    def level(self, in_window: int, risk: float, flagged: int, cluster: dict | None, reports: dict[str, int]) -> str:
+    def level(
+        self, in_window: int, risk: float, flagged: int, cluster: dict | None, reports: dict[str, int]
+    ) -> str:
         """high: a rule's threshold is met now (or a report was confirmed); elevated: anything flagged or reported."""
-        if (in_window >= self.flagged_in_window or risk >= self.risk or reports.get("confirmed", 0) > 0
-                or (cluster is not None and cluster["accounts"] >= self.cluster_accounts)):
+        if (
+            in_window >= self.flagged_in_window
+            or risk >= self.risk
+            or reports.get("confirmed", 0) > 0
+            or (cluster is not None and cluster["accounts"] >= self.cluster_accounts)
+        ):
             return "high"
         return "elevated" if flagged or reports else "low"
 
-    def reasons(self, in_window: int, risk: float, labels: Counter, handles: list[dict], cluster: dict | None,
-                reports: dict[str, int]) -> list[str]:
+    def reasons(
+        self,
+        in_window: int,
+        risk: float,
+        labels: Counter,
+        handles: list[dict],
+        cluster: dict | None,
+        reports: dict[str, int],
+    ) -> list[str]:
         """Why an account or group stands where it does, one sentence per rule that has something to say."""
         reasons = []
         if in_window:
-            reasons.append(f"{in_window} flagged item{'s' * (in_window != 1)} in the last {self.window_s / HOUR:g} h "
-                           f"(alert at {self.flagged_in_window})")
+            reasons.append(
+                f"{in_window} flagged item{'s' * (in_window != 1)} in the last {self.window_s / HOUR:g} h "
+                f"(alert at {self.flagged_in_window})"
+            )
         if risk >= 0.01:
-            reasons.append(f"risk {risk:.2f}: decayed sum of flagged fraud scores, half-life {self.half_life_s / HOUR:g} h "
-                           f"(alert at {self.risk:g})")
+            reasons.append(
+                f"risk {risk:.2f}: decayed sum of flagged fraud scores, half-life {self.half_life_s / HOUR:g} h "
+                f"(alert at {self.risk:g})"
+            )
         if labels:
             reasons.append("labels: " + ", ".join(f"{label} ×{n}" for label, n in labels.most_common()))
         pushed = [h for h in handles if h["flagged"]]
         if pushed:
-            reasons.append("handles pushed in flagged items: " + ", ".join(
-                f"{h['kind']}:{h['value']}" + (f" (pushed by {h['accounts']} accounts)" if h["accounts"] > 1 else "") for h in pushed[:5]))
+            reasons.append(
+                "handles pushed in flagged items: "
+                + ", ".join(
+                    f"{h['kind']}:{h['value']}"
+                    + (f" (pushed by {h['accounts']} accounts)" if h["accounts"] > 1 else "")
+                    for h in pushed[:5]
+                )
+            )
         if cluster and cluster["accounts"] > 1:
-            reasons.append(f"campaign cluster #{cluster['id']}: {cluster['accounts']} accounts linked by "
-                           f"{cluster['handle_count']} shared handle{'s' * (cluster['handle_count'] != 1)} (alert at {self.cluster_accounts})")
+            reasons.append(
+                f"campaign cluster #{cluster['id']}: {cluster['accounts']} accounts linked by "
+                f"{cluster['handle_count']} shared handle{'s' * (cluster['handle_count'] != 1)} (alert at {self.cluster_accounts})"
+            )
         if reports:
-            reasons.append(f"{sum(reports.values())} fraud report(s): " + ", ".join(f"{n} {s}" for s, n in sorted(reports.items())))
+            reasons.append(
+                f"{sum(reports.values())} fraud report(s): "
+                + ", ".join(f"{n} {s}" for s, n in sorted(reports.items()))
+            )
         return reasons

@@ -32,8 +32,13 @@ log = logging.getLogger("fanzha.risk")
 
 
 class RiskState:
-    def __init__(self, db: Database | str | None = None, rules: RiskRules | None = None,
-                 webhook: AlertWebhook | None = None, clock=time.time) -> None:
+    def __init__(
+        self,
+        db: Database | str | None = None,
+        rules: RiskRules | None = None,
+        webhook: AlertWebhook | None = None,
+        clock=time.time,
+    ) -> None:
         self.db = db if isinstance(db, Database) else Database(db)
         self.rules = rules or RiskRules()
         self.webhook = webhook
@@ -77,9 +82,17 @@ class RiskState:
                 self._last_prune = now
                 gone = self._ingest.prune(conn, now)
                 if gone:
-                    log.info("pruned %d flagged-item records older than %.0f days", gone, self.rules.retention_s / 86400)
+                    log.info(
+                        "pruned %d flagged-item records older than %.0f days",
+                        gone,
+                        self.rules.retention_s / 86400,
+                    )
         if replayed:
-            log.info("%d of %d items were counted before (same source and item id): skipped", replayed, len(indexed))
+            log.info(
+                "%d of %d items were counted before (same source and item id): skipped",
+                replayed,
+                len(indexed),
+            )
         for alert in alerts:
             self._notify(alert)
         return alerts
@@ -112,7 +125,9 @@ class RiskState:
             self.webhook.send(alert.to_dict())
 
     # -- queries ------------------------------------------------------------------------------------------------
-    def entity(self, kind: str, entity_id: str, recent: int = 10, reports: dict[str, int] | None = None) -> dict:
+    def entity(
+        self, kind: str, entity_id: str, recent: int = 10, reports: dict[str, int] | None = None
+    ) -> dict:
         """An account's or group's risk now, with its reasons (and `reports`, its reports by status, when the
         caller has them); UnknownEntity when nothing named it yet."""
         return self._queries.entity(kind, entity_id, recent=recent, reports=reports)
@@ -124,7 +139,15 @@ class RiskState:
     def cluster(self, cluster_id: int, members: int = 1000) -> dict:
         return self._queries.cluster(cluster_id, members=members)
 
-    def alerts(self, after_id: int = 0, limit: int = 100, rule: str | None = None, entity_kind: str | None = None,
-               entity_id: str | None = None) -> list[dict]:
+    def alerts(
+        self,
+        after_id: int = 0,
+        limit: int = 100,
+        rule: str | None = None,
+        entity_kind: str | None = None,
+        entity_id: str | None = None,
+    ) -> list[dict]:
         """Alerts with id > after_id, oldest first: poll with the last id you saw."""
-        return self._queries.alerts(after_id=after_id, limit=limit, rule=rule, entity_kind=entity_kind, entity_id=entity_id)
+        return self._queries.alerts(
+            after_id=after_id, limit=limit, rule=rule, entity_kind=entity_kind, entity_id=entity_id
+        )
