@@ -421,13 +421,22 @@ def main(args: AdaptArguments) -> Path:
     targets = _targets()
     y = {name: targets(records) for name, records in split.items() if records}
 
-    # 4. fit: the traffic's weight is chosen on dev recall and a validation slice of the fitted traffic;
+    # 4. fit: the traffic's weight is chosen on labelled recall (dev + a train slice kept out of the fit) and a
+    #    validation slice of the fitted traffic;
     #    the held-out part is never looked at until the report
     w0, b0 = base_head(feats["train"])
     yt = window_targets(feats["train"], y["train"])
     pos = yt.sum(0)
     pos_weight = np.clip((len(yt) - pos) / np.maximum(pos, 1), 1.0, 4.0)  # as the fine-tuning does
-    corpus_part = (feats["train"].pooled, yt, np.where(yt > 0.5, pos_weight, 1.0))
+    # a fifth of the corpus' train split is kept out of the fit and joins dev for the recall constraint:
+    # dev alone holds ~460 lures, too few to hold recall within half a point
+    check = held_out_mask([r["text"] for r in split["train"]], 0.2, args.seed + 2)
+    fitted_windows = ~check[feats["train"].owner]
+    corpus_part = (
+        feats["train"].pooled[fitted_windows],
+        yt[fitted_windows],
+        np.where(yt > 0.5, pos_weight, 1.0)[fitted_windows],
+    )
     feedback_part = None
     if feedback:
         yf = window_targets(feats["feedback"], targets(feedback))
@@ -436,7 +445,13 @@ def main(args: AdaptArguments) -> Path:
     tr = feats["traffic"]
     base_thresholds = json.loads(base_meta["fanzha.thresholds"])
     benign_weight = float((yt[:, 0] < 0.5).sum())
-    dev_base = feats["dev"].text_probs()
+    y_check = np.vstack([y["dev"], y["train"][check]])
+    base_check = np.vstack([feats["dev"].text_probs(), feats["train"].text_probs()[check]])
+
+    def check_probs(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        dev = feats["dev"].text_probs(feats["dev"].pooled @ weight + bias)
+        train = feats["train"].text_probs(feats["train"].pooled @ weight + bias)[check]
+        return np.vstack([dev, train])
 
     def fit(traffic_weight: float, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         windows = fitted[tr.owner]
@@ -453,10 +468,12 @@ def main(args: AdaptArguments) -> Path:
         )
 
     def review_threshold(weight: np.ndarray, bias: np.ndarray) -> tuple[float, np.ndarray]:
-        dev_new = feats["dev"].text_probs(feats["dev"].pooled @ weight + bias)
-        return choose_review_threshold(
-            dev_base[:, 0], dev_new[:, 0], y["dev"][:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop
-        ), dev_new
+        """The review threshold kept by the recall constraint on dev + the train check slice; and dev's probs."""
+        new = check_probs(weight, bias)
+        t = choose_review_threshold(
+            base_check[:, 0], new[:, 0], y_check[:, 0], base_thresholds[OUTPUTS[0]], args.max_recall_drop
+        )
+        return t, new[: len(y["dev"])]
 
     candidates = sorted(set(args.traffic_weights or [args.traffic_weight]))
     search = []
