@@ -649,7 +649,7 @@ def render(r: dict) -> str:
         f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block "
         f"{r['thresholds']['before'].get('block', 0.9)} → {r['thresholds']['after']['block']}; traffic weight "
         f"{min(r['traffic_weight_search'], key=lambda x: x['validation_flag_rate'] or 1.0)['traffic_weight']} "
-        f"(searched {[x['traffic_weight'] for x in r['traffic_weight_search']]} on dev recall and a validation slice of the fitted traffic). "
+        f"(searched {[x['traffic_weight'] for x in r['traffic_weight_search']]} on labelled recall (dev + a train slice kept out of the fit) and a validation slice of the fitted traffic). "
         f"Wall time {r['wall_time_s'] / 60:.1f} min.",
         "",
         "## Flag rate on held-out traffic",
