@@ -20,10 +20,7 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import batched_throughput, messages
+
+from fanzha.serving.launch import local_server
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = REPO / "tests" / "fixtures" / "media" / "frame_720p.png"
@@ -108,57 +107,6 @@ def image_body() -> tuple[str, bytes, str]:
     return "/classify_image", body, f"multipart/form-data; boundary={boundary}"
 
 
-def server_rss_mb(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
-
-
-def start_server(port: int, workers: int, threads: int, home: str) -> tuple[subprocess.Popen, float]:
-    env = {
-        **os.environ,
-        "BENTOML_HOME": home,
-        "BENTOML_DO_NOT_TRACK": "true",
-        "FANZHA_WORKERS": str(workers),
-        "FANZHA_THREADS": str(threads),
-    }
-    subprocess.run(
-        [sys.executable, "-m", "fanzha.cli", "import-model"], env=env, check=True, capture_output=True
-    )
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "fanzha.serving.service:Fanzha",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    while time.perf_counter() - t0 < 120:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc, time.perf_counter() - t0
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"bentoml serve exited with {proc.returncode}")
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server not ready in 120 s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,36 +125,35 @@ def main() -> None:
     texts = messages(max(args.requests, 640))
     # the same total compute as the server: workers × threads onnxruntime threads
     inproc = batched_throughput(texts[:640], args.workers * args.threads, 32)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="fanzha-bench-") as home:
-        proc, ready_s = start_server(port, args.workers, args.threads, home)
-        try:
-            client = Client("127.0.0.1", port)
-            load(client, [text_body(t) for t in texts[:64]], 8, 30)  # warm-up
-            text_rows = [
-                load(client, [text_body(t) for t in texts[: args.requests]], c, args.max_seconds)
-                for c in (1, 8, 32)
-            ]
-            image_row = load(client, [image_body()] * args.image_requests, 4, args.max_seconds)
-            soak = None
-            if args.soak:
-                bodies = [text_body(t) for t in messages(args.soak)]
-                load(client, bodies[:500], 16, args.max_seconds)
-                before = server_rss_mb(proc.pid)
-                row = load(client, bodies, 16, 30 * 60)
-                after = server_rss_mb(proc.pid)
-                soak = {
-                    "requests": row["requests"] + 500,
-                    "errors": row["errors"],
-                    "rss_after_500_mb": round(before, 1),
-                    "rss_after_all_mb": round(after, 1),
-                    "growth_pct": round(100 * (after / before - 1), 2),
-                }
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=30)
+    with (
+        tempfile.TemporaryDirectory(prefix="fanzha-bench-") as home,
+        local_server(
+            {"BENTOML_HOME": home, "FANZHA_WORKERS": str(args.workers), "FANZHA_THREADS": str(args.threads)},
+            import_model=True,
+        ) as server,
+    ):
+        port, ready_s = server.port, server.ready_s
+        client = Client("127.0.0.1", port)
+        load(client, [text_body(t) for t in texts[:64]], 8, 30)  # warm-up
+        text_rows = [
+            load(client, [text_body(t) for t in texts[: args.requests]], c, args.max_seconds)
+            for c in (1, 8, 32)
+        ]
+        image_row = load(client, [image_body()] * args.image_requests, 4, args.max_seconds)
+        soak = None
+        if args.soak:
+            bodies = [text_body(t) for t in messages(args.soak)]
+            load(client, bodies[:500], 16, args.max_seconds)
+            before = server.rss_mb()
+            row = load(client, bodies, 16, 30 * 60)
+            after = server.rss_mb()
+            soak = {
+                "requests": row["requests"] + 500,
+                "errors": row["errors"],
+                "rss_after_500_mb": round(before, 1),
+                "rss_after_all_mb": round(after, 1),
+                "growth_pct": round(100 * (after / before - 1), 2),
+            }
 
     print(
         f"\nfanzha service on 127.0.0.1, {args.workers} worker(s) × {args.threads} onnxruntime threads, {os.cpu_count()} cores; "

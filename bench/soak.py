@@ -22,8 +22,6 @@ import http.client
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +30,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from common import messages
+
+from fanzha.serving.launch import LocalServer, local_server
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / "tests" / "fixtures" / "media"
@@ -347,68 +347,7 @@ class Mix:
         )
 
 
-def server_rss_mb(pid: int) -> float:
-    return sum(process_rss_mb(pid).values())
-
-
-def process_rss_mb(pid: int) -> dict[str, float]:
-    """RSS of the server's processes (the arbiter and its workers), by pid and command."""
-    import psutil
-
-    root = psutil.Process(pid)
-    out = {}
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            out[f"{p.pid} {' '.join(p.cmdline()[-3:])[:60]}"] = round(p.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            pass
-    return out
-
-
-def start_server(port: int, workers: int, home: str) -> tuple[subprocess.Popen, float]:
-    env = {
-        **os.environ,
-        "BENTOML_HOME": home,
-        "BENTOML_DO_NOT_TRACK": "true",
-        "FANZHA_WORKERS": str(workers),
-        "FANZHA_API_KEYS": KEY,
-        "FANZHA_DATABASE_URL": f"sqlite:///{home}/fanzha.db",
-    }
-    env.pop("FANZHA_MODERATOR_KEYS", None)
-    subprocess.run(
-        [sys.executable, "-m", "fanzha.cli", "import-model"], env=env, check=True, capture_output=True
-    )
-    t0 = time.perf_counter()
-    log = open(Path(home) / "serve.log", "wb")  # noqa: SIM115 (kept open for the server's lifetime)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "fanzha.serving.service:Fanzha",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    probe = Conn(port)
-    while time.perf_counter() - t0 < 180:
-        if probe.send("GET", "/readyz", None, {}, timeout=5)[0] == 200:
-            return proc, time.perf_counter() - t0
-        if proc.poll() is not None:
-            raise SystemExit(f"bentoml serve exited with {proc.returncode}: see {home}/serve.log")
-        time.sleep(0.2)
-    os.killpg(proc.pid, 9)
-    raise SystemExit("server not ready in 180 s")
-
-
-def soak(port: int, mix: Mix, threads: int, seconds: float, max_requests: int, pid: int) -> dict:
+def soak(port: int, mix: Mix, threads: int, seconds: float, max_requests: int, server: LocalServer) -> dict:
     conn = Conn(port)
     counts: dict[str, Counter] = defaultdict(Counter)
     bad_503: list[str] = []
@@ -427,7 +366,7 @@ def soak(port: int, mix: Mix, threads: int, seconds: float, max_requests: int, p
         while not stop.wait(0.5):
             probes[own.send("GET", "/readyz", None, {}, timeout=10)[0]] += 1
             if not rss or time.perf_counter() - started - rss[-1][0] >= 10:
-                rss.append((round(time.perf_counter() - started, 1), round(server_rss_mb(pid), 1)))
+                rss.append((round(time.perf_counter() - started, 1), round(server.rss_mb(), 1)))
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
@@ -524,26 +463,30 @@ def main() -> None:
         )
 
     mix = Mix(messages(650), args.mix)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="fanzha-soak-") as home:
-        proc, ready_s = start_server(port, args.workers, home)
-        try:
-            # warm-up: the same mix from the same threads, not counted (the batcher trains, onnxruntime's and the
-            # allocator's arenas grow to what this concurrency needs), so that RSS before/after shows growth
-            warm = soak(port, mix, args.threads, args.warmup, args.max_requests, proc.pid)
-            time.sleep(2)
-            rss_before, processes_before = server_rss_mb(proc.pid), process_rss_mb(proc.pid)
-            result = soak(port, mix, args.threads, args.seconds, args.max_requests, proc.pid)
-            time.sleep(2)
-            rss_after, processes_after = server_rss_mb(proc.pid), process_rss_mb(proc.pid)
-        finally:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+    with (
+        tempfile.TemporaryDirectory(prefix="fanzha-soak-") as home,
+        local_server(
+            {
+                "BENTOML_HOME": home,
+                "FANZHA_WORKERS": str(args.workers),
+                "FANZHA_API_KEYS": KEY,
+                "FANZHA_DATABASE_URL": f"sqlite:///{home}/fanzha.db",
+            },
+            unset=("FANZHA_MODERATOR_KEYS",),
+            log=Path(home) / "serve.log",
+            import_model=True,
+            ready_seconds=180,
+        ) as server,
+    ):
+        port, ready_s = server.port, server.ready_s
+        # warm-up: the same mix from the same threads, not counted (the batcher trains, onnxruntime's and the
+        # allocator's arenas grow to what this concurrency needs), so that RSS before/after shows growth
+        warm = soak(port, mix, args.threads, args.warmup, args.max_requests, server)
+        time.sleep(2)
+        rss_before, processes_before = server.rss_mb(), server.rss_by_process_mb()
+        result = soak(port, mix, args.threads, args.seconds, args.max_requests, server)
+        time.sleep(2)
+        rss_after, processes_after = server.rss_mb(), server.rss_by_process_mb()
     result.update(
         mix=args.mix,
         rss_by_process_mb={"before": processes_before, "after": processes_after},

@@ -3,80 +3,26 @@ against the OpenAPI document the server publishes (schemathesis' response-schema
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
-READY_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fanzha.serving.launch import local_server
 
 
 @contextmanager
 def bentoml_serve(workdir: Path, **env: str) -> Iterator[str]:
-    """`bentoml serve fanzha.serving.service:Fanzha` on 127.0.0.1 with one worker, a private database and `env`;
-    yields its URL once /readyz answers, and stops the whole process group afterwards."""
-    port = free_port()
-    log = workdir / "serve.log"
-    full_env = {
-        **os.environ,
+    """`bentoml serve` on 127.0.0.1 with one worker, a private database and `env`; yields its URL once /readyz
+    answers, and stops the whole process group afterwards."""
+    defaults = {
         "FANZHA_WORKERS": "1",
         "FANZHA_THREADS": "1",
         "FANZHA_DATABASE_URL": f"sqlite:///{workdir / 'fanzha.db'}",
-        **env,
     }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "fanzha.serving.service:Fanzha",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + READY_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not ready in {READY_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=10)
+    with local_server({**defaults, **env}, log=workdir / "serve.log") as server:
+        yield server.url
 
 
 class Conformance:

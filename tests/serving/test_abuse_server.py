@@ -11,12 +11,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import random
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,16 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from fanzha.serving.launch import local_server
+
 from ..conftest import BENIGN, MEDIA, SCAM
 
 KEY = "abuse-key-0123456789"
 RANDOM_PATHS = 10_000  # keyless requests to invented paths (the "done when")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -105,57 +98,17 @@ def multipart(
 
 @pytest.fixture(scope="module")
 def server(model_tag, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("abuse-server") / "serve.log"
     env = {
-        **os.environ,
         "FANZHA_API_KEYS": KEY,
         "FANZHA_WORKERS": "1",
         "FANZHA_THREADS": "1",
         "FANZHA_MAX_LATENCY_MS": "20",
     }
-    env.pop("FANZHA_MODERATOR_KEYS", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "fanzha.serving.service:Fanzha",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    srv = Server(port)
-    deadline = time.time() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if srv.request("GET", "/readyz", key=None, timeout=5)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
+    log = tmp_path_factory.mktemp("abuse-server") / "serve.log"
+    with local_server(env, unset=("FANZHA_MODERATOR_KEYS",), log=log) as live:
+        srv = Server(live.port)
         srv.log = log
         yield srv
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=10)
 
 
 def assert_error(status: int, headers: dict, raw: bytes, expected: int, says: str = "") -> dict:

@@ -1,28 +1,19 @@
 """Against a real `bentoml serve` process on loopback, with API keys on: batching under concurrency, tasks, /metrics."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+
+from fanzha.serving.launch import local_server
 
 from ..conftest import BENIGN, MEDIA, SCAM
 
 KEY = "test-key-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(
@@ -56,44 +47,9 @@ def multipart(name: str, data: bytes) -> tuple[bytes, dict]:
 
 @pytest.fixture(scope="module")
 def server(model_tag, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    env = {**os.environ, "FANZHA_API_KEYS": KEY, "FANZHA_THREADS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "fanzha.serving.service:Fanzha",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{Path(log).read_text()[-3000:]}")
-        try:
-            if request(url + "/readyz", key=None)[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.25)
-    else:
-        proc.kill()
-        pytest.fail(f"server not ready in 90 s:\n{Path(log).read_text()[-3000:]}")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    with local_server({"FANZHA_API_KEYS": KEY, "FANZHA_THREADS": "1"}, log=log, ready_seconds=90) as live:
+        yield live.url
 
 
 def classify(url: str, texts: list[str], key: str | None = KEY) -> tuple[int, list]:
