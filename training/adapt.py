@@ -50,6 +50,7 @@ from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
 
 from .adapt_args import AdaptArguments, parse_args
+from .metrics import targets, tune_block_threshold, tune_thresholds
 
 log = logging.getLogger("fanzha.adapt")
 
@@ -418,7 +419,6 @@ def main(args: AdaptArguments) -> Path:
         if feedback:
             feats["feedback"] = embed(clf, [r["text"] for r in feedback], "feedback")
         del clf
-    targets = _targets()
     y = {name: targets(records) for name, records in split.items() if records}
 
     # 4. fit: the traffic's weight is chosen on labelled recall (dev + a train slice kept out of the fit) and a
@@ -499,8 +499,6 @@ def main(args: AdaptArguments) -> Path:
     weight, bias = fit(best["traffic_weight"], ~held)
 
     # 5. thresholds on dev: review keeps dev recall, block is as precise as at export, labels maximise dev F1
-    from .metrics import tune_block_threshold, tune_thresholds
-
     review, dev_new = review_threshold(weight, bias)
     new_logits = {name: f.pooled @ weight + bias for name, f in feats.items()}
     label_t = tune_thresholds(dev_new, y["dev"])
@@ -553,12 +551,6 @@ def main(args: AdaptArguments) -> Path:
     )
     log.info("adapted model %s written to %s in %.1f min", version, out, (time.time() - started) / 60)
     return out
-
-
-def _targets():
-    from .metrics import targets
-
-    return targets
 
 
 def _check_output(out: Path, base_dir: Path) -> Path:
