@@ -269,6 +269,30 @@ def _v3_ingested_items(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v4_conversations(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "conversations",
+        md,  # one row per live conversation: its bounded state (fanzha.models.conversation), expired when idle
+        sa.Column("conversation_id", sa.String(256), primary_key=True),
+        sa.Column("state", sa.Text, nullable=False),  # JSON: recent window, running scores, trigger
+        sa.Column("message_count", sa.Integer, nullable=False),
+        sa.Column("trigger_index", sa.Integer, nullable=True),
+        sa.Column("account_id", sa.String(256), nullable=True),
+        sa.Column("group_id", sa.String(256), nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False, index=True),  # idle expiry scans by this
+    )
+    sa.Table(
+        "conversation_message_ids",
+        md,  # every message id a live conversation has seen: a duplicate id is refused (bounded by expiry)
+        sa.Column("conversation_id", sa.String(256), primary_key=True),
+        sa.Column("message_id", sa.String(256), primary_key=True),
+        sa.Column("idx", sa.Integer, nullable=False),
+    )
+    md.create_all(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -280,6 +304,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "risk state: entities, handles, clusters, flagged items, alerts", _v1_risk_state),
     Migration(2, "fraud reports and their status events", _v2_reports),
     Migration(3, "ingested items by (source, item id): replayed items count once", _v3_ingested_items),
+    Migration(4, "live conversations: bounded window state and seen message ids", _v4_conversations),
 )
 LATEST = MIGRATIONS[-1].version
 
