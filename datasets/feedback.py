@@ -7,7 +7,9 @@
 corpus records: a confirmed report carries the moderator's labels, else the verdict's; a rejected one is a
 benign hard negative; a text moderators decided both ways is left out (a conflict for moderators, not a
 label); repeats of one text become one record (the latest decision). Every record has split `train` and
-provenance `user_report:<id>`.
+provenance `user_report:<id>`. Moderators' decisions on review-queue and audit cases (fanzha.platform.review)
+come in the same shape and join the same export, with provenance `moderator_review:<case id>` (or
+`moderator_audit:`).
 
 `join_feedback` adds the exported records to the TRAIN split only, whatever split a file says: dev and test
 stay the authored, author-disjoint sets the reports are measured on. A feedback text that is also a dev or
@@ -74,20 +76,21 @@ def export_records(reports: Iterable[dict]) -> tuple[list[dict], dict[str, int]]
 
 
 def feedback_record(report: dict) -> dict:
-    """One decided report as a corpus record (datasets/corpus.py), validated."""
+    """One decided report as a corpus record (datasets/corpus.py), validated. A moderator's decision on a review
+    case comes in the same shape, with its own `record_id` and `provenance`."""
     rid = report["report_id"]
     confirmed = report["status"] == "confirmed"
     labels = (report["labels"] or (report["verdict"] or {}).get("labels") or []) if confirmed else []
     default_source = "poster" if report["target_type"] == "image" else "private_message"
     record = {
-        "id": f"report-{rid}",
+        "id": report.get("record_id") or f"report-{rid}",
         "text": report["target_text"],
         "labels": sorted(labels, key=LABELS.index),
         "source": SOURCE_ALIASES.get((report["target_source"] or "").lower(), default_source),
         "script": script_of(report["target_text"]),
         "split": "train",
         "hard_negative": not confirmed,
-        "provenance": f"user_report:{rid}",
+        "provenance": report.get("provenance") or f"user_report:{rid}",
     }
     return validate(record, f"report {rid}")
 

@@ -76,6 +76,16 @@ class Settings:
     alert_webhook: str | None = None  # FANZHA_ALERT_WEBHOOK
     alert_webhook_secret: str | None = None  # FANZHA_ALERT_WEBHOOK_SECRET
     alert_webhook_timeout_s: float = 5.0  # FANZHA_ALERT_WEBHOOK_TIMEOUT_S
+    # moderation: the review queue, claims, disposal actions
+    audit_sample: float = 0.01  # FANZHA_AUDIT_SAMPLE: the share of `block` decisions kept for an audit review
+    review_retention_days: float = (
+        30.0  # FANZHA_REVIEW_RETENTION_DAYS: kept content (text, images, keyframes)
+    )
+    claim_ttl_s: float = 900.0  # FANZHA_CLAIM_TTL_S: how long a moderator's claim on a case holds
+    action_webhook: str | None = None  # FANZHA_ACTION_WEBHOOK: disposal actions POSTed to the platform
+    action_webhook_secret: str | None = (
+        None  # FANZHA_ACTION_WEBHOOK_SECRET (default: FANZHA_ALERT_WEBHOOK_SECRET)
+    )
     # training and evaluation
     corpora: str | None = None  # FANZHA_CORPORA: the external corpora directory
 
@@ -122,6 +132,11 @@ class Settings:
             alert_webhook=read.text("ALERT_WEBHOOK"),
             alert_webhook_secret=read.text("ALERT_WEBHOOK_SECRET"),
             alert_webhook_timeout_s=read.number("ALERT_WEBHOOK_TIMEOUT_S", 5.0),
+            audit_sample=read.number("AUDIT_SAMPLE", 0.01),
+            review_retention_days=read.number("REVIEW_RETENTION_DAYS", 30.0),
+            claim_ttl_s=read.number("CLAIM_TTL_S", 900.0),
+            action_webhook=read.text("ACTION_WEBHOOK"),
+            action_webhook_secret=read.text("ACTION_WEBHOOK_SECRET") or read.text("ALERT_WEBHOOK_SECRET"),
             corpora=read.text("CORPORA"),
         )
 

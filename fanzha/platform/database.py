@@ -18,6 +18,7 @@ stores query are reflected from the database after migrating.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -293,6 +294,144 @@ def _v4_conversations(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v5_moderation(conn: Connection) -> None:
+    md = sa.MetaData()
+    ts = sa.Float
+    cases = sa.Table(
+        "review_cases",
+        md,  # every case a moderator works on: a report, an item decided `review`, an audit sample, an alert
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("case_id", sa.String(300), nullable=False, unique=True),  # "review:12", "report:r…"
+        sa.Column("queue", sa.String(16), nullable=False),  # reports | review | audit | alerts
+        sa.Column("ref", sa.String(256), nullable=True),  # the report id or alert id it stands for
+        sa.Column("kind", sa.String(16), nullable=False),  # text image video conversation account group alert
+        sa.Column("status", sa.String(16), nullable=False),  # open confirmed rejected
+        sa.Column("escalated", sa.Boolean, nullable=False),  # an open case a moderator passed up
+        sa.Column("priority", sa.Float, nullable=False),
+        sa.Column("fraud_score", sa.Float, nullable=True),
+        sa.Column("decision", sa.String(16), nullable=True),  # the model's: pass / review / block
+        sa.Column("labels", sa.Text, nullable=False),  # JSON list: the model's labels
+        sa.Column("reach", sa.Integer, nullable=False),  # times the same content came while the case was open
+        sa.Column("report_count", sa.Integer, nullable=False),
+        sa.Column("minors", sa.Boolean, nullable=False),  # wording aimed at minors
+        sa.Column("snippet", sa.Text, nullable=False),
+        sa.Column("text", sa.Text, nullable=True),
+        sa.Column("verdict", sa.Text, nullable=True),  # JSON: the verdict as stored
+        sa.Column("media", sa.Text, nullable=True),  # JSON list of kept files and what is drawn on them
+        sa.Column("media_dir", sa.String(64), nullable=True),  # under FANZHA_DATA_DIR/review/
+        sa.Column("conversation", sa.Text, nullable=True),  # JSON: messages and trigger index
+        sa.Column("content_sha", sa.String(64), nullable=True),
+        sa.Column("item_id", sa.String(256), nullable=True),
+        sa.Column("source", sa.String(512), nullable=True),
+        sa.Column("account_id", sa.String(256), nullable=True, index=True),
+        sa.Column("group_id", sa.String(256), nullable=True, index=True),
+        sa.Column("created_at", ts, nullable=False, index=True),  # retention scans by this
+        sa.Column("updated_at", ts, nullable=False),
+        sa.Column("claimed_by", sa.String(256), nullable=True),
+        sa.Column("claim_expires_at", ts, nullable=True),
+        sa.Column("decided_at", ts, nullable=True),
+        sa.Index("ix_review_cases_content", "queue", "content_sha", "status"),
+        sa.Index("ix_review_cases_ref", "queue", "ref"),
+    )
+    # the queue page: open cases of one queue, highest priority first, oldest first among equals, read in
+    # index order (no sort, whatever the depth)
+    sa.Index(
+        "ix_review_cases_queue",
+        cases.c.queue,
+        cases.c.status,
+        cases.c.priority.desc(),
+        cases.c.created_at,
+        cases.c.id,
+    )
+    sa.Table(
+        "decisions",
+        md,  # every moderator decision: the audit log, the dashboard's agreement, the feedback export
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("case_id", sa.String(300), nullable=False, index=True),
+        sa.Column("queue", sa.String(16), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("moderator_id", sa.String(256), nullable=False),
+        sa.Column("decision", sa.String(16), nullable=False),  # confirm reject escalate
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("labels", sa.Text, nullable=False),  # JSON list: the labels confirmed
+        sa.Column("model_decision", sa.String(16), nullable=True),
+        sa.Column("fraud_score", sa.Float, nullable=True),
+        sa.Column("text", sa.Text, nullable=True),  # what was decided on (the feedback export reads it)
+        sa.Column("source", sa.String(512), nullable=True),
+        sa.Column("account_id", sa.String(256), nullable=True),
+        sa.Column("group_id", sa.String(256), nullable=True),
+        sa.Column("idempotency_key", sa.String(128), nullable=True),
+        sa.Column("ts", ts, nullable=False, index=True),
+        sa.UniqueConstraint("moderator_id", "idempotency_key", name="uq_decisions_moderator_key"),
+    )
+    sa.Table(
+        "actions",
+        md,  # disposal of accounts and groups: who, when, why, on which evidence; lifted or expiring
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("entity_kind", sa.String(16), nullable=False),
+        sa.Column("entity_id", sa.String(256), nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("moderator_id", sa.String(256), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("duration_s", sa.Float, nullable=True),
+        sa.Column("expires_at", ts, nullable=True),
+        sa.Column("case_id", sa.String(300), nullable=True),
+        sa.Column("evidence", sa.Text, nullable=False),  # JSON
+        sa.Column("created_at", ts, nullable=False, index=True),
+        sa.Column("lifted_at", ts, nullable=True),
+        sa.Column("lifted_by", sa.String(256), nullable=True),
+        sa.Column("lift_reason", sa.Text, nullable=True),
+        sa.Index("ix_actions_entity", "entity_kind", "entity_id"),
+    )
+    sa.Table(
+        "action_deliveries",
+        md,  # each POST of an action (or its lift) to FANZHA_ACTION_WEBHOOK and how it went
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("action_id", sa.Integer, sa.ForeignKey("actions.id"), nullable=False, index=True),
+        sa.Column("event", sa.String(16), nullable=False),  # dispose | lift
+        sa.Column("status", sa.String(16), nullable=False),  # pending delivered failed not_configured
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("updated_at", ts, nullable=False),
+    )
+    md.create_all(conn)
+    # the reports still waiting for a moderator become cases of the `reports` queue
+    reports = sa.table(
+        "reports",
+        *(sa.column(c) for c in ("id", "target_type", "target_text", "target_account_id", "target_group_id")),
+        *(sa.column(c) for c in ("target_source", "status", "verdict", "created_at", "updated_at")),
+    )
+    rows = conn.execute(sa.select(reports).where(reports.c.status.in_(("received", "in_review")))).all()
+    for r in rows:
+        verdict = json.loads(r.verdict) if r.verdict else {}
+        score = verdict.get("fraud_score")
+        conn.execute(
+            cases.insert().values(
+                case_id=f"report:{r.id}",
+                queue="reports",
+                ref=r.id,
+                kind=r.target_type,
+                status="open",
+                escalated=False,
+                priority=100.0 * (score if score is not None else 0.5) + 8.0,
+                fraud_score=score,
+                decision=verdict.get("decision"),
+                labels=json.dumps(verdict.get("labels") or []),
+                reach=1,
+                report_count=1,
+                minors=False,
+                snippet=(r.target_text or "")[:120],
+                text=r.target_text,
+                account_id=r.target_account_id,
+                group_id=r.target_group_id,
+                source=r.target_source,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+            )
+        )
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -305,6 +444,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "fraud reports and their status events", _v2_reports),
     Migration(3, "ingested items by (source, item id): replayed items count once", _v3_ingested_items),
     Migration(4, "live conversations: bounded window state and seen message ids", _v4_conversations),
+    Migration(
+        5, "moderation: review cases, claims, decisions, disposal actions and deliveries", _v5_moderation
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

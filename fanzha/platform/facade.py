@@ -7,7 +7,9 @@
     platform.report("user-7", "骗我交激活费", "text", text="…", account_id="u42")
     platform.resolve_report(report_id, "confirmed", moderator_id="mod-1", reason="已核实")
     platform.entity_risk("account", "u42")                   # risk, level, reasons, handles, cluster, reports
-    platform.feedback()                                      # decided reports → training examples
+    platform.feedback()                                      # decided reports and cases → training examples
+    platform.queue("review"); platform.claim(case_id, "mod-1"); platform.decide(case_id, "mod-1", "confirm", "…")
+    platform.dispose("account", "u42", "ban", "mod-1", "…")  # recorded, POSTed to FANZHA_ACTION_WEBHOOK
 
 The HTTP endpoints (fanzha.serving) and the command line (`fanzha score --track`, `fanzha export-feedback`)
 both go through it; neither reaches into the stores. Errors are fanzha's own (InputError, NotFound,
@@ -17,19 +19,35 @@ Conflict): each door maps them once.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fanzha.models.errors import InputError
+from fanzha.models.settings import settings
 from fanzha.models.verdict import Verdict
 
+from .actions import ActionBook
+from .audit import Audit
 from .database import Database
-from .reports import NewReport, ReportBook
+from .reports import InvalidTransition, NewReport, ReportBook
+from .review import (
+    Capture,
+    ReviewBook,
+    audit_sampled,
+    check_decision,
+    content_sha,
+    image_media,
+    image_name,
+    keyframes,
+    parse_case_id,
+)
 from .risk import Alert, RiskRules, RiskState, ScoredItem, UnknownEntity
-from .webhook import AlertWebhook
+from .webhook import ActionWebhook, AlertWebhook, Webhook
 
 log = logging.getLogger("fanzha.platform")
 
@@ -97,15 +115,29 @@ class Platform:
         webhook: AlertWebhook | None = None,
         model_tag: str | None = None,
         clock=time.time,
+        action_webhook: Webhook | None = None,
+        review_dir: str | Path | None = None,
+        audit_sample: float | None = None,
+        claim_ttl_s: float | None = None,
     ) -> None:
         """`detector`: a fanzha.models.Detector (needed to score items and reported content; not to track verdicts
         scored elsewhere, query risk or export feedback). `model_tag`: the name the deployment serves the model
-        under, stored with a report's verdict."""
+        under, stored with a report's verdict. `review_dir` (default FANZHA_DATA_DIR/review), `audit_sample`
+        (FANZHA_AUDIT_SAMPLE) and `claim_ttl_s` (FANZHA_CLAIM_TTL_S): the review queue's."""
+        s = settings()
         self.detector = detector
         self.model_tag = model_tag
+        self.clock = clock
+        self.audit_sample = s.audit_sample if audit_sample is None else audit_sample
+        self.claim_ttl_s = s.claim_ttl_s if claim_ttl_s is None else claim_ttl_s
         self.database = database if isinstance(database, Database) else Database(database)
         self.risk = RiskState(self.database, rules=rules, webhook=webhook, clock=clock)
         self.reports = ReportBook(self.database, clock=clock)
+        self.review = ReviewBook(
+            self.database, Path(review_dir) if review_dir else s.data_dir / "review", clock=clock
+        )
+        self.action_book = ActionBook(self.database, webhook=action_webhook, clock=clock)
+        self.audit = Audit(self.database, clock=clock)
 
     @classmethod
     def from_settings(
@@ -119,25 +151,48 @@ class Platform:
             rules=RiskRules.from_settings(),
             webhook=AlertWebhook.from_settings(),
             model_tag=model_tag,
+            action_webhook=ActionWebhook.from_settings(),
         )
 
     def close(self) -> None:
-        self.risk.close()  # the webhook's queue, then the database both stores share
+        self.action_book.close()  # the action webhook's queue (its deliveries are written to the database)
+        self.risk.close()  # the alert webhook's queue, then the database the stores share
 
     # -- scoring and tracking -------------------------------------------------------------------------------------
     def classify_texts(self, texts: list[str], refs: list[ItemRef]) -> list[Scored]:
-        """Score texts (InputError naming the first bad one) and track those that name an account or group."""
-        return self._track(
+        """Score texts (InputError naming the first bad one), track those that name an account or group, and keep
+        those decided `review` (and the audit sample of `block`) for moderators."""
+        return self._classify_texts(texts, refs)
+
+    def _classify_texts(self, texts: list[str], refs: list[ItemRef], capture: bool = True) -> list[Scored]:
+        scored = self._track(
             [Scored(ref, v) for ref, v in zip(refs, self.detector.classify_texts(texts), strict=True)]
         )
+        if capture:
+            self._capture([(s, text, None) for s, text in zip(scored, texts, strict=True)])
+        return scored
 
     def classify_media(
         self, data: bytes, ref: ItemRef, expected: str | None = None, max_seconds: float | None = None
     ) -> Scored:
-        """Score image or video bytes (`expected`: "image" or "video", else either) and track the item."""
-        return self._track(
+        """Score image or video bytes (`expected`: "image" or "video", else either), track the item, and keep it
+        for moderators when decided `review` (or sampled for audit)."""
+        return self._classify_media(data, ref, expected, max_seconds)
+
+    def _classify_media(
+        self,
+        data: bytes,
+        ref: ItemRef,
+        expected: str | None = None,
+        max_seconds: float | None = None,
+        capture: bool = True,
+    ) -> Scored:
+        scored = self._track(
             [Scored(ref, self.detector.classify_media(data, expected, max_seconds=max_seconds))]
         )[0]
+        if capture:
+            self._capture([(scored, None, data)])
+        return scored
 
     def track(self, scored: list[Scored]) -> list[Scored]:
         """Feed verdicts scored elsewhere into the risk state; each gets the alerts it raised."""
@@ -145,7 +200,9 @@ class Platform:
 
     def ingest_verdicts(self, records: Iterable[dict], batch: int = 1000) -> list[Alert]:
         """Batch output records (fanzha.batch's Tracker protocol): `fanzha score --track`."""
-        return self.risk.ingest_verdicts(records, batch=batch)
+        alerts = self.risk.ingest_verdicts(records, batch=batch)
+        self._alert_cases(alerts)
+        return alerts
 
     def _track(self, scored: list[Scored]) -> list[Scored]:
         """One transaction for the items that name an account or group. A failure here is logged, never turned
@@ -170,7 +227,18 @@ class Platform:
             return scored
         for alert in alerts:
             named[alert.item_index].alerts.append(alert)
+        self._alert_cases(alerts)
         return scored
+
+    def _alert_cases(self, alerts: list[Alert]) -> None:
+        """Every alert is a case of the `alerts` queue (but a confirmed report's: a moderator raised that one)."""
+        wanted = [a.to_dict() for a in alerts if a.rule != "report_confirmed"]
+        if not wanted:
+            return
+        try:
+            self.review.open_alert_cases(wanted)
+        except Exception:
+            log.exception("%d alerts not queued for review", len(wanted))
 
     # -- risk queries ---------------------------------------------------------------------------------------------
     def entity_risk(self, kind: str, entity_id: str) -> dict:
@@ -219,10 +287,10 @@ class Platform:
             return self._intake(stored, duplicate=True)
         ref = ItemRef(id=item_id, account_id=account_id, group_id=group_id, source=source or "report")
         scored, sha256 = None, None
-        if target_type == "text":
-            scored = self.classify_texts([text], [ref])[0]
+        if target_type == "text":  # the report's own case holds the content: no review capture as well
+            scored = self._classify_texts([text], [ref], capture=False)[0]
         elif target_type == "image":
-            scored = self.classify_media(image or b"", ref, expected="image")
+            scored = self._classify_media(image or b"", ref, expected="image", capture=False)
             sha256 = hashlib.sha256(image or b"").hexdigest()
         new = NewReport(
             reporter_id=reporter_id,
@@ -237,6 +305,11 @@ class Platform:
             verdict=self._stored_verdict(scored) if scored else None,
         )
         stored, created = self.reports.create(new)
+        if created:
+            try:
+                self.review.open_report_case(stored)
+            except Exception:  # the report is stored (and listed by /reports) whatever the queue does
+                log.exception("report %s not queued for review", stored["report_id"])
         return self._intake(stored, duplicate=not created, scored=scored)
 
     def report_status(self, report_id: str, reporter_id: str) -> dict:
@@ -271,7 +344,24 @@ class Platform:
         labels: list[str] | None = None,
     ) -> dict:
         """Moderators: move a report on. Confirming a report against an account or group raises a
-        `report_confirmed` alert for it."""
+        `report_confirmed` alert for it. A report confirmed or rejected here closes its review case too (the
+        decision is in the audit log and the feedback export like a console decision)."""
+        resolved = self._resolve_report(report_id, status, moderator_id, reason, labels)
+        if status in ("confirmed", "rejected"):
+            try:
+                self.review.report_resolved(resolved, moderator_id)
+            except Exception:
+                log.exception("the review case of report %s not closed", report_id)
+        return resolved
+
+    def _resolve_report(
+        self,
+        report_id: str,
+        status: str,
+        moderator_id: str,
+        reason: str | None = None,
+        labels: list[str] | None = None,
+    ) -> dict:
         resolved = self.reports.resolve(
             report_id, status, moderator_id=moderator_id, reason=reason, labels=labels
         )
@@ -299,10 +389,357 @@ class Platform:
         return resolved
 
     def feedback(self, since: float | None = None) -> tuple[list[dict], dict[str, int]]:
-        """Decided reports as training examples (fanzha.datasets.feedback): `fanzha export-feedback`."""
+        """Decided reports, and moderators' decisions on review and audit cases, as training examples
+        (fanzha.datasets.feedback), in the order they were decided: `fanzha export-feedback`."""
         from fanzha.datasets.feedback import export_records
 
-        return export_records(self.reports.resolved(since=since))
+        decided = list(self.reports.resolved(since=since)) + self.review.feedback_rows(since=since)
+        decided.sort(key=lambda r: r["updated_at"])
+        return export_records(decided)
+
+    # -- the review queue (docs/console_contract.md) ----------------------------------------------------------
+    def keep_for_review(
+        self,
+        scored: Scored,
+        *,
+        content: str | None = None,
+        media: bytes | None = None,
+        kind: str | None = None,
+        conversation: dict | None = None,
+    ) -> str | None:
+        """Keep a scored item for moderators when it was decided `review` (the `review` queue) or falls in the
+        audit sample of `block` decisions (FANZHA_AUDIT_SAMPLE, by the item's hash). `content`: the text as
+        sent; `media`: image or video bytes (kept as a file, or as keyframes); `kind` defaults to text, image or
+        video; `conversation`: {"messages": [{index, sender, text, stage, fraud_score}], "trigger_index"}.
+        Returns the case id, or None when the item is not kept. Raises only for a bad argument; callers on a
+        scoring path use the logged variant (a capture failure never fails a classification)."""
+        captures = [c for c in [self._capture_of(scored, content, media, kind, conversation)] if c]
+        if not captures:
+            return None
+        return self.review.keep(captures, report_counts=self._report_counts(captures))[0]
+
+    def _capture(self, items: list[tuple[Scored, str | None, bytes | None]]) -> None:
+        """Keep what the scoring paths decided `review` (and the audit sample), logging any failure."""
+        try:
+            captures = [
+                c
+                for s, text, data in items
+                if s.verdict.decision != "pass" and (c := self._capture_of(s, text, data, None, None))
+            ]
+            if captures:
+                self.review.keep(captures, report_counts=self._report_counts(captures))
+        except Exception:
+            log.exception("%d scored items not kept for review", len(items))
+
+    def _capture_of(
+        self,
+        scored: Scored,
+        content: str | None,
+        media: bytes | None,
+        kind: str | None,
+        conversation: dict | None,
+    ) -> Capture | None:
+        verdict = scored.verdict
+        decision = verdict.decision if isinstance(verdict, Verdict) else verdict["decision"]
+        if decision not in ("review", "block"):
+            return None
+        sha = content_sha(
+            media if media is not None else content,
+            json.dumps(conversation, sort_keys=True, ensure_ascii=False)
+            if conversation
+            else scored.ref.id or "",
+        )
+        if decision == "review":
+            queue = "review"
+        elif audit_sampled(sha, self.audit_sample):
+            queue = "audit"
+        else:
+            return None
+        d = self._stored_verdict(scored)
+        media_kind = (d.get("media") or {}).get("kind")
+        kind = kind or (media_kind if media is not None and media_kind else "text")
+        if kind not in ("text", "image", "video", "conversation"):
+            raise InputError(f"kind must be text, image, video or conversation, got {kind!r}")
+        files: list[tuple[str, bytes]] = []
+        kept: list[dict] = []
+        if media is not None and kind == "image":
+            name = image_name(media)
+            files, kept = [(name, media)], [image_media(name, d)]
+        elif media is not None and kind == "video":
+            try:
+                files, kept = keyframes(media, d)
+            except Exception:
+                log.exception("video keyframes not kept (the case keeps its timeline)")
+        text = content if content is not None else d.get("text")
+        return Capture(
+            queue=queue,
+            kind=kind,
+            verdict=d,
+            text=text,
+            content_sha=sha,
+            item_id=scored.ref.id,
+            source=scored.ref.source,
+            account_id=scored.ref.account_id,
+            group_id=scored.ref.group_id,
+            files=files,
+            media=kept,
+            conversation=conversation,
+        )
+
+    def _report_counts(self, captures: list[Capture]) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for cap in captures:
+            for key in (("account", cap.account_id), ("group", cap.group_id)):
+                if key[1] and key not in counts:
+                    counts[key] = sum(self.reports.counts_against(*key).values())
+        return counts
+
+    def purge_review(self, retention_days: float | None = None) -> int:
+        """Delete kept review content older than FANZHA_REVIEW_RETENTION_DAYS (or `retention_days`); also runs
+        on its own, at most hourly, when items are kept. Returns the cases deleted."""
+        return self.review.purge(None if retention_days is None else retention_days * 86400.0)
+
+    def queue(
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        label: str | None = None,
+        kind: str | None = None,
+        account_id: str | None = None,
+        group_id: str | None = None,
+        claimed: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict]:
+        """A queue's cases (reports, review, audit, alerts), highest priority first; open cases unless `status`
+        says otherwise (open, escalated, confirmed, rejected)."""
+        return self.review.queue(
+            name,
+            status=status,
+            label=label,
+            kind=kind,
+            account_id=account_id,
+            group_id=group_id,
+            claimed=claimed,
+            limit=limit,
+            offset=offset,
+        )
+
+    def queue_depths(self) -> dict[str, int]:
+        """Open cases per queue (every queue named, zero included)."""
+        return self.review.queue_depths()
+
+    def case(self, case_id: str) -> dict:
+        """Everything the case page shows (docs/console_contract.md); NotFound for an unknown case id."""
+        d = self.review.detail(case_id)
+        queue, _ = parse_case_id(case_id)
+        report_id = d["ref"] if queue == "reports" else None
+        if report_id:
+            report = self.reports.get(report_id)
+            d["report"] = {
+                k: report[k]
+                for k in (
+                    "report_id",
+                    "reporter_id",
+                    "reason",
+                    "status",
+                    "status_reason",
+                    "target_type",
+                    "history",
+                )
+            }
+        alert = (d.get("verdict") or {}).get("alert") if queue == "alerts" else None
+        d["account"] = self._risk_or_none("account", d["account_id"])
+        d["group"] = self._risk_or_none("group", d["group_id"])
+        cluster = (d["account"] or {}).get("cluster")
+        if cluster is None and alert and alert.get("cluster_id"):
+            try:
+                cluster = self.risk.cluster(alert["cluster_id"])
+            except UnknownEntity:
+                cluster = None
+        d["cluster"] = cluster
+        recent: list[dict] = []
+        for entity in (d["account"], d["group"]):
+            recent += (entity or {}).get("recent_flagged") or []
+        d["recent_flagged"] = sorted(recent, key=lambda x: -x["ts"])[:20]
+        others: dict[str, dict] = {}
+        for key, value in (("account_id", d["account_id"]), ("group_id", d["group_id"])):
+            if value:
+                for r in self.reports.list_reports(limit=50, **{key: value}):
+                    if r["report_id"] != report_id:
+                        others[r["report_id"]] = {
+                            k: r[k]
+                            for k in (
+                                "report_id",
+                                "target_type",
+                                "reason",
+                                "status",
+                                "status_reason",
+                                "created_at",
+                            )
+                        }
+        d["other_reports"] = sorted(others.values(), key=lambda r: -r["created_at"])[:20]
+        d["actions"] = self.action_book.on_entities([("account", d["account_id"]), ("group", d["group_id"])])
+        return d
+
+    def _risk_or_none(self, kind: str, entity_id: str | None) -> dict | None:
+        if not entity_id:
+            return None
+        try:
+            return self.entity_risk(kind, entity_id)
+        except UnknownEntity:
+            return None
+
+    def media_path(self, case_id: str, name: str) -> Path:
+        """A kept image or keyframe of a case (NotFound for a name the case does not keep, or a file gone)."""
+        return self.review.media_path(case_id, name)
+
+    def claim(self, case_id: str, moderator_id: str, ttl_s: float | None = None) -> dict:
+        """Take a case for `ttl_s` seconds (FANZHA_CLAIM_TTL_S); claiming one's own case again extends it.
+        Conflict while another moderator holds it. A claimed report is `in_review` for its reporter."""
+        claimed = self.review.claim(case_id, moderator_id, self.claim_ttl_s if ttl_s is None else ttl_s)
+        queue, ref = parse_case_id(case_id)
+        if queue == "reports":
+            try:
+                self.reports.resolve(ref, "in_review", moderator_id=moderator_id)
+            except InvalidTransition:
+                pass  # in review already
+        return claimed
+
+    def release(self, case_id: str, moderator_id: str) -> None:
+        """Give a claimed case back to the queue."""
+        self.review.release(case_id, moderator_id)
+
+    def decide(
+        self,
+        case_id: str,
+        moderator_id: str,
+        decision: str,
+        reason: str,
+        labels: list[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Confirm (with labels), reject or escalate a case the caller has claimed (Conflict: no live claim).
+        The same idempotency key returns the decision already stored. A report's decision resolves the report:
+        the reason is what the reporter reads through /report_status."""
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 128:
+            raise InputError("idempotency_key must be 1–128 characters")
+        stored = self.review.find_decision(moderator_id, idempotency_key)
+        if stored is not None:
+            if stored["case_id"] != case_id:
+                raise InputError(f"idempotency key {idempotency_key!r} was used for case {stored['case_id']}")
+            return stored
+        reason, labels = check_decision(decision, reason, labels)
+        row = self.review.live_claim(case_id, moderator_id)
+        model_labels = _json_list(row.labels)
+        if (
+            decision == "confirm"
+            and row.kind in ("text", "image", "video", "conversation")
+            and not labels
+            and not model_labels
+        ):
+            raise InputError(
+                "the model found no label in this content: say which kind of fraud it is (`labels`)"
+            )
+        if row.queue == "reports" and decision in ("confirm", "reject"):
+            try:
+                self._resolve_report(
+                    row.ref,
+                    "confirmed" if decision == "confirm" else "rejected",
+                    moderator_id,
+                    reason,
+                    labels or None,
+                )
+            except InvalidTransition:
+                again = self.review.find_decision(moderator_id, idempotency_key)
+                if again is not None:  # a double submit raced this one
+                    return again
+                raise
+        if decision == "confirm" and not labels:
+            labels = model_labels  # what is confirmed: the model's labels, unless the moderator names others
+        return self.review.record_decision(case_id, moderator_id, decision, reason, labels, idempotency_key)
+
+    # -- disposal -------------------------------------------------------------------------------------------------
+    def dispose(
+        self,
+        entity_kind: str,
+        entity_id: str,
+        action: str,
+        moderator_id: str,
+        reason: str,
+        duration_s: float | None = None,
+        case_id: str | None = None,
+        evidence: list | dict | None = None,
+    ) -> dict:
+        """Warn / restrict / suspend / ban an account, mute / dissolve a group: recorded, and POSTed to
+        FANZHA_ACTION_WEBHOOK (signed, retried; `delivery` says how it went)."""
+        if case_id is not None:
+            self.review.row(case_id)  # NotFound for a case that does not exist
+        return self.action_book.dispose(
+            entity_kind,
+            entity_id,
+            action,
+            moderator_id,
+            reason,
+            duration_s=duration_s,
+            case_id=case_id,
+            evidence=evidence,
+        )
+
+    def lift(self, action_id: int | str, moderator_id: str, reason: str) -> dict:
+        """Reverse an action (Conflict when it was lifted already or has expired); the lift is POSTed too."""
+        return self.action_book.lift(action_id, moderator_id, reason)
+
+    def actions(
+        self,
+        entity_kind: str | None = None,
+        entity_id: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+    ) -> list[dict]:
+        """Disposal actions with id > after_id, oldest first, with their delivery status."""
+        return self.action_book.actions(
+            entity_kind=entity_kind, entity_id=entity_id, limit=limit, after_id=after_id
+        )
+
+    def action(self, action_id: int | str) -> dict:
+        return self.action_book.get(action_id)
+
+    # -- dashboard and audit --------------------------------------------------------------------------------------
+    def dashboard(self, days: int = 14) -> dict:
+        """Queue depths, decisions per day, throughput per moderator, the model's agreement with moderators
+        (precision of `block` and `review`), the label mix of confirmed cases, the top clusters."""
+        return self.audit.dashboard(days, self.queue_depths(), self.clusters(limit=5))
+
+    def audit_log(
+        self,
+        *,
+        moderator_id: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> list[dict]:
+        """Every decision, action and lift, newest first (kind: decision | action | lift)."""
+        return self.audit.log(
+            moderator_id=moderator_id, kind=kind, since=since, until=until, limit=limit, offset=offset
+        )
+
+    def audit_csv(
+        self,
+        *,
+        moderator_id: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100_000,
+        offset: int = 0,
+    ) -> str:
+        return self.audit.csv(
+            moderator_id=moderator_id, kind=kind, since=since, until=until, limit=limit, offset=offset
+        )
 
     def _intake(self, stored: dict, duplicate: bool, scored: Scored | None = None) -> Intake:
         risk = None
@@ -322,6 +759,10 @@ class Platform:
             if key == "model_version" and self.model_tag:
                 d["model_tag"] = self.model_tag
         return d
+
+
+def _json_list(text: str | None) -> list:
+    return list(json.loads(text)) if text else []
 
 
 def open_tracker() -> Platform:
