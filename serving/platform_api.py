@@ -8,12 +8,16 @@
     POST /report_status  {"report_id", "reporter_id"}              → received / in_review / confirmed / rejected + reason
     POST /reports        {"status": "received"}                    → moderators: the queue, oldest first
     POST /resolve_report {"report_id", "status", "moderator_id", "reason", "labels"}
+    POST /actions        {"account_id": "u42"}                     → moderators: disposal actions, oldest first (poll)
+    POST /dispose        {"entity_kind", "entity_id", "action", "moderator_id", "reason", "duration_s"}
+    POST /lift_action    {"action_id", "moderator_id", "reason"}   → the action, lifted (409 lifted or expired)
 
 Each endpoint validates its body, calls one method of the service's `platform` (fanzha.platform.Platform) and
 shapes the answer; errors go through the one mapping (errors.py). BentoML collects API methods from the
 service class, so these live in a base class of it: the one thing they need from the host is `self.platform`
-(and `self.tag`, the model tag a verdict is served under). With FANZHA_MODERATOR_KEYS set, /reports and
-/resolve_report need one of those keys (gate.py).
+(and `self.tag`, the model tag a verdict is served under). With FANZHA_MODERATOR_KEYS set, /reports,
+/resolve_report and the disposal endpoints need one of those keys (gate.py). Like every BentoML API these are
+POSTs with a JSON body, listing included (as /alerts and /reports).
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from typing import Annotated, Literal
 import bentoml
 from pydantic import Field
 
+from fanzha.models.errors import InputError
 from fanzha.platform import Platform
+from fanzha.platform.actions import MAX_DURATION_S
 from fanzha.platform.reports import MAX_REASON_CHARS
 
 from .errors import http_errors
 from .metrics import count_verdict
 from .schemas import (
+    Action,
+    ActionName,
     AlertBody,
     Cluster,
     EntityRisk,
@@ -44,7 +52,7 @@ from .schemas import (
     VerdictBody,
 )
 
-MODERATOR_PATHS = ("/reports", "/resolve_report")
+MODERATOR_PATHS = ("/reports", "/resolve_report", "/actions", "/dispose", "/lift_action")
 MAX_ALERT_ID = 2**63 - 1  # a 64-bit column: larger cursors are a 400, not a database overflow
 
 
@@ -181,3 +189,68 @@ class PlatformEndpoints:
                     report_id, status, moderator_id=moderator_id, reason=reason, labels=labels
                 )
             )
+
+    # -- disposal of accounts and groups --------------------------------------------------------------------------
+    @bentoml.api
+    def actions(
+        self,
+        after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID)] = 0,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+        account_id: OptionalId = None,
+        group_id: OptionalId = None,
+    ) -> list[Action]:
+        """Moderators: disposal actions with id > after_id, oldest first (poll with the last id seen), on one
+        account or group if named, each with its status (active / lifted / expired) and webhook deliveries."""
+        if account_id and group_id:
+            with http_errors():
+                raise InputError("filter by account_id or by group_id, not both")
+        kind, entity = (
+            ("account", account_id) if account_id else ("group", group_id) if group_id else (None, None)
+        )
+        with http_errors():
+            return [
+                Action(**a)
+                for a in self.platform.actions(
+                    entity_kind=kind, entity_id=entity, limit=limit, after_id=after_id
+                )
+            ]
+
+    @bentoml.api
+    def dispose(
+        self,
+        entity_kind: Literal["account", "group"],
+        entity_id: Id,
+        action: ActionName,
+        moderator_id: Id,
+        reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)],
+        duration_s: Annotated[float | None, Field(default=None, gt=0, le=MAX_DURATION_S)] = None,
+        case_id: Annotated[str | None, Field(default=None, min_length=1, max_length=300)] = None,
+        evidence: Annotated[list[dict] | None, Field(default=None, max_length=50)] = None,
+    ) -> Action:
+        """Moderators: warn / restrict / suspend / ban an account, or mute / dissolve a group, with a reason and
+        an optional duration (restrict, suspend, ban, mute). Recorded, and POSTed to FANZHA_ACTION_WEBHOOK
+        (HMAC-signed, retried): `delivery` says how that went (poll /actions)."""
+        with http_errors():
+            return Action(
+                **self.platform.dispose(
+                    entity_kind,
+                    entity_id,
+                    action,
+                    moderator_id,
+                    reason,
+                    duration_s=duration_s,
+                    case_id=case_id,
+                    evidence=evidence,
+                )
+            )
+
+    @bentoml.api
+    def lift_action(
+        self,
+        action_id: Annotated[int, Field(ge=1, le=MAX_ALERT_ID)],
+        moderator_id: Id,
+        reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)],
+    ) -> Action:
+        """Moderators: reverse an action (the lift is POSTed too); 404 unknown, 409 lifted already or expired."""
+        with http_errors():
+            return Action(**self.platform.lift(action_id, moderator_id, reason))

@@ -427,3 +427,42 @@ class Report(Body):
     created_at: float
     updated_at: float
     history: list[ModeratorEvent]
+
+
+# -- disposal actions ---------------------------------------------------------------------------------------------
+
+ActionName = Literal["warn", "restrict", "suspend", "ban", "mute", "dissolve"]
+
+
+class ActionDelivery(Body):
+    """One POST of an action (or of its lift) to FANZHA_ACTION_WEBHOOK."""
+
+    event: Literal["dispose", "lift"]
+    status: Literal["pending", "delivered", "failed", "not_configured"]
+    attempts: int
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class Action(Body):
+    """A disposal action on an account or a group: who, when, why, on which evidence, and whether the platform
+    got it."""
+
+    action_id: int
+    entity_kind: Literal["account", "group"]
+    entity_id: str
+    action: ActionName
+    moderator_id: str
+    reason: str
+    duration_s: float | None
+    expires_at: float | None
+    case_id: str | None
+    evidence: Any = Field(description="what the moderator pointed at (JSON, as sent)")
+    created_at: float
+    status: Literal["active", "lifted", "expired"]
+    lifted_at: float | None
+    lifted_by: str | None
+    lift_reason: str | None
+    delivery: str | None = Field(description="the latest delivery's status")
+    deliveries: list[ActionDelivery]

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter
 
 from fanzha.serving.schemas import (
+    Action,
     AlertBody,
     BatchResult,
     Cluster,
@@ -55,6 +56,9 @@ ENDPOINTS = {
     "/report_status",
     "/reports",
     "/resolve_report",
+    "/actions",
+    "/dispose",
+    "/lift_action",
 }
 
 
@@ -247,6 +251,22 @@ def check_moderation(
     assert seen.status == "confirmed" and seen.status_reason == "已核实为诈骗，账号已封禁，感谢举报"
 
 
+def check_actions(ids: Ids, disposed: dict, listed: list, lifted: dict) -> None:
+    action = typed(Action, disposed)
+    assert (action.entity_id, action.action, action.status) == (ids.scammer, "suspend", "active")
+    assert action.delivery == "not_configured" and action.duration_s == 3600
+    assert [a.action_id for a in typed(list[Action], listed)] == [action.action_id]
+    lift = typed(Action, lifted)
+    assert (lift.status, lift.lifted_by, [d.event for d in lift.deliveries]) == (
+        "lifted",
+        "mod-3",
+        ["dispose", "lift"],
+    )
+
+
+DISPOSE = {"entity_kind": "account", "action": "suspend", "moderator_id": "mod-3", "duration_s": 3600}
+
+
 CONFIRM = {"status": "confirmed", "reason": "已核实为诈骗，账号已封禁，感谢举报", "labels": ["fee_demand"]}
 
 
@@ -306,6 +326,13 @@ def walk_sync(client, moderator, tag: str) -> None:
     check_moderation(
         ids, rid, queue, in_review, confirmed, client.report_status(report_id=rid, reporter_id=ids.reporter)
     )
+    disposed = moderator.dispose(entity_id=ids.scammer, reason="多次发布虚假赠送", **DISPOSE)
+    check_actions(
+        ids,
+        disposed,
+        moderator.actions(account_id=ids.scammer),
+        moderator.lift_action(action_id=disposed["action_id"], moderator_id="mod-3", reason="申诉成功"),
+    )
 
 
 async def async_task(task) -> Any:
@@ -362,4 +389,11 @@ async def walk_async(client, moderator, tag: str) -> None:
         in_review,
         confirmed,
         await client.report_status(report_id=rid, reporter_id=ids.reporter),
+    )
+    disposed = await moderator.dispose(entity_id=ids.scammer, reason="多次发布虚假赠送", **DISPOSE)
+    check_actions(
+        ids,
+        disposed,
+        await moderator.actions(account_id=ids.scammer),
+        await moderator.lift_action(action_id=disposed["action_id"], moderator_id="mod-3", reason="申诉成功"),
     )

@@ -12,6 +12,8 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 os.environ["FANZHA_DATABASE_URL"] = "sqlite:///" + os.path.join(
     tempfile.mkdtemp(prefix="fanzha-db-"), "fanzha.db"
 )
+# content kept for review (FANZHA_DATA_DIR/review/): a private folder too
+os.environ["FANZHA_DATA_DIR"] = tempfile.mkdtemp(prefix="fanzha-data-")
 
 
 @pytest.fixture(scope="session")

@@ -125,5 +125,7 @@ def test_schema_invalid_requests_are_refused(client) -> None:
         "/report",
         "/resolve_report",
         "/alerts",
+        "/dispose",
+        "/lift_action",
     ):
         assert refused[f"{path} 400"] > 0, refused
