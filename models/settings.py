@@ -86,6 +86,9 @@ class Settings:
     action_webhook_secret: str | None = (
         None  # FANZHA_ACTION_WEBHOOK_SECRET (default: FANZHA_ALERT_WEBHOOK_SECRET)
     )
+    console_secret: str | None = (
+        None  # FANZHA_CONSOLE_SECRET: signs console sessions (else a random file in data_dir)
+    )
     # training and evaluation
     corpora: str | None = None  # FANZHA_CORPORA: the external corpora directory
 
@@ -136,6 +139,7 @@ class Settings:
             review_retention_days=read.number("REVIEW_RETENTION_DAYS", 30.0),
             claim_ttl_s=read.number("CLAIM_TTL_S", 900.0),
             action_webhook=read.text("ACTION_WEBHOOK"),
+            console_secret=read.text("CONSOLE_SECRET"),
             action_webhook_secret=read.text("ACTION_WEBHOOK_SECRET") or read.text("ALERT_WEBHOOK_SECRET"),
             corpora=read.text("CORPORA"),
         )

@@ -58,12 +58,19 @@ class Gate:
         checks: dict[str, Check] | None = None,
         task_owner: Callable[[str], Awaitable[str | None]] | None = None,
         tasks: Iterable[str] = (),
+        apps: dict[str, object] | None = None,
+        app_limit: int = 64 * 1024,
     ) -> None:
         """`routes`: the paths the app serves (plain strings, or compiled patterns for routes with parameters);
         None lets every path through. `checks`: path → a check of the whole body (task submissions).
         `task_owner`: task id → the task that made it; `tasks`: the task names whose /status, /get, /retry and
-        /cancel must only see their own ids."""
+        /cancel must only see their own ids. `apps`: path prefix → a mounted ASGI app (the review console) that the
+        gate hands its requests to directly, past BentoML's middlewares (whose metrics label the raw path, and the
+        console's paths carry case ids); it authenticates its own users, answers its own errors (HTML pages) and
+        gets a request id, a log line, a latency sample under its prefix, and a body limit of `app_limit`."""
         self.app = app
+        self.apps = dict(apps or {})
+        self.app_limit = app_limit
         self.refused_paths = refused_paths or {}  # path → what to use instead (404 with that hint)
         self.body_limits = body_limits
         self.default_limit = default_limit
@@ -94,6 +101,11 @@ class Gate:
         path = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        for prefix, mounted in self.apps.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return await self._mounted(
+                    prefix, mounted, scope, receive, send, headers, request_id, started
+                )
         status = {"code": 500}
         error_body: list[bytes] = []
         too_large: dict[str, str] = {}  # set by the body counter: the app's own answer is replaced by a 413
@@ -256,14 +268,62 @@ class Gate:
                 },
             )
 
+    async def _mounted(self, prefix, app, scope, receive, send, headers, request_id, started) -> None:
+        """A request for a mounted app: its body limited, its answer passed on as it is (with the request id)."""
+        status = {"code": 500}
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())],
+                }
+            await send(message)
+
+        too_large: dict[str, str] = {}
+        length = headers.get("content-length")
+        try:
+            if length is not None and length.isdigit() and int(length) > self.app_limit:
+                status["code"] = 413
+                return await self._send_json(
+                    send,
+                    413,
+                    {"error": f"request body over {self.app_limit:,} bytes", "request_id": request_id},
+                    [(b"x-request-id", request_id.encode())],
+                )
+            child = {**scope, "root_path": scope.get("root_path", "") + prefix}
+            await app(child, _limited(receive, self.app_limit, prefix, too_large), send_with_id)
+        except BodyTooLarge:
+            if status["code"] == 500:
+                status["code"] = 413
+                await self._send_json(
+                    send,
+                    413,
+                    {"error": too_large["message"], "request_id": request_id},
+                    [(b"x-request-id", request_id.encode())],
+                )
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics().latency.labels(prefix).observe(elapsed)
+            if status["code"] >= 400:
+                metrics().errors.labels(prefix, str(status["code"])).inc()
+            logger.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope.get("method"),
+                        "path": scope.get("path", "")[:200],
+                        "status": status["code"],
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                },
+            )
+
     @staticmethod
     def _offered(headers: dict[str, str]) -> str:
-        """The key a request offers: X-API-Key, or the credentials of an `Authorization: Bearer` header (the
-        scheme in any case); an Authorization header with another scheme, or none, offers nothing."""
-        if headers.get("x-api-key"):
-            return headers["x-api-key"]
-        scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
-        return credentials.strip() if scheme.lower() == "bearer" else ""
+        return offered_key(headers)
 
     def _authorised(self, headers: dict[str, str], keys: list[bytes] | None = None) -> bool:
         offered = self._offered(headers).encode()
@@ -289,6 +349,16 @@ class Gate:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def offered_key(headers: dict[str, str]) -> str:
+    """The key a request offers: X-API-Key, or the credentials of an `Authorization: Bearer` header (the scheme
+    in any case); an Authorization header with another scheme, or none, offers nothing. `headers`: lower-case
+    names. The console (serving/console/auth.py) takes moderator keys the same way."""
+    if headers.get("x-api-key"):
+        return headers["x-api-key"]
+    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -22,6 +22,7 @@ from fanzha.models import Detector, DurationExceeded, InputError
 from fanzha.models.settings import settings
 from fanzha.platform import ItemRef, Platform, Scored
 
+from .console import create_app as create_console
 from .errors import http_errors
 from .forms import guard_inputs
 from .gate import Gate, configure_logging, served_routes, without_leaking_timeouts
@@ -59,6 +60,11 @@ BODY_LIMITS = {
 }
 
 
+# the review console 审核台 (serving/console/): its pages use this worker's service instance's platform
+CONSOLE = create_console()
+
+
+@bentoml.asgi_app(CONSOLE, path="/console", name="console")
 @bentoml.service(workers=WORKERS, traffic={"timeout": 600}, http={"port": 3000})
 class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud reports (platform_api.py)
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -208,6 +214,7 @@ class GatedService(type(Fanzha)):
             routes=served_routes(app),
             tasks=TASKS,
             task_owner=TaskOwners(),
+            apps={"/console": CONSOLE},  # straight to the console: it signs its own users in
             checks={
                 "/scan_video/submit": SubmitCheck(self, "scan_video", probe_video),
                 "/classify_archive/submit": SubmitCheck(self, "classify_archive"),
