@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fanzha.models.errors import InputError
+from fanzha.models.errors import Conflict, InputError
 from fanzha.models.settings import settings
 from fanzha.models.verdict import Verdict
 
@@ -411,7 +411,7 @@ class Platform:
         audit sample of `block` decisions (FANZHA_AUDIT_SAMPLE, by the item's hash). `content`: the text as
         sent; `media`: image or video bytes (kept as a file, or as keyframes); `kind` defaults to text, image or
         video; `conversation`: {"messages": [{index, sender, text, stage, fraud_score}], "trigger_index"}.
-        Returns the case id, or None when the item is not kept. Raises only for a bad argument; callers on a
+        `scored.verdict` may be a Verdict or a verdict dict. Returns the case id, or None when the item is not kept. Raises only for a bad argument; callers on a
         scoring path use the logged variant (a capture failure never fails a classification)."""
         captures = [c for c in [self._capture_of(scored, content, media, kind, conversation)] if c]
         if not captures:
@@ -455,7 +455,11 @@ class Platform:
             queue = "audit"
         else:
             return None
-        d = self._stored_verdict(scored)
+        d = (
+            self._stored_verdict(scored)
+            if isinstance(verdict, Verdict)
+            else {**scored.ref.to_dict(), **{k: v for k, v in verdict.items() if k != "timings"}}
+        )
         media_kind = (d.get("media") or {}).get("kind")
         kind = kind or (media_kind if media is not None and media_kind else "text")
         if kind not in ("text", "image", "video", "conversation"):
@@ -631,7 +635,13 @@ class Platform:
                 raise InputError(f"idempotency key {idempotency_key!r} was used for case {stored['case_id']}")
             return stored
         reason, labels = check_decision(decision, reason, labels)
-        row = self.review.live_claim(case_id, moderator_id)
+        try:
+            row = self.review.live_claim(case_id, moderator_id)
+        except Conflict:
+            again = self.review.find_decision(moderator_id, idempotency_key)
+            if again is not None and again["case_id"] == case_id:
+                return again  # a double submit that the first one's commit overtook
+            raise
         model_labels = _json_list(row.labels)
         if (
             decision == "confirm"

@@ -689,6 +689,14 @@ class ReviewBook:
         c, d, now = self.cases, self.decisions, self.clock()
         try:
             with self.db.write() as conn:
+                if idempotency_key:  # a double submit that waited for the first one's transaction
+                    stored = conn.execute(
+                        sa.select(d).where(
+                            d.c.moderator_id == moderator_id, d.c.idempotency_key == idempotency_key
+                        )
+                    ).first()
+                    if stored is not None:
+                        return self._decision_dict(stored)
                 row = self.row(case_id, conn)
                 self._check_claim(row, moderator_id, now)
                 status = {"confirm": "confirmed", "reject": "rejected"}.get(decision, "open")
@@ -734,9 +742,11 @@ class ReviewBook:
                 ).scalar_one()
                 stored = conn.execute(sa.select(d).where(d.c.id == new_id)).one()
                 return self._decision_dict(stored)
-        except sa.exc.IntegrityError:  # the same key raced in from another connection
+        except (sa.exc.IntegrityError, ClaimConflict):
+            # PostgreSQL: the same key raced in from another connection (the unique index refused it, or the
+            # case closed under this transaction's UPDATE): the decision stored is the answer
             found = self.find_decision(moderator_id, idempotency_key)
-            if found is None:
+            if found is None or found["case_id"] != case_id:
                 raise
             return found
 
