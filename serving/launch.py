@@ -122,3 +122,27 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _tail(log: Path | None) -> str:
     return f":\n{log.read_text(errors='replace')[-3000:]}" if log and log.exists() else ""
+
+
+@contextmanager
+def asgi_in_thread(app, host: str = HOST, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app (the review console, for its browser tests, bench and screenshots) with uvicorn in a
+    thread of this process on loopback; yields its base URL once it listens, and stops it afterwards."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port or free_port(), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="fanzha-asgi", daemon=True)
+    thread.start()
+    deadline = time.perf_counter() + 30
+    while not server.started:
+        if not thread.is_alive() or time.perf_counter() > deadline:
+            raise ServerFailed(f"uvicorn did not start on {host}:{config.port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -561,10 +561,8 @@ class Guard:
                 " request comes from this machine.",
             )
         elif scope["method"] == "GET" and "text/html" in headers.get("accept", "text/html"):
-            target = (
-                scope.get("root_path", "")
-                + path
-                + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+            target = (  # relative to the console: login sends the browser back under its own prefix
+                path + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
             )
             response = RedirectResponse(
                 f"{scope.get('root_path', '')}/login?{urlencode({'next': target})}", status_code=303
