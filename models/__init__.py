@@ -1,5 +1,6 @@
 """Inference: everything a platform needs at request time. Never imports torch or transformers."""
 
+from .conversation import ConversationScorer, ConversationState, Message
 from .detector import Detector, validate_text
 from .errors import (
     Conflict,
@@ -21,11 +22,23 @@ from .labels import LABELS, DecisionThresholds
 from .normalize import Normalized, normalize
 from .settings import Limits, Settings, settings
 from .text import TextClassifier
-from .verdict import Evidence, Location, MediaInfo, TimelineEntry, Trigger, Verdict
+from .verdict import (
+    ConversationVerdict,
+    Evidence,
+    Location,
+    MediaInfo,
+    MessageVerdict,
+    TimelineEntry,
+    Trigger,
+    Verdict,
+)
 
 __all__ = [
     "LABELS",
     "Conflict",
+    "ConversationScorer",
+    "ConversationState",
+    "ConversationVerdict",
     "DatabaseError",
     "DecisionThresholds",
     "Detector",
@@ -37,6 +50,8 @@ __all__ = [
     "Limits",
     "Location",
     "MediaInfo",
+    "Message",
+    "MessageVerdict",
     "MissingExtra",
     "ModelError",
     "NotFound",

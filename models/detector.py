@@ -4,6 +4,7 @@ from fanzha.models import Detector
 detector = Detector.load()                      # the committed default model
 verdict = detector.classify_text("免费领皮肤，先交10元激活费")
 verdict.decision, verdict.labels, verdict.evidence
+chat = detector.classify_conversation([Message("粉丝站", "恭喜你成为幸运粉丝"), Message("管理", "先转29元认证费")])
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .conversation import HEAD_FILE, ConversationHead, ConversationScorer, Message
 from .errors import InputError, LimitExceeded, ModelError, UnsupportedMedia
 from .evidence import extract, qr_kind
 from .image import Reading, decode_image, piece_starts, read_image
@@ -24,7 +26,7 @@ from .normalize import has_readable_text, normalize
 from .ocr import OcrEngine, get_engine
 from .settings import Limits, settings
 from .text import TextClassifier
-from .verdict import Evidence, Location, MediaInfo, TimelineEntry, Trigger, Verdict
+from .verdict import ConversationVerdict, Evidence, Location, MediaInfo, TimelineEntry, Trigger, Verdict
 from .video import Sampling, read_video
 
 __all__ = ["Detector", "Verdict", "validate_text"]
@@ -59,8 +61,12 @@ class Detector:
         threads: int | None = None,
         sampling: Sampling | None = None,
         limits: Limits | None = None,
+        conversation_head: str | Path | None = None,
     ) -> None:
+        """`conversation_head`: the conversation model (default: conversation.onnx beside the text model)."""
         self.classifier = classifier
+        self.conversation_head = Path(conversation_head or classifier.path.with_name(HEAD_FILE))
+        self._conversations: ConversationScorer | None = None
         self.ocr_engine_name = ocr_engine
         self.threads = threads
         self.sampling = sampling or Sampling()
@@ -87,6 +93,22 @@ class Detector:
             ocr_engine=ocr_engine,
             threads=threads,
         )
+
+    @property
+    def conversations(self) -> ConversationScorer:
+        """The conversation scorer (the head beside the text model, loaded on first use; ModelError without one).
+        Its decisions use the head's own thresholds, tuned on conversations."""
+        if self._conversations is None:
+            head = ConversationHead(self.conversation_head, self.classifier)
+            thresholds = DecisionThresholds(review=head.thresholds["review"], block=head.thresholds["block"])
+            self._conversations = ConversationScorer(
+                self.classifier, head, thresholds.decide, lambda t: validate_text(t, self.max_chars)
+            )
+        return self._conversations
+
+    def classify_conversation(self, messages: list[Message]) -> ConversationVerdict:
+        """A conversation, messages in arrival order: each read with the ones before it, the chat as a funnel."""
+        return self.conversations.classify(messages)
 
     @property
     def max_chars(self) -> int:

@@ -24,6 +24,8 @@ DEFAULT_MODEL_DIR = Path(__file__).with_name("default")
 # half a window long is seen whole in a window that is at least half its own text. Windows the size of
 # the training messages (median ~30 tokens) keep a short lure from being averaged away by pages of filler.
 DEFAULT_WINDOW = 64
+# the graph output a conversation model and `fanzha adapt` read: [logits | mean-pooled sentence vector] per window
+FEATURES = "fanzha_features"
 
 
 def tokenizer_sha256(path: str | Path) -> str:
@@ -83,6 +85,7 @@ class TextClassifier:
         self.max_length = int(meta["fanzha.max_length"])
         self.window = min(self.max_length, int(meta.get("fanzha.window", DEFAULT_WINDOW)))
         self.version = meta.get("fanzha.version", model_path.stem)
+        self.path = model_path
         # int8 activations are quantised per run over the whole batch, so a batched window's score moves with its
         # neighbours (measured on dev+test: up to 0.38, 4 of 2,130 decisions flipped at batch 32). One window per
         # run makes a verdict independent of what else is being scored, for ~25 % less throughput.
@@ -130,8 +133,8 @@ class TextClassifier:
     def window_outputs(self, texts: list[str], output: str = "logits") -> tuple[np.ndarray, np.ndarray]:
         """One graph output per window of every text: (owner text index per window, stacked outputs).
 
-        `predict` takes the max of the logits over a text's windows; adaptation reads the pooled sentence
-        vector ("pooled", present in graphs prepared by fanzha.training.adapt) the same way.
+        `predict` takes the max of the logits over a text's windows; adaptation and conversation scoring read
+        FEATURES (logits and the pooled sentence vector) the same way.
         """
         windows: list[list[int]] = []
         owner: list[int] = []
@@ -141,6 +144,30 @@ class TextClassifier:
                 owner.append(i)
         if not windows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(owner, dtype=np.int64), self.run_windows(windows, output)
+
+    def has_output(self, name: str) -> bool:
+        return any(o.name == name for o in self.session.get_outputs())
+
+    def token_ids(self, text: str) -> list[int]:
+        """The text's token ids without special tokens."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def packed(self, parts: list[list[int]], separator: list[int]) -> list[int]:
+        """One window of at most `max_length` tokens holding the LAST parts whole (the last one cut to fit if it
+        alone is too long), earlier parts as far as they fit, the first one that does not fit kept by its end:
+        a conversation's recent messages, newest last."""
+        budget = self.max_length - len(self._prefix) - len(self._suffix)
+        body = list(parts[-1][:budget])
+        for part in reversed(parts[:-1]):
+            room = budget - len(body) - len(separator)
+            if room <= 0:
+                break
+            body = part[-room:] + separator + body
+        return self._prefix + body + self._suffix
+
+    def run_windows(self, windows: list[list[int]], output: str = "logits") -> np.ndarray:
+        """One graph output per window (token ids with special tokens), batched by similar length."""
         out: np.ndarray | None = None
         order = np.argsort([len(w) for w in windows], kind="stable")  # similar lengths batch together
         for b in range(0, len(order), self.batch_size):
@@ -155,4 +182,4 @@ class TextClassifier:
             if out is None:
                 out = np.zeros((len(windows), values.shape[1]), dtype=np.float32)
             out[idx] = values
-        return np.asarray(owner, dtype=np.int64), out
+        return out

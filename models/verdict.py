@@ -186,3 +186,77 @@ class Verdict:
         if self.media is not None:
             d["media"] = self.media.to_dict()
         return d
+
+
+@dataclass(frozen=True)
+class MessageVerdict(_Readable):
+    """One message of a conversation, read with the messages before it."""
+
+    index: int  # position in the conversation, from 0
+    stage: str  # its role in a funnel (fanzha.models.conversation.STAGES), "none" outside one
+    stage_score: float  # the probability of that stage
+    fraud_score: float  # P(the chat is a scam, as shown by this message and the ones before it)
+    conversation_score: float  # the conversation's score after this message (its running maximum)
+    id: str | None = None  # the platform's message id, when it gave one
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index}
+        if self.id is not None:
+            d["id"] = self.id
+        d.update(
+            stage=self.stage,
+            stage_score=self.stage_score,
+            fraud_score=self.fraud_score,
+            conversation_score=self.conversation_score,
+        )
+        return d
+
+
+@dataclass(frozen=True)
+class MessageEvidence(_Readable):
+    """Evidence found in one message: its span is in that message's original text."""
+
+    message_index: int
+    evidence: Evidence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message_index": self.message_index, **self.evidence.to_dict()}
+
+
+@dataclass(frozen=True)
+class ConversationVerdict:
+    """A conversation scored as a funnel: the chat's verdict, and each message's stage and score."""
+
+    fraud_score: float  # the highest conversation score after any message
+    scores: dict[str, float]  # per label
+    labels: list[str]
+    decision: str  # pass / review / block
+    evidence: list[MessageEvidence]
+    messages: list[MessageVerdict]  # every message (a stream answers with the recent window only)
+    trigger_index: int | None  # the first message after which the conversation was flagged
+    model_version: str
+    warnings: list[str] = field(default_factory=list)  # e.g. timestamps out of order (arrival order is kept)
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds
+    message_count: int | None = None  # messages so far (a stream's answer lists only the recent ones)
+
+    @property
+    def flagged(self) -> bool:
+        return self.decision != "pass"
+
+    def to_dict(self, timings: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "fraud_score": self.fraud_score,
+            "scores": dict(self.scores),
+            "labels": list(self.labels),
+            "decision": self.decision,
+            "trigger_index": self.trigger_index,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "messages": [m.to_dict() for m in self.messages],
+            "message_count": self.message_count if self.message_count is not None else len(self.messages),
+            "model_version": self.model_version,
+        }
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
+        if timings:
+            d["timings"] = dict(self.timings)
+        return d

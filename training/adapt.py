@@ -44,17 +44,16 @@ from tqdm.auto import tqdm
 
 from fanzha.datasets.corpus import load_corpus
 from fanzha.datasets.feedback import load_feedback
-from fanzha.models.errors import InputError, MissingExtra
+from fanzha.models.errors import InputError
 from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
-from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
+from fanzha.models.text import DEFAULT_MODEL_DIR, FEATURES, TextClassifier
 
 from .adapt_args import AdaptArguments, parse_args
+from .graph import load_onnx, with_features_output, with_new_head
 from .metrics import targets, tune_block_threshold, tune_thresholds
 
 log = logging.getLogger("fanzha.adapt")
-
-FEATURES = "fanzha_features"  # the extra graph output: base logits, then the pooled vector
 
 
 class AdaptError(InputError):
@@ -148,113 +147,6 @@ def held_out_mask(texts: list[str], fraction: float, seed: int) -> np.ndarray:
     """True for the held-out part; decided by a hash of the normalised text, so duplicates stay together."""
     keys = [hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest() for t in texts]
     return np.array([int.from_bytes(k, "big") / 2**64 < fraction for k in keys], dtype=bool)
-
-
-# ---------------------------------------------------------------------------------------------- graph
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        raise MissingExtra("fanzha adapt needs the `onnx` package: pip install 'fanzha[adapt]'") from None
-    return onnx
-
-
-def pooled_tensor(model) -> str:
-    """The name of the mean-pooled sentence vector that feeds the head: the pooling division nearest the logits."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    seen, frontier = set(), ["logits"]
-    while frontier:
-        nxt = []
-        for tensor in frontier:
-            node = producer.get(tensor)
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            if node.op_type == "Div" and any(
-                producer.get(i) is not None and producer[i].op_type == "ReduceSum" for i in node.input
-            ):
-                return node.output[0]
-            nxt += list(node.input)
-        frontier = nxt
-    raise AdaptError("cannot find the mean-pooling output in the model graph (is it a fanzha export?)")
-
-
-def with_features_output(model):
-    """A copy of the graph with one more output: [base logits | pooled vector] per window."""
-    onnx = _onnx()
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    m.graph.node.append(
-        onnx.helper.make_node(
-            "Concat", ["logits", pooled_tensor(model)], [FEATURES], axis=1, name="fanzha_features_concat"
-        )
-    )
-    m.graph.output.append(
-        onnx.helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, ["batch", "features"])
-    )
-    return m
-
-
-def with_new_head(model, weight: np.ndarray, bias: np.ndarray, metadata: dict[str, str]):
-    """The same encoder with a new fp32 linear head producing `logits`; the old head's nodes are pruned."""
-    onnx = _onnx()
-    from onnx import numpy_helper
-
-    pooled = pooled_tensor(model)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    for node in g.node:  # the old head's output becomes a dangling name, pruned below
-        node.output[:] = ["fanzha_old_logits" if o == "logits" else o for o in node.output]
-    g.initializer.extend(
-        [
-            numpy_helper.from_array(weight.astype(np.float32), "fanzha.adapted_head.weight"),
-            numpy_helper.from_array(bias.astype(np.float32), "fanzha.adapted_head.bias"),
-        ]
-    )
-    g.node.extend(
-        [
-            onnx.helper.make_node(
-                "MatMul",
-                [pooled, "fanzha.adapted_head.weight"],
-                ["fanzha_adapted_matmul"],
-                name="fanzha_adapted_head_matmul",
-            ),
-            onnx.helper.make_node(
-                "Add",
-                ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"],
-                ["logits"],
-                name="fanzha_adapted_head_add",
-            ),
-        ]
-    )
-    _prune(g)
-    del m.metadata_props[:]
-    for k, v in metadata.items():
-        m.metadata_props.add(key=k, value=v)
-    return m
-
-
-def _prune(graph) -> None:
-    """Drop nodes and initializers that no graph output depends on."""
-    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
-    needed, stack, keep = set(), [o.name for o in graph.output], set()
-    while stack:
-        t = stack.pop()
-        if t in needed:
-            continue
-        needed.add(t)
-        if t in producer:
-            keep.add(producer[t])
-            stack += list(graph.node[producer[t]].input)
-    nodes = [n for i, n in enumerate(graph.node) if i in keep]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -384,7 +276,7 @@ def main(args: AdaptArguments) -> Path:
     started = time.time()
     base_dir = Path(args.base_model) if args.base_model else DEFAULT_MODEL_DIR
     out = _check_output(Path(args.output), base_dir)
-    onnx = _onnx()
+    onnx = load_onnx()
 
     # 1. traffic
     texts, groups, digest = read_traffic(args.traffic, args.text_field, args.group_field, args.max_traffic)

@@ -30,6 +30,7 @@ from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import TextClassifier, tokenizer_sha256
 
+from .graph import add_features_output
 from .metrics import dev_metrics, targets, tune_block_threshold
 from .model import FraudClassifier, encode_batch, predict_logits
 from .vocab import prune_model_vocab, prune_tokenizer, select_pieces
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # 3. int8
     quantize_int8(fp32, int8, work, args.per_channel, args.reduce_range, fused, args.quantize_attention)
+    add_features_output(int8)  # the pooled vector beside the logits: conversations and `fanzha adapt` read it
     set_metadata(int8, metadata)
 
     # 4. parity: fp32 logits vs torch; int8 vs fp32 on the held-out metric

@@ -12,7 +12,8 @@ import pytest
 
 from fanzha.datasets.corpus import load_corpus
 from fanzha.models import Detector, TextClassifier
-from fanzha.training import adapt
+from fanzha.models.text import FEATURES
+from fanzha.training import adapt, graph
 from fanzha.training.adapt_args import AdaptArguments
 
 
@@ -113,11 +114,16 @@ def test_fit_head_recovers_a_known_linear_rule() -> None:
     assert accuracy > 0.97
 
 
-def test_base_head_is_recovered_from_the_graph(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+def test_exports_carry_the_features_output_once(tiny_model_dir, tmp_path) -> None:
     model = onnx.load(str(tiny_model_dir / "model.onnx"))
-    graph = tmp_path / "model.onnx"
-    onnx.save(adapt.with_features_output(model), str(graph))
-    clf = TextClassifier(graph, tiny_model_dir / "tokenizer.json", threads=1)
+    names = [o.name for o in model.graph.output]
+    assert names == ["logits", FEATURES]
+    again = graph.with_features_output(model)  # adding it to a graph that has it changes nothing
+    assert [o.name for o in again.graph.output] == names and len(again.graph.node) == len(model.graph.node)
+
+
+def test_base_head_is_recovered_from_the_graph(tiny_model_dir, tiny_corpus) -> None:
+    clf = TextClassifier(tiny_model_dir / "model.onnx", tiny_model_dir / "tokenizer.json", threads=1)
     f = adapt.embed(clf, [r["text"] for r in load_corpus(tiny_corpus)], "t")
     w, b = adapt.base_head(f)
     assert np.abs(f.pooled @ w + b - f.logits).max() < 0.05  # int8 head: small quantisation residual
