@@ -89,6 +89,8 @@ class Settings:
     console_secret: str | None = (
         None  # FANZHA_CONSOLE_SECRET: signs console sessions (else a random file in data_dir)
     )
+    # conversations streamed message by message (POST /conversation_message)
+    conversation_idle_s: float = 86400.0  # FANZHA_CONVERSATION_IDLE_S: a conversation this idle starts afresh
     # training and evaluation
     corpora: str | None = None  # FANZHA_CORPORA: the external corpora directory
 
@@ -124,6 +126,7 @@ class Settings:
             moderator_keys=read.items("MODERATOR_KEYS"),
             log_level=read.text("LOG_LEVEL") or "INFO",
             database_url=read.text("DATABASE_URL"),
+            conversation_idle_s=read.number("CONVERSATION_IDLE_S", 86400.0),
             data_dir=_default_data_dir(read.text("DATA_DIR"), env.get("XDG_DATA_HOME")),
             risk_half_life_hours=read.number("RISK_HALF_LIFE_HOURS", 24.0),
             alert_window_hours=read.number("ALERT_WINDOW_HOURS", 24.0),
