@@ -41,7 +41,9 @@ def seed(platform, n_review: int, n_reports: int, threads: int = 2, log=print) -
 
     texts = list(dict.fromkeys(messages(2000)))
     verdicts = platform.detector.classify_texts(texts)
-    flagged = [(t, v) for t, v in zip(texts, verdicts, strict=True) if v.labels] or list(zip(texts, verdicts))
+    flagged = [(t, v) for t, v in zip(texts, verdicts, strict=True) if v.labels] or list(
+        zip(texts, verdicts, strict=True)
+    )
     t0 = time.perf_counter()
     for i in range(n_review):
         text, verdict = flagged[i % len(flagged)]
