@@ -223,7 +223,7 @@ class PlatformEndpoints:
         action: ActionName,
         moderator_id: Id,
         reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)],
-        duration_s: Annotated[float | None, Field(default=None, gt=0, le=MAX_DURATION_S)] = None,
+        duration_s: Annotated[float | None, Field(default=None, ge=1, le=MAX_DURATION_S)] = None,
         case_id: Annotated[str | None, Field(default=None, min_length=1, max_length=300)] = None,
         evidence: Annotated[list[dict] | None, Field(default=None, max_length=50)] = None,
     ) -> Action:
