@@ -518,6 +518,9 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
+        if path == "":  # /console itself: to the pages, by a relative redirect (never one built from Host)
+            path = "/"
+            scope = {**scope, "path": root + "/"}
         public = path == "/login" or path.startswith("/static/")
         if not public and not session.signed_in:
             return await self._refuse(scope, receive, send_with_headers, headers, path)
@@ -664,8 +667,10 @@ def create_app(platform: object | Callable | None = None, auth: Auth | None = No
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(
-        routes=routes, exception_handlers={404: c.not_found, 405: c.not_allowed, FanzhaError: c.failed}
+        routes=routes,
+        exception_handlers={404: c.not_found, 405: c.not_allowed, FanzhaError: c.failed},
     )
+    app.router.redirect_slashes = False  # Starlette's would build an absolute URL from the Host header
     guard = Guard(app, console)
     guard.routes = routes  # the route table, for the test that walks every route
     return guard

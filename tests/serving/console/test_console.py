@@ -179,3 +179,59 @@ def test_the_service_serves_the_console_behind_its_gate(client):
     assert r.status_code == 403 and "仅限本机" in r.text  # no keys, and the test client is not on loopback
     assert client.get("/console/static/console.css").status_code == 200
     assert client.post("/console/login", content=b"x" * 100_000).status_code == 413
+
+
+def test_conversation_and_video_cases(site):
+    """A conversation shows its messages with each one's stage; a video its timeline, trigger and keyframe."""
+    from pathlib import Path
+
+    base, platform, _ = site
+    verdict = Verdict(0.8, {"fee_demand": 0.8}, ["fee_demand"], "review", [], "test")
+    conversation = {
+        "messages": [
+            {
+                "index": 0,
+                "sender": "stranger",
+                "text": "你好呀，喜欢哪个明星？",
+                "stage": "contact",
+                "fraud_score": 0.02,
+            },
+            {
+                "index": 1,
+                "sender": "stranger",
+                "text": "加粉丝群免费领签名照",
+                "stage": "lure",
+                "fraud_score": 0.7,
+            },
+            {
+                "index": 2,
+                "sender": "stranger",
+                "text": "先交20元激活费",
+                "stage": "payment",
+                "fraud_score": 0.95,
+            },
+        ],
+        "trigger_index": 2,
+    }
+    kept = platform.keep_for_review(
+        Scored(ItemRef(id="conv-1", account_id="acct-conv"), verdict),
+        content="\n".join(m["text"] for m in conversation["messages"]),
+        kind="conversation",
+        conversation=conversation,
+    )
+    bob = signed_in(base, "bob")
+    page = bob.get(f"/case/{quote(kept, safe='')}").text
+    chat = page[page.index('id="conversation"') :]
+    assert chat.index("你好呀") < chat.index("加粉丝群") < chat.index("先交20元")
+    assert "stage-lure" in chat and "stage-payment" in chat and 'class="msg trigger"' in chat
+
+    video = (Path(__file__).resolve().parents[2] / "fixtures" / "media" / "flash_scam.mp4").read_bytes()
+    platform.classify_media(video, ItemRef(id="vid-1", account_id="acct-vid"), expected="video")
+    [row] = [r for q in ("review", "audit") for r in platform.queue(q, account_id="acct-vid")]
+    page = bob.get(f"/case/{quote(row['case_id'], safe='')}").text
+    assert 'id="timeline"' in page and "触发 trigger" in page
+    frames = platform.case(row["case_id"])["media"]
+    assert frames and frames[0]["kind"] == "keyframe"
+    image = bob.get(f"/media/{quote(row['case_id'], safe='')}/{frames[0]['name']}")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert f"/media/{quote(row['case_id'], safe='')}/{frames[0]['name']}" in page
