@@ -306,9 +306,16 @@ class ReviewBook:
                 log.exception("review content not purged")
         return out
 
-    def open_report_case(self, report: Mapping, minors: bool | None = None) -> str:
-        """The case of a new report (`reports` queue). Reports against the same account, group or content count
-        toward every open report case of that target."""
+    def open_report_case(
+        self,
+        report: Mapping,
+        minors: bool | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+        media: list[dict] | None = None,
+    ) -> str:
+        """The case of a new report (`reports` queue), with a reported image kept as a file (`files`, `media`).
+        Reports against the same account, group or content count toward every open report case of that
+        target."""
         c, now = self.cases, self.clock()
         verdict = report.get("verdict") or {}
         text = report.get("target_text")
@@ -335,6 +342,7 @@ class ReviewBook:
             minors = (
                 aimed_at_minors(f"{text or ''} {report.get('reason') or ''}") if minors is None else minors
             )
+            media_dir = self._write_files(files, now) if files else None
             row = {
                 "case_id": case_id,
                 "queue": "reports",
@@ -352,6 +360,8 @@ class ReviewBook:
                 "snippet": _snippet(text or report.get("reason")),
                 "text": text,
                 "verdict": json.dumps(verdict, ensure_ascii=False) if verdict else None,
+                "media": json.dumps(media, ensure_ascii=False) if media else None,
+                "media_dir": media_dir,
                 "content_sha": sha,
                 "item_id": verdict.get("id"),
                 "source": report.get("target_source"),

@@ -596,3 +596,16 @@ def test_the_decision_log_keeps_what_was_decided(make_platform) -> None:
         d = platform.review.decisions
         row = conn.execute(sa.select(d)).one()
     assert row.text == LURE and json.loads(row.labels) == ["fake_giveaway"]
+
+
+def test_a_reported_image_is_kept_with_its_case(make_platform) -> None:
+    platform = make_platform()
+    data = (MEDIA / "qr.png").read_bytes()
+    rid = platform.report("kid-3", "二维码是骗子的群", "image", image=data, account_id="u5").report[
+        "report_id"
+    ]
+    assert platform.queue("review") == []
+    full = platform.case(f"report:{rid}")
+    (media,) = full["media"]
+    assert full["kind"] == "image" and media["qr"][0]["payload"] == "https://qm.qq.com/abc"
+    assert platform.media_path(full["case_id"], media["name"]).read_bytes() == data
