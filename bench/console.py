@@ -4,9 +4,11 @@ page with an image ≤ 500 ms, on SQLite.
     python bench/console.py                      # seeds a temporary SQLite database, serves the console on
                                                  # loopback, times the pages; table + reports/bench_console.json
 
-Seeding goes through the Platform facade: real verdicts of the committed model on test-split messages, each
-kept for review (`keep_for_review`, one case per item, 9,000 of them in the review queue spread over 2,000
-accounts), 1,000 fraud reports (`report`, scored at once), and one image (`classify_media`, the QR poster).
+Two seedings, each timed on its own database: `facade` goes through the Platform facade — real verdicts of the
+committed model on test-split messages, each kept for review (`keep_for_review`, one case per item, 9,000 in
+the review queue over 2,000 accounts), 1,000 fraud reports (`report`, scored at once) and one image
+(`classify_media`, the QR poster); `bulk` is the platform's seed helper (fanzha.platform.seed: the four
+queues, varied priorities, reach and reports, 2 % images).
 Server time is measured inside the process, around the console's ASGI app (from the request reaching it to
 its last body byte), so the HTTP client's own time is left out.
 """
@@ -81,37 +83,23 @@ class Timed:
         await self.app(scope, receive, timed_send)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--review", type=int, default=9000)
-    ap.add_argument("--reports", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=str(REPO / "reports" / "bench_console.json"))
-    args = ap.parse_args(argv)
-
+def measure(platform, image_case: str, runs: int) -> list[dict]:
+    """Time each page `runs` times (after one warm-up) through uvicorn on loopback, signed in by key."""
     import httpx
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from fanzha.models import Detector
     from fanzha.serving.console import create_app
     from fanzha.serving.console.auth import Auth
     from fanzha.serving.launch import asgi_in_thread
 
-    tmp = Path(tempfile.mkdtemp(prefix="fanzha-bench-console-"))
-    platform = demo_platform(tmp, Detector.load(threads=args.threads))
-    print(f"seeding {args.review:,} review cases and {args.reports:,} reports into {tmp / 'fanzha.db'} …")
-    seeded = seed(platform, args.review, args.reports, args.threads)
-    depths = platform.queue_depths()
-    print(f"open cases: {depths} ({sum(depths.values()):,}) in {seeded['seed_s']} s")
     timed = Timed(create_app(platform, Auth(keys=(KEY,), secret=b"b" * 32)))
     pages = {
         "queue page (review, first 50)": "/queues?queue=review",
         "queue page (reports)": "/queues?queue=reports",
         "queue page (review, filtered by label)": "/queues?queue=review&label=fee_demand",
         "queue page (review, offset 5000)": "/queues?queue=review&offset=5000",
-        "case page with an image": f"/case/{quote(seeded['image_case'], safe='')}",
+        "case page with an image": f"/case/{quote(image_case, safe='')}",
         "case page (text report)": f"/case/{quote(platform.queue('reports')[0]['case_id'], safe='')}",
         "dashboard": "/dashboard",
     }
@@ -122,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in pages.items():
             assert client.get(path).status_code == 200, path  # warm-up (templates compiled, caches)
             timed.times.clear()
-            for _ in range(args.runs):
+            for _ in range(runs):
                 r = client.get(path)
                 assert r.status_code == 200
             t = sorted(timed.times)
@@ -138,27 +126,74 @@ def main(argv: list[str] | None = None) -> int:
                     "bytes": len(r.content),
                 }
             )
-    platform.close()
-    print(f"\n{'page':40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'target':>8}  ok")
-    for row in rows:
-        target = row["target_ms"]
-        ok = "" if target is None else ("yes" if row["p95_ms"] <= target else "NO")
-        print(
-            f"{row['page']:40} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['max_ms']:8.1f} "
-            f"{target or '':>8}  {ok}"
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--review", type=int, default=9000)
+    ap.add_argument("--reports", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--seeders",
+        default="facade,bulk",
+        help="facade: scored items kept one by one through the Platform facade; bulk: the platform's own "
+        "seed helper (fanzha.platform.seed: all four queues, varied priorities, 2%% images)",
+    )
+    ap.add_argument("--json", default=str(REPO / "reports" / "bench_console.json"))
+    args = ap.parse_args(argv)
+
+    from fanzha.models import Detector
+    from fanzha.platform.seed import seed_open_cases
+
+    detector = Detector.load(threads=args.threads)
+    results = []
+    for seeder in args.seeders.split(","):
+        tmp = Path(tempfile.mkdtemp(prefix=f"fanzha-bench-console-{seeder}-"))
+        platform = demo_platform(tmp, detector)
+        n = args.review + args.reports
+        print(f"[{seeder}] seeding {n:,} open cases into {tmp / 'fanzha.db'} …")
+        t0 = time.perf_counter()
+        if seeder == "facade":
+            image_case = seed(platform, args.review, args.reports, args.threads)["image_case"]
+        else:
+            seed_open_cases(platform, n)
+            image_case = next(
+                r["case_id"] for q in ("review", "audit") for r in platform.queue(q, kind="image")
+            )
+        seed_s = round(time.perf_counter() - t0, 1)
+        depths = platform.queue_depths()
+        print(f"[{seeder}] open cases: {depths} ({sum(depths.values()):,}) in {seed_s} s")
+        rows = measure(platform, image_case, args.runs)
+        platform.close()
+        print(f"\n[{seeder}] {'page':40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'target':>8}  ok")
+        for row in rows:
+            target = row["target_ms"]
+            ok = "" if target is None else ("yes" if row["p95_ms"] <= target else "NO")
+            print(
+                f"[{seeder}] {row['page']:40} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['max_ms']:8.1f} "
+                f"{target or '':>8}  {ok}"
+            )
+        print()
+        results.append(
+            {
+                "seeder": seeder,
+                "open_cases": sum(depths.values()),
+                "queue_depths": depths,
+                "seed_s": seed_s,
+                "pages": rows,
+            }
         )
     out = {
-        "open_cases": sum(depths.values()),
-        "queue_depths": depths,
         "database": "sqlite",
         "runs_per_page": args.runs,
-        "seed_s": seeded["seed_s"],
-        "pages": rows,
+        "results": results,
         "note": "server time inside the process around the console's ASGI app; one run on this machine",
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.json}")
+    print(f"wrote {args.json}")
     return 0
 
 

@@ -41,7 +41,7 @@ from starlette.templating import Jinja2Templates
 from fanzha.models.errors import Conflict, FanzhaError, InputError, NotFound
 
 from . import charts, csrf, pages
-from .auth import COOKIE, SESSION_TTL_S, Auth, Session
+from .auth import COOKIE, MODERATOR_ID, SESSION_TTL_S, Auth, Session
 
 log = logging.getLogger("fanzha.console")
 HERE = Path(__file__).parent
@@ -132,7 +132,7 @@ class Console:
         fp = self.auth.check_key(key) if key else None
         if self.auth.open_mode:
             return self.back(request, "/queues")
-        if not fp or not pages_moderator(name):
+        if not fp or not MODERATOR_ID.fullmatch(name):
             await asyncio.sleep(0.3)  # a little friction for guessing
             problem = (
                 "密钥不正确 wrong key" if not fp else "请输入审核员名称 (1–64 个字母、数字、汉字或 ._@-)"
@@ -411,12 +411,6 @@ class Console:
             return self.error(request, 400, "输入有误 Bad input", str(exc))
         log.error("console: %s", exc)
         return self.error(request, 500, "出错了 Error", str(exc))
-
-
-def pages_moderator(name: str) -> bool:
-    from .auth import MODERATOR_ID
-
-    return bool(MODERATOR_ID.fullmatch(name))
 
 
 def set_cookie(response: Response, request: Request, value: str) -> None:
