@@ -132,8 +132,10 @@ class ActionBook:
         limit: int = 100,
         after_id: int = 0,
         case_id: str | None = None,
+        newest_first: bool = False,
     ) -> list[dict]:
-        """Actions with id > after_id, oldest first (poll with the last id seen), by account/group or case."""
+        """Actions with id > after_id, oldest first (poll with the last id seen) or the latest first, by
+        account/group or case."""
         if entity_kind is not None and entity_kind not in ACTIONS:
             raise InputError(f"entity_kind must be one of {tuple(ACTIONS)}, got {entity_kind!r}")
         if not 1 <= limit <= 1000:
@@ -148,7 +150,8 @@ class ActionBook:
             if value is not None:
                 query = query.where(column == value)
         with self.db.read() as conn:
-            return self._views(conn, conn.execute(query.order_by(t.c.id).limit(limit)).all())
+            order = t.c.id.desc() if newest_first else t.c.id
+            return self._views(conn, conn.execute(query.order_by(order).limit(limit)).all())
 
     def on_entities(self, entities: list[tuple[str, str]], limit: int = 50) -> list[dict]:
         """The latest actions on any of these (kind, id) pairs, newest first."""

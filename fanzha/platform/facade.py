@@ -711,10 +711,16 @@ class Platform:
         entity_id: str | None = None,
         limit: int = 100,
         after_id: int = 0,
+        newest_first: bool = False,
     ) -> list[dict]:
-        """Disposal actions with id > after_id, oldest first, with their delivery status."""
+        """Disposal actions with id > after_id, oldest first (a poll), or the latest first with `newest_first`,
+        with their delivery status."""
         return self.action_book.actions(
-            entity_kind=entity_kind, entity_id=entity_id, limit=limit, after_id=after_id
+            entity_kind=entity_kind,
+            entity_id=entity_id,
+            limit=limit,
+            after_id=after_id,
+            newest_first=newest_first,
         )
 
     def action(self, action_id: int | str) -> dict:

@@ -84,6 +84,7 @@ def test_dispose_and_lift(make_platform) -> None:
     assert [a["action_id"] for a in platform.actions()] == [ban["action_id"], mute["action_id"]]
     assert [a["action"] for a in platform.actions(entity_kind="group", entity_id="g1")] == ["mute"]
     assert platform.actions(after_id=ban["action_id"]) == [platform.action(mute["action_id"])]
+    assert [a["action_id"] for a in platform.actions(newest_first=True, limit=1)] == [mute["action_id"]]
     lifted = platform.lift(ban["action_id"], "mod-3", "申诉成功")
     assert (lifted["status"], lifted["lifted_by"], lifted["lift_reason"]) == ("lifted", "mod-3", "申诉成功")
     assert [d["event"] for d in lifted["deliveries"]] == ["dispose", "lift"]
