@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fanzha.models.errors import Conflict, InputError
+from fanzha.models.errors import Conflict, InputError, SettingsError
 from fanzha.models.settings import settings
 from fanzha.models.verdict import Verdict
 
@@ -130,6 +130,14 @@ class Platform:
         self.clock = clock
         self.audit_sample = s.audit_sample if audit_sample is None else audit_sample
         self.claim_ttl_s = s.claim_ttl_s if claim_ttl_s is None else claim_ttl_s
+        if not 0.0 <= self.audit_sample <= 1.0:
+            raise SettingsError(f"FANZHA_AUDIT_SAMPLE must be within [0, 1], got {self.audit_sample}")
+        if not 0 < self.claim_ttl_s <= 86400:
+            raise SettingsError(f"FANZHA_CLAIM_TTL_S must be within (0, 86400], got {self.claim_ttl_s}")
+        if s.review_retention_days <= 0:
+            raise SettingsError(
+                f"FANZHA_REVIEW_RETENTION_DAYS must be positive, got {s.review_retention_days}"
+            )
         self.database = database if isinstance(database, Database) else Database(database)
         self.risk = RiskState(self.database, rules=rules, webhook=webhook, clock=clock)
         self.reports = ReportBook(self.database, clock=clock)

@@ -609,3 +609,25 @@ def test_a_reported_image_is_kept_with_its_case(make_platform) -> None:
     (media,) = full["media"]
     assert full["kind"] == "image" and media["qr"][0]["payload"] == "https://qm.qq.com/abc"
     assert platform.media_path(full["case_id"], media["name"]).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"FANZHA_AUDIT_SAMPLE": "1.5"}, {"FANZHA_CLAIM_TTL_S": "0"}, {"FANZHA_REVIEW_RETENTION_DAYS": "-1"}],
+)
+def test_review_settings_out_of_range_are_refused(tmp_path, monkeypatch, env) -> None:
+    from fanzha.models.errors import SettingsError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=next(iter(env))):
+        Platform(None, f"sqlite:///{tmp_path / 'x.db'}", review_dir=tmp_path)
+
+
+def test_seeded_cases_and_new_ones_share_the_id_sequence(db_url, tmp_path) -> None:
+    platform = Platform(ScriptedDetector(), db_url, review_dir=tmp_path, audit_sample=0.0)
+    counts = seed_open_cases(platform, 200, seed=3)
+    assert platform.queue_depths() == counts
+    platform.classify_texts([LURE + " after the seed"], [ref("n1")])  # a new id after the seeded ones
+    assert sum(platform.queue_depths().values()) == 201
+    platform.close()
