@@ -2,10 +2,12 @@
 
     fanzha classify "恭喜你获得免费皮肤，先交10元激活费"        # one text → JSON on stdout
     fanzha classify --input in.jsonl --output out.jsonl        # {"id", "text"} per line → one result per line
+    fanzha classify --conversations --input convs.jsonl -o out.jsonl   # {"id", "messages": [{sender, text}]} per line
     fanzha scan poster.png chat.jpg clip.mp4 --draw flagged/   # images and videos → one JSON line per file
     fanzha import-model                                        # the committed model → BentoML model store
     fanzha export-feedback -o feedback.jsonl                   # resolved fraud reports → labelled training examples
     fanzha score posts.jsonl shots/ -o verdicts.parquet        # archives, resumable; --engine ray for Ray Data
+                                                               # (rows with conversation_id: chats scored too)
     fanzha summarize verdicts.parquet --format html -o summary.html   # (`fanzha report`: the same, its old name)
     fanzha adapt --traffic sample.jsonl.gz --output models/adapted     # re-fit the head to a platform's own traffic
 
@@ -95,12 +97,65 @@ def classify_file(detector, input_path: str, output_path: str, progress: bool = 
     return scored, failed
 
 
+def classify_conversations_file(
+    detector, input_path: str, output_path: str, progress: bool = True
+) -> tuple[int, int]:
+    """Score a JSONL file of {"id", "messages": [{"sender", "text", "id"?, "ts"?}]} conversations; returns (scored,
+    failed). One verdict per non-blank line, in order; a bad line or a bad conversation is an error record."""
+    from tqdm.auto import tqdm
+
+    from fanzha.batch.readers import parse_line
+    from fanzha.models import InputError
+    from fanzha.models.conversation import conversation_from_dict
+
+    scored = failed = 0
+    stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")  # noqa: SIM115 (closed below)
+    out = sys.stdout if output_path == "-" else open(output_path, "w", encoding="utf-8")  # noqa: SIM115
+    _ = detector.conversations  # a model without a conversation head is one error, not one per line
+    try:
+        for n, raw in enumerate(
+            tqdm(stream, desc="conversations", unit=" lines", disable=not progress, file=sys.stderr), 1
+        ):
+            obj, error = parse_line(raw)
+            key = obj.get("id") if obj else None
+            if obj is not None:
+                try:
+                    key, messages = conversation_from_dict(obj)
+                    verdict = detector.classify_conversation(messages)
+                except InputError as e:
+                    error = str(e)
+            elif error is None:
+                continue  # a blank line
+            if error is not None:
+                failed += 1
+                print(f"{input_path}:{n}: {error}", file=sys.stderr)
+                result = {"id": key, "line": n, "error": error}
+            else:
+                scored += 1
+                result = {"id": key, **verdict.to_dict(timings=False)}
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        if out is not sys.stdout:
+            out.close()
+    return scored, failed
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.input is None):
         raise _usage("give either a TEXT argument or --input FILE")
+    if args.conversations and args.input is None:
+        raise _usage("--conversations reads a JSONL file: give --input FILE")
     if args.input is not None and args.input != "-" and not Path(args.input).is_file():
         raise _usage(f"input file not found: {args.input}")
     detector = _detector(args)
+    if args.conversations:
+        scored, failed = classify_conversations_file(
+            detector, args.input, args.output, progress=not args.quiet
+        )
+        print(f"scored {scored} conversations, {failed} failed → {args.output}", file=sys.stderr)
+        return 1 if failed and not scored else 0
     if args.text is not None:
         verdict = detector.classify_text(args.text)
         print(json.dumps({"id": None, **verdict.to_dict()}, ensure_ascii=False, indent=2))
@@ -216,7 +271,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         tracker = open_tracker
     columns = Columns(
-        text=args.text_column, id=args.id_column, image=args.image_column, video=args.video_column
+        text=args.text_column,
+        id=args.id_column,
+        image=args.image_column,
+        video=args.video_column,
+        conversation_id=args.conversation_column,
+        sender=args.sender_column,
+        ts=args.ts_column,
     )
     try:
         summary = score_archive(
@@ -247,6 +308,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         + (f"; {s['alerts']:,} early-warning alerts raised" if args.track else ""),
         file=sys.stderr,
     )
+    if conv := s["conversations"]:
+        print(
+            f"{conv['conversations']:,} conversations → {conv['path']}: flagged {conv['flagged']:,}, "
+            f"errors {conv['errors']:,}",
+            file=sys.stderr,
+        )
     return 1 if s["errors"] == s["rows"] and s["rows"] else 0
 
 
@@ -300,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("text", nargs="?", help="the text to classify")
     c.add_argument("--input", "-i", help='JSONL file with one {"id", "text"} object per line (\'-\' = stdin)')
+    c.add_argument(
+        "--conversations",
+        action="store_true",
+        help='--input holds conversations: {"id", "messages": [{"sender", "text", "id"?, "ts"?}]} per line; '
+        "each is scored as a funnel (per-message stage and score, the message that tipped it)",
+    )
     c.add_argument("--output", "-o", default="-", help="where to write JSONL results (default: stdout)")
     _common_options(c)
     c.set_defaults(func=cmd_classify)
@@ -359,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     scp.add_argument(
         "--video-column", default="video", help="column with video paths (relative to the table file)"
     )
+    scp.add_argument(
+        "--conversation-column",
+        default="conversation_id",
+        help="rows sharing a value are also scored as one conversation, in row order → "
+        "<output>.conversations.jsonl",
+    )
+    scp.add_argument("--sender-column", default="sender", help="who sent a conversation's message")
+    scp.add_argument("--ts-column", default="ts", help="a message's time (seconds since the epoch)")
     scp.add_argument(
         "--overwrite",
         action="store_true",

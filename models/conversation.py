@@ -106,6 +106,17 @@ class Message:
         return cls(sender=sender, text=text, id=None if mid is None else str(mid), ts=ts)
 
 
+def conversation_from_dict(obj: dict) -> tuple[Any, list[Message]]:
+    """(its id, its messages) from a {"id", "messages": [{"sender", "text", "id"?, "ts"?}]} object, or InputError
+    naming the problem (the batch readers' and the CLI's input line)."""
+    messages = obj.get("messages")
+    if messages is None:
+        raise InputError("no `messages` list")
+    if not isinstance(messages, list):
+        raise InputError(f"`messages` must be a list, got {type(messages).__name__}")
+    return obj.get("id"), [Message.from_dict(m, f"message {i}: ") for i, m in enumerate(messages)]
+
+
 def validate_messages(messages: Sequence[Message], text_check) -> list[str]:
     """InputError for an empty conversation, too many messages, a bad text or a repeated id; returns the
     warnings (timestamps out of order: arrival order is kept)."""
@@ -144,7 +155,7 @@ class ConversationState:
     """What a conversation remembers between messages: a fixed-size summary, never the whole chat."""
 
     count: int = 0  # messages so far
-    window: list[list[Any]] = field(default_factory=list)  # the context: [index, id, sender, normalised text]
+    window: list[list[Any]] = field(default_factory=list)  # the recent [index, id, sender, text], newest last
     funnel: dict[str, float] = field(default_factory=dict)  # running maxima (FUNNEL_FEATURES' *_max)
     label_max: dict[str, float] = field(default_factory=dict)
     score: float = 0.0  # the conversation's score: the highest after any message
@@ -293,7 +304,7 @@ class ConversationScorer:
                 state.warnings = [*state.warnings, out_of_order(index, message.ts, state.last_ts)][-5:]
             state.last_ts = message.ts if state.last_ts is None else max(state.last_ts, message.ts)
         norm = normalize(message.text)
-        window = [(w[2], w[3]) for w in state.window]
+        window = [(w[2], normalize(w[3]).text) for w in state.window[-(CONTEXT_MESSAGES - 1) :]]
         reading = self.read(self.reader.features(window, norm.text, message.sender))
         funnel_row = update_funnel(state.funnel, reading)
         score = self.head.conversation_score(funnel_row)
@@ -315,9 +326,7 @@ class ConversationScorer:
             found = [MessageEvidence(index, e).to_dict() for e in extract(norm)]
             state.evidence = [*state.evidence, *found][-MAX_EVIDENCE:]
         state.count += 1
-        state.window = [*state.window, [index, message.id, message.sender, norm.text]][
-            -(CONTEXT_MESSAGES - 1) :
-        ]
+        state.window = [*state.window, [index, message.id, message.sender, message.text]][-STREAM_WINDOW:]
         state.recent = [*state.recent, verdict.to_dict()][-STREAM_WINDOW:]
         return state, verdict
 
@@ -357,6 +366,21 @@ class ConversationScorer:
             timings=timings or {},
             message_count=state.count,
         )
+
+    def transcript(self, state: ConversationState) -> dict[str, Any]:
+        """The recent messages with their stages, for a moderator: {"messages": [...], "trigger_index"}."""
+        read = {m["index"]: m for m in state.recent}
+        messages = [
+            {
+                "index": i,
+                "id": mid,
+                "sender": sender,
+                "text": text,
+                **{k: read[i][k] for k in ("stage", "stage_score", "fraud_score") if i in read},
+            }
+            for i, mid, sender, text in state.window
+        ]
+        return {"messages": messages, "trigger_index": state.trigger_index, "message_count": state.count}
 
     def classify(self, messages: Sequence[Message]) -> ConversationVerdict:
         """A whole conversation (InputError: empty, over MAX_MESSAGES, a bad text, a repeated id)."""

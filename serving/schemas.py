@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fanzha.models import InputError, validate_text
+from fanzha.models import InputError, Message, validate_text
 from fanzha.models.labels import DECISIONS, LABELS
 from fanzha.platform.risk import RULES
 
@@ -222,6 +222,101 @@ class VerdictBody(Body):
     @classmethod
     def of(cls, scored, model_tag: str) -> VerdictBody:
         """From a fanzha.platform.Scored: its ids, its verdict and the alerts it raised."""
+        return cls(**scored.to_dict(), model_tag=model_tag)
+
+
+# -- conversations -----------------------------------------------------------------------------------------------
+
+
+class MessageItem(BaseModel):
+    """One message of a conversation, in arrival order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sender: Id = Field(description="who sent it, as the platform names them", examples=["管理-阿豪"])
+    text: str = Field(examples=["登记先转29元认证费，寄出后原路退"])
+    id: OptionalId
+    ts: float | None = Field(
+        default=None, description="seconds since the epoch; out-of-order times are kept in arrival order"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _readable(cls, text: str) -> str:
+        return _checked_text(text)
+
+    def message(self) -> Message:
+        return Message(sender=self.sender, text=self.text, id=self.id, ts=self.ts)
+
+
+class StreamMessage(MessageItem):
+    """A streamed message: its id is required (a repeated id is refused, not scored twice)."""
+
+    id: Id = Field(description="the platform's message id, unique within the conversation")
+
+
+class MessageVerdictBody(Body):
+    index: int
+    id: str | None = None
+    stage: str = Field(
+        description="its role in a funnel: bait, channel_move, payment_demand, credential_request, "
+        "task_escalation, pressure, impersonation, warning, or none"
+    )
+    stage_score: float
+    fraud_score: float = Field(description="P(the chat is a scam, as shown by this message and those before)")
+    conversation_score: float = Field(description="the conversation's score after this message")
+
+
+class MessageEvidenceBody(EvidenceBody):
+    message_index: int = Field(description="the message the span is in (start/end are offsets in its text)")
+
+
+class ConversationAlertBody(Body):
+    kind: str = Field(description="conversation_flagged")
+    conversation_id: str | None
+    message_index: int | None
+    message_id: str | None
+    decision: Literal[DECISIONS]  # type: ignore[valid-type]
+    fraud_score: float
+    labels: list[str]
+    case_id: str | None = Field(description="the review case opened for moderators, if one was")
+
+
+class ConversationBody(Body):
+    """A conversation's verdict: the chat as a funnel, each message's stage and score, and when it tipped."""
+
+    id: str | None = Field(default=None, description="the conversation id")
+    account_id: str | None = None
+    group_id: str | None = None
+    source: str | None = None
+    fraud_score: float = Field(description="the highest conversation score after any message")
+    scores: dict[str, float]
+    labels: list[str]
+    decision: Literal[DECISIONS]  # type: ignore[valid-type]
+    trigger_index: int | None = Field(
+        description="the first message after which the conversation was flagged"
+    )
+    evidence: list[MessageEvidenceBody]
+    messages: list[MessageVerdictBody] = Field(
+        description="every message (a streamed conversation: the most recent ones)"
+    )
+    message_count: int
+    model_version: str
+    model_tag: str
+    warnings: list[str] = Field(default_factory=list, description="e.g. timestamps out of order")
+    timings: dict[str, float] = Field(default_factory=dict)
+    message: MessageVerdictBody | None = Field(default=None, description="streamed: the message just read")
+    restarted: bool | None = Field(
+        default=None, description="streamed: the conversation had been idle too long and started afresh"
+    )
+    alert: ConversationAlertBody | None = Field(
+        default=None, description="streamed: present on the message that tipped the conversation"
+    )
+    alerts: list[AlertBody] = Field(default_factory=list, description="risk alerts this conversation raised")
+
+    @classmethod
+    def of(cls, scored, model_tag: str) -> ConversationBody:
+        """From a fanzha.platform.ScoredConversation."""
         return cls(**scored.to_dict(), model_tag=model_tag)
 
 

@@ -19,6 +19,7 @@ import bentoml
 from pydantic import Field
 
 from fanzha.models import Detector, DurationExceeded, InputError
+from fanzha.models.conversation import MAX_MESSAGES
 from fanzha.models.settings import settings
 from fanzha.platform import ItemRef, Platform, Scored
 
@@ -30,7 +31,19 @@ from .metrics import count_verdict
 from .model_store import MODEL_NAME
 from .openapi import publish
 from .platform_api import MODERATOR_PATHS, PlatformEndpoints
-from .schemas import BatchItem, BatchResult, JobStatus, OptionalId, TextItem, VerdictBody
+from .schemas import (
+    BatchItem,
+    BatchResult,
+    ConversationBody,
+    Id,
+    JobStatus,
+    MessageItem,
+    OptionalId,
+    Source,
+    StreamMessage,
+    TextItem,
+    VerdictBody,
+)
 from .tasks import SubmitCheck, TaskOwners, probe_video
 
 logger = logging.getLogger("fanzha.serving")
@@ -53,6 +66,8 @@ BODY_LIMITS = {
     "/classify_text": _LIMITS["text"],
     "/classify_image": _LIMITS["image"],
     "/classify_video": _LIMITS["video"],
+    "/classify_conversation": _LIMITS["text"],  # 200 messages
+    "/conversation_message": _LIMITS["text"],
     "/classify_batch": _LIMITS["batch"],
     "/scan_video/submit": _LIMITS["video"],
     "/classify_archive/submit": _LIMITS["batch"],
@@ -94,6 +109,39 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
     ) -> list[VerdictBody]:
         """Classify messages; one verdict per item, in order. Concurrent requests are batched together."""
         return self._texts(items, "classify_text")
+
+    # -- conversations --------------------------------------------------------------------------------------
+    @bentoml.api
+    def classify_conversation(
+        self,
+        messages: Annotated[list[MessageItem], Field(min_length=1, max_length=MAX_MESSAGES)],
+        id: OptionalId = None,
+        account_id: OptionalId = None,
+        group_id: OptionalId = None,
+        source: Source = None,
+    ) -> ConversationBody:
+        """A whole conversation (up to 200 messages): each message read with those before it, the chat scored as
+        a funnel (bait → private channel → fee), with each message's stage and the message that tipped it."""
+        ref = ItemRef(id=id, account_id=account_id, group_id=group_id, source=source)
+        with http_errors():
+            scored = self.platform.classify_conversation([m.message() for m in messages], ref)
+        return self._conversation_answer(scored, "classify_conversation")
+
+    @bentoml.api
+    def conversation_message(
+        self,
+        conversation_id: Id,
+        message: StreamMessage,
+        account_id: OptionalId = None,
+        group_id: OptionalId = None,
+    ) -> ConversationBody:
+        """One more message of a live conversation: the conversation's verdict after it. The store keeps each
+        conversation's recent window (FANZHA_CONVERSATION_IDLE_S); the message that tips it carries `alert`."""
+        with http_errors():
+            scored = self.platform.conversation_message(
+                conversation_id, message.message(), account_id=account_id, group_id=group_id
+            )
+        return self._conversation_answer(scored, "conversation_message")
 
     # -- media ----------------------------------------------------------------------------------------------
     @bentoml.api
@@ -138,6 +186,11 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         verdict = VerdictBody.of(scored, self.tag)
         count_verdict(endpoint, verdict.decision, verdict.labels)
         return verdict
+
+    def _conversation_answer(self, scored, endpoint: str) -> ConversationBody:
+        body = ConversationBody.of(scored, self.tag)
+        count_verdict(endpoint, body.decision, body.labels)
+        return body
 
     def _texts(self, items: list[TextItem], endpoint: str) -> list[VerdictBody]:
         refs = [ItemRef(**item.model_dump(exclude={"text"})) for item in items]

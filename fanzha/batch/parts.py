@@ -26,6 +26,7 @@ SCHEMA = pa.schema(
         ("kind", pa.string()),
         ("account_id", pa.string()),
         ("group_id", pa.string()),
+        ("conversation_id", pa.string()),
         ("fraud_score", pa.float64()),
         *[(f"score_{label}", pa.float64()) for label in LABELS],
         ("labels", pa.list_(pa.string())),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ class Columns:
     video: str | None = "video"
     account_id: str = "account_id"
     group_id: str = "group_id"
+    conversation_id: str = "conversation_id"  # rows sharing one are also scored as a conversation
+    sender: str = "sender"
+    ts: str = "ts"
 
 
 TEXT_ONLY = Columns(image=None, video=None)
@@ -53,6 +57,9 @@ class Record:
     error: str | None = None
     line: int | None = None  # the line / record / row number in its input
     key: Any = None  # the id as the input gave it (any JSON value), else the line number; None for an unreadable line
+    conversation_id: str | None = None  # a message of this conversation (fanzha.batch.conversations)
+    sender: str | None = None
+    ts: float | None = None
 
 
 def parse_line(raw: bytes) -> tuple[dict | None, str | None]:
@@ -88,6 +95,9 @@ def from_mapping(row: dict, where: str, line: int | None, base: Path, columns: C
         group_id=value(columns.group_id),
         line=line,
         key=row.get(columns.id, line),
+        conversation_id=value(columns.conversation_id),
+        sender=value(columns.sender),
+        ts=_seconds(row.get(columns.ts)),
     )
     text, image, video = row.get(columns.text), value(columns.image), value(columns.video)
     if image or video:
@@ -105,6 +115,17 @@ def from_mapping(row: dict, where: str, line: int | None, base: Path, columns: C
     else:
         record.text = text
     return record
+
+
+def _seconds(v: Any) -> float | None:
+    """A timestamp as seconds since the epoch (a number, or a number in a CSV cell); None when it is not one."""
+    if isinstance(v, bool) or v is None or v == "":
+        return None
+    try:
+        t = float(v)
+    except (TypeError, ValueError):
+        return None
+    return t if math.isfinite(t) else None
 
 
 def unreadable(where: str, line: int | None, error: str) -> Record:

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .conversations import ConversationSummary
 from .merge import iter_output
 
 
@@ -18,6 +19,7 @@ class Summary:
     scored_this_run: int = 0
     seconds: float = 0.0
     alerts: int = 0  # early-warning alerts raised by this run (with a tracker)
+    conversations: ConversationSummary | None = None  # rows that named a conversation_id
 
     def to_dict(self) -> dict:
         return {
@@ -29,6 +31,7 @@ class Summary:
             "seconds": round(self.seconds, 2),
             "alerts": self.alerts,
             "records_per_s": round(self.scored_this_run / self.seconds, 1) if self.seconds else None,
+            "conversations": self.conversations.to_dict() if self.conversations else None,
         }
 
 

@@ -5,7 +5,7 @@
 """
 
 from .database import Database
-from .facade import Intake, ItemRef, Platform, Scored, open_tracker
+from .facade import Intake, ItemRef, Platform, Scored, ScoredConversation, open_tracker
 from .reports import InvalidTransition, NewReport, ReportBook, UnknownReport
 from .risk import Alert, RiskRules, RiskState, ScoredItem, UnknownEntity
 from .webhook import AlertWebhook
@@ -23,6 +23,7 @@ __all__ = [
     "RiskRules",
     "RiskState",
     "Scored",
+    "ScoredConversation",
     "ScoredItem",
     "UnknownEntity",
     "UnknownReport",

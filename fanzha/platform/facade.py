@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fanzha.models.conversation import Message
 from fanzha.models.errors import Conflict, InputError, SettingsError
 from fanzha.models.settings import settings
-from fanzha.models.verdict import Verdict
+from fanzha.models.verdict import ConversationVerdict, MessageVerdict, Verdict
 
 from .actions import ActionBook
 from .audit import Audit
+from .conversations import ConversationBook
 from .database import Database
 from .reports import InvalidTransition, NewReport, ReportBook
 from .review import (
@@ -95,6 +97,40 @@ class Scored:
 
 
 @dataclass
+class ScoredConversation:
+    """A conversation's verdict (whole, or after a streamed message) and what it set off: the risk alerts of
+    its account or group, and for a stream, the message just read and whether it tipped the conversation."""
+
+    ref: ItemRef  # id = the conversation id
+    verdict: ConversationVerdict
+    alerts: list[Alert] = field(default_factory=list)
+    message: MessageVerdict | None = None  # streamed: the message just read
+    tipped: bool = False  # streamed: this message flagged the conversation
+    restarted: bool = False  # streamed: the conversation had gone idle and started afresh
+    case_id: str | None = None  # kept for moderators (decided `review`, or the audit sample of `block`)
+
+    def to_dict(self, timings: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {**self.ref.to_dict(), **self.verdict.to_dict(timings=timings)}
+        if self.message is not None:
+            d["message"] = self.message.to_dict()
+            d["restarted"] = self.restarted
+        if self.tipped:
+            d["alert"] = {
+                "kind": "conversation_flagged",
+                "conversation_id": self.ref.id,
+                "message_index": self.message.index if self.message else self.verdict.trigger_index,
+                "message_id": self.message.id if self.message else None,
+                "decision": self.verdict.decision,
+                "fraud_score": self.verdict.fraud_score,
+                "labels": list(self.verdict.labels),
+                "case_id": self.case_id,
+            }
+        if self.alerts:
+            d["alerts"] = [a.to_dict() for a in self.alerts]
+        return d
+
+
+@dataclass
 class Intake:
     """What a reporter gets back: the stored report, whether the idempotency key named one already, the verdict
     of the reported content when it was scored now, and the risk of a reported account or group."""
@@ -146,6 +182,7 @@ class Platform:
         )
         self.action_book = ActionBook(self.database, webhook=action_webhook, clock=clock)
         self.audit = Audit(self.database, clock=clock)
+        self.conversations = ConversationBook(self.database, clock=clock)
 
     @classmethod
     def from_settings(
@@ -247,6 +284,86 @@ class Platform:
             self.review.open_alert_cases(wanted)
         except Exception:
             log.exception("%d alerts not queued for review", len(wanted))
+
+    # -- conversations --------------------------------------------------------------------------------------------
+    def classify_conversation(self, messages: list[Message], ref: ItemRef) -> ScoredConversation:
+        """Score a whole conversation; a flagged one that names an account or group feeds its risk, and one
+        decided `review` (or sampled from `block`) is kept for moderators."""
+        verdict = self.detector.classify_conversation(messages)
+        scored = ScoredConversation(ref, verdict, tipped=False)
+        if verdict.flagged:
+            index = verdict.trigger_index or 0
+            scored.alerts = self._track_conversation(verdict, ref, messages[index].id)
+            scored.case_id = self._keep_conversation(
+                scored,
+                {
+                    "messages": [
+                        {
+                            "index": m.index,
+                            "sender": msg.sender,
+                            "text": msg.text,
+                            "stage": m.stage,
+                            "fraud_score": m.fraud_score,
+                        }
+                        for m, msg in zip(verdict.messages, messages, strict=True)
+                    ],
+                    "trigger_index": verdict.trigger_index,
+                },
+            )
+        return scored
+
+    def conversation_message(
+        self,
+        conversation_id: str,
+        message: Message,
+        account_id: str | None = None,
+        group_id: str | None = None,
+    ) -> ScoredConversation:
+        """One more message of a streamed conversation: the conversation's verdict after it. The message that
+        tips the conversation carries the alert, feeds the account's and group's risk, and opens a case."""
+        scorer = self.detector.conversations
+        step = self.conversations.advance(conversation_id, message, scorer, account_id, group_id)
+        ref = ItemRef(id=conversation_id, account_id=account_id, group_id=group_id, source="conversation")
+        scored = ScoredConversation(
+            ref, step.verdict, message=step.message, tipped=step.tipped, restarted=step.restarted
+        )
+        if step.tipped:
+            scored.alerts = self._track_conversation(step.verdict, ref, message.id)
+            scored.case_id = self._keep_conversation(scored, scorer.transcript(step.state))
+        return scored
+
+    def _track_conversation(
+        self, verdict: ConversationVerdict, ref: ItemRef, message_id: str | None
+    ) -> list[Alert]:
+        """A flagged conversation counts as one flagged item of its account and group (logged, never raised)."""
+        if not ref.tracked:
+            return []
+        item = ScoredItem.from_verdict(
+            verdict.to_dict(timings=False),
+            account_id=ref.account_id,
+            group_id=ref.group_id,
+            item_id=f"{ref.id}#{message_id}" if message_id else ref.id,
+            source="conversation",
+        )
+        try:
+            alerts = self.risk.ingest_many([item])
+        except Exception:
+            log.exception("risk state not updated for conversation %s", ref.id)
+            return []
+        self._alert_cases(alerts)
+        return alerts
+
+    def _keep_conversation(self, scored: ScoredConversation, conversation: dict) -> str | None:
+        try:
+            return self.keep_for_review(
+                Scored(scored.ref, scored.verdict.to_dict(timings=False)),
+                content="\n".join(f"{m['sender']}：{m['text']}" for m in conversation["messages"]),
+                kind="conversation",
+                conversation=conversation,
+            )
+        except Exception:
+            log.exception("conversation %s not kept for review", scored.ref.id)
+            return None
 
     # -- risk queries ---------------------------------------------------------------------------------------------
     def entity_risk(self, kind: str, entity_id: str) -> dict:

@@ -1,0 +1,181 @@
+"""Live conversations, streamed message by message: each one's bounded state in the platform's database.
+
+    book = ConversationBook(database)
+    step = book.advance("qq-group-42", Message("管理-阿豪", "登记先转29元认证费", id="m9", ts=…), scorer)
+    step.verdict, step.message, step.tipped        # the verdict after this message; whether it tipped the chat
+
+A conversation's row holds a ConversationState (the recent context window, running maxima, trigger): a
+fixed-size summary, so a message costs the same however long its conversation has grown. Every message id
+a conversation has seen is kept (a repeated id is refused with Conflict) until the conversation has been
+idle for FANZHA_CONVERSATION_IDLE_S, when it is dropped and the next message starts it afresh.
+
+The model runs outside any transaction (two workers never hold the database's write lock through
+inference): the state is read, the message is scored, and the new state is written only if nobody wrote the
+conversation meanwhile (compare-and-swap on its message count); otherwise the message is scored again on the
+newer state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from fanzha.models.conversation import ConversationScorer, ConversationState, Message
+from fanzha.models.errors import Conflict, InputError
+from fanzha.models.settings import settings
+from fanzha.models.verdict import ConversationVerdict, MessageVerdict
+
+from .database import Database
+
+MAX_ID_CHARS = 256
+ATTEMPTS = 8  # compare-and-swap retries when several messages of one conversation arrive at once
+PURGE_EVERY_S = 60.0
+
+
+class DuplicateMessage(Conflict):
+    """A message id the conversation has already received."""
+
+
+@dataclass
+class Step:
+    verdict: ConversationVerdict  # the conversation after this message (recent messages only)
+    message: MessageVerdict  # this message
+    tipped: bool  # this message flagged the conversation
+    restarted: bool  # the conversation had expired (idle) and started afresh with this message
+    state: ConversationState  # after this message
+
+
+class ConversationBook:
+    def __init__(self, db: Database, clock=time.time, idle_s: float | None = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.idle_s = settings().conversation_idle_s if idle_s is None else idle_s
+        self.conversations = db.tables["conversations"]
+        self.ids = db.tables["conversation_message_ids"]
+        self._last_purge = 0.0
+
+    def advance(
+        self,
+        conversation_id: str,
+        message: Message,
+        scorer: ConversationScorer,
+        account_id: str | None = None,
+        group_id: str | None = None,
+    ) -> Step:
+        """Score one more message of a conversation and store its new state."""
+        if not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= MAX_ID_CHARS:
+            raise InputError(f"conversation_id must be 1–{MAX_ID_CHARS} characters")
+        if message.id is not None and len(message.id) > MAX_ID_CHARS:
+            raise InputError(f"message id must be at most {MAX_ID_CHARS} characters")
+        scorer.text_check(message.text)
+        self._purge_now_and_then()
+        c = self.conversations
+        for _ in range(ATTEMPTS):
+            now = self.clock()
+            with self.db.read() as conn:
+                row = conn.execute(sa.select(c).where(c.c.conversation_id == conversation_id)).first()
+                expired = row is not None and now - row.updated_at > self.idle_s
+                if row is not None and not expired and message.id is not None:
+                    self._refuse_duplicate(conn, conversation_id, message.id)
+            state = ConversationState() if row is None or expired else ConversationState.from_json(row.state)
+            before = state.count
+            state, verdict = scorer.step(state, message)
+            tipped = state.trigger_index == verdict.index
+            if self._store(conversation_id, row, expired, before, state, message, account_id, group_id, now):
+                return Step(scorer.verdict(state), verdict, tipped, restarted=expired, state=state)
+        raise Conflict(
+            f"conversation {conversation_id!r} is receiving messages too fast to keep in order; retry"
+        )
+
+    def _refuse_duplicate(self, conn, conversation_id: str, message_id: str) -> None:
+        seen = conn.execute(
+            sa.select(self.ids.c.idx).where(
+                self.ids.c.conversation_id == conversation_id, self.ids.c.message_id == message_id
+            )
+        ).first()
+        if seen is not None:
+            raise DuplicateMessage(
+                f"message id {message_id!r} was already received in conversation {conversation_id!r} "
+                f"(as message {seen.idx}); it was not scored again"
+            )
+
+    def _store(
+        self, conversation_id, row, expired, before, state, message, account_id, group_id, now
+    ) -> bool:
+        """Write the new state if the conversation still has `before` messages; False when another writer won."""
+        c = self.conversations
+        values = {
+            "state": state.to_json(),
+            "message_count": state.count,
+            "trigger_index": state.trigger_index,
+            "updated_at": now,
+        }
+        if account_id:
+            values["account_id"] = account_id
+        if group_id:
+            values["group_id"] = group_id
+        try:
+            with self.db.write() as conn:
+                if row is None:
+                    conn.execute(
+                        c.insert(), {"conversation_id": conversation_id, "created_at": now, **values}
+                    )
+                else:
+                    if expired:
+                        conn.execute(sa.delete(self.ids).where(self.ids.c.conversation_id == conversation_id))
+                        values["created_at"] = now
+                    done = conn.execute(
+                        sa.update(c)
+                        .where(
+                            c.c.conversation_id == conversation_id,
+                            c.c.message_count == row.message_count,
+                            c.c.updated_at == row.updated_at,
+                        )
+                        .values(**values)
+                    )
+                    if done.rowcount != 1:
+                        raise _Lost
+                if message.id is not None:
+                    conn.execute(
+                        self.ids.insert(),
+                        {"conversation_id": conversation_id, "message_id": message.id, "idx": before},
+                    )
+        except _Lost:
+            return False
+        except sa.exc.IntegrityError:
+            # a new conversation raced in from another worker, or the same message id did: look again
+            with self.db.read() as conn:
+                if message.id is not None:
+                    self._refuse_duplicate(conn, conversation_id, message.id)
+            return False
+        return True
+
+    def forget(self, conversation_id: str) -> bool:
+        """Drop a conversation's state and message ids now (a platform closing a chat); whether it existed."""
+        with self.db.write() as conn:
+            conn.execute(sa.delete(self.ids).where(self.ids.c.conversation_id == conversation_id))
+            gone = conn.execute(
+                sa.delete(self.conversations).where(self.conversations.c.conversation_id == conversation_id)
+            )
+        return gone.rowcount > 0
+
+    def purge(self, now: float | None = None) -> int:
+        """Drop conversations idle longer than the idle time, with their message ids; how many."""
+        cutoff = (self.clock() if now is None else now) - self.idle_s
+        c = self.conversations
+        with self.db.write() as conn:
+            stale = sa.select(c.c.conversation_id).where(c.c.updated_at < cutoff)
+            conn.execute(sa.delete(self.ids).where(self.ids.c.conversation_id.in_(stale)))
+            return conn.execute(sa.delete(c).where(c.c.updated_at < cutoff)).rowcount
+
+    def _purge_now_and_then(self) -> None:
+        now = self.clock()
+        if now - self._last_purge >= PURGE_EVERY_S:
+            self._last_purge = now
+            self.purge(now)
+
+
+class _Lost(Exception):
+    """Another writer advanced the conversation first."""

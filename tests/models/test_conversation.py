@@ -1,0 +1,131 @@
+"""Conversation scoring: validation, the fold (whole = streamed), bounded state, packed context."""
+
+from __future__ import annotations
+
+import pytest
+
+from fanzha.models import (
+    ConversationState,
+    Detector,
+    InputError,
+    LimitExceeded,
+    Message,
+    TextClassifier,
+)
+from fanzha.models.conversation import MAX_MESSAGES, STAGES, conversation_from_dict
+
+CHAT = [
+    Message("星光应援站", "恭喜你成为本月幸运粉丝🎉", id="m1", ts=100),
+    Message("星光应援站", "哥哥亲签照免费寄，名额就10个", id="m2", ts=160),
+    Message("小鹿", "真的假的 我也要", id="m3", ts=200),
+    Message("管理-阿豪", "加管理员扣扣 2863 11907 登记地址", id="m4", ts=260),
+    Message("管理-阿豪", "登记先转29元认证费，寄出后原路退", id="m5", ts=300),
+]
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_conversation_model) -> Detector:
+    return Detector.load(tiny_conversation_model, threads=1)
+
+
+def test_a_conversation_gets_a_verdict_per_message(detector) -> None:
+    v = detector.classify_conversation(CHAT)
+    assert len(v.messages) == len(CHAT) and v.message_count == len(CHAT)
+    assert [m.index for m in v.messages] == list(range(len(CHAT)))
+    assert [m.id for m in v.messages] == ["m1", "m2", "m3", "m4", "m5"]
+    assert all(m.stage in STAGES and 0 <= m.fraud_score <= 1 for m in v.messages)
+    # the conversation's score is the running maximum of its score after each message
+    after = [m.conversation_score for m in v.messages]
+    assert after == sorted(after) and v.fraud_score == after[-1]
+    assert (v.trigger_index is None) == (v.decision == "pass")
+    d = v.to_dict()
+    assert set(d) >= {"fraud_score", "scores", "labels", "decision", "evidence", "trigger_index", "messages"}
+    assert all("message_index" in e for e in d["evidence"])
+
+
+def test_streaming_message_by_message_gives_the_whole_conversations_verdict(detector) -> None:
+    scorer = detector.conversations
+    whole = detector.classify_conversation(CHAT)
+    state = ConversationState()
+    for m in CHAT:
+        state = ConversationState.from_json(
+            state.to_json()
+        )  # as the platform's store keeps it between messages
+        state, _ = scorer.step(state, m)
+    streamed = scorer.verdict(state)
+    assert streamed.fraud_score == whole.fraud_score
+    assert streamed.trigger_index == whole.trigger_index
+    assert [m.to_dict() for m in streamed.messages] == [m.to_dict() for m in whole.messages]
+
+
+def test_the_state_stays_bounded_however_long_the_chat(detector) -> None:
+    scorer = detector.conversations
+    state = ConversationState()
+    sizes = []
+    for i in range(90):
+        state, _ = scorer.step(
+            state, Message(f"user{i % 7}", f"第{i}条消息：今天的作业写完了吗，明天交到学习委员那里")
+        )
+        sizes.append(len(state.to_json()))
+    assert state.count == 90
+    assert max(sizes[40:]) <= 1.1 * max(sizes[20:40])  # no growth once the window is full
+
+
+@pytest.mark.parametrize(
+    "messages, error, match",
+    [
+        ([], InputError, "no messages"),
+        ([Message("a", "你好")] * (MAX_MESSAGES + 1), LimitExceeded, "limit is 200"),
+        ([Message("a", "你好"), Message("b", "   ")], InputError, "message 1: text is empty"),
+        ([Message("a", "你好", id="x"), Message("b", "在吗", id="x")], InputError, "repeats message 0"),
+    ],
+)
+def test_bad_conversations_are_refused_clearly(detector, messages, error, match) -> None:
+    with pytest.raises(error, match=match):
+        detector.classify_conversation(messages)
+
+
+def test_out_of_order_timestamps_are_kept_in_arrival_order_and_named(detector) -> None:
+    chat = [
+        Message("a", "周末去图书馆吗", ts=300),
+        Message("b", "好啊 几点", ts=100),
+        Message("a", "下午两点", ts=400),
+    ]
+    v = detector.classify_conversation(chat)
+    assert [m.index for m in v.messages] == [0, 1, 2]
+    assert len(v.warnings) == 1 and "message 1" in v.warnings[0] and "arrival order" in v.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ({"id": 1}, "no `messages`"),
+        ({"messages": "hi"}, "must be a list"),
+        ({"messages": [{"sender": "a"}]}, "message 0: has no text"),
+        ({"messages": [{"text": "hi"}]}, "message 0: sender"),
+        ({"messages": [{"sender": "a", "text": "hi", "ts": "noon"}]}, "ts must be a number"),
+    ],
+)
+def test_input_objects_name_what_is_wrong(obj, match) -> None:
+    with pytest.raises(InputError, match=match):
+        conversation_from_dict(obj)
+
+
+def test_packed_context_keeps_the_newest_messages_within_the_window(tiny_model_dir) -> None:
+    clf = TextClassifier.load(tiny_model_dir, threads=1)
+    budget = clf.max_length - len(clf._prefix) - len(clf._suffix)
+    n = (budget - 2) // 3 + 1  # two fit whole with their separators, the third only in part
+    parts = [list(range(1000 + 100 * i, 1000 + 100 * i + n)) for i in range(5)]
+    ids = clf.packed(parts, [7])
+    assert len(ids) == clf.max_length
+    body = ids[len(clf._prefix) : len(ids) - len(clf._suffix)]
+    assert body[-n:] == parts[-1]  # the current message whole, last
+    assert body[-2 * n - 1 : -n - 1] == parts[-2] and body[-n - 1] == 7  # the one before, then a separator
+    kept = budget - 2 * n - 2
+    assert body[:kept] == parts[-3][-kept:]  # the first that did not fit whole: kept by its end
+    assert not set(parts[0] + parts[1]) & set(body)  # the oldest fell out
+    assert clf.packed([list(range(10_000, 10_000 + 3 * budget))], [7])[len(clf._prefix) :][:3] == [
+        10_000,
+        10_001,
+        10_002,
+    ]

@@ -1,0 +1,92 @@
+"""The conversation trainer, run end to end on the tiny text model and a sample of the conversation corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from fanzha.models import Detector, Message, ModelError, TextClassifier
+from fanzha.models.conversation import (
+    FUNNEL_FEATURES,
+    HEAD_FILE,
+    STAGES,
+    ConversationHead,
+    Reading,
+    update_funnel,
+)
+from fanzha.training import conversation
+
+
+def test_main_writes_a_head_bound_to_its_encoder(tiny_conversation_model) -> None:
+    model = onnx.load(str(tiny_conversation_model / HEAD_FILE))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["fanzha.encoder_version"] == "tiny-test"
+    assert json.loads(meta["fanzha.stages"]) == list(STAGES)
+    funnel = json.loads(meta["fanzha.funnel"])
+    assert funnel["features"] == list(FUNNEL_FEATURES) and len(funnel["weight"]) == len(FUNNEL_FEATURES)
+    thresholds = json.loads(meta["fanzha.thresholds"])
+    assert 0 < thresholds["review"] <= thresholds["block"] <= 1
+    assert [o.name for o in model.graph.output] == ["stage_logits", "label_logits", "local_logit"]
+
+
+def test_report_scores_test_through_the_runtime_and_the_baselines(tiny_conversation_model) -> None:
+    report = json.loads((tiny_conversation_model / "report.json").read_text(encoding="utf-8"))
+    test = report["test"]
+    assert test["conversation_model"]["conversations"] == 8
+    for method in ("conversation_model", "each_message_alone", "whole_transcript"):
+        assert 0.0 <= test[method]["f1"] <= 1.0
+    assert {v["id"] for v in test["verdicts"]} and len(test["verdicts"]) == 8
+    assert report["corpus"] == {"train": 20, "dev": 8, "test": 8}
+
+
+def test_a_head_for_another_encoder_is_refused(tiny_conversation_model, tmp_path) -> None:
+    model = onnx.load(str(tiny_conversation_model / HEAD_FILE))
+    for p in model.metadata_props:
+        if p.key == "fanzha.encoder_version":
+            p.value = "some-other-model"
+    onnx.save(model, str(tmp_path / HEAD_FILE))
+    encoder = TextClassifier.load(tiny_conversation_model, threads=1)
+    with pytest.raises(ModelError, match="some-other-model"):
+        ConversationHead(tmp_path / HEAD_FILE, encoder)
+
+
+def test_a_model_without_a_head_says_how_to_make_one(tiny_model_dir) -> None:
+    detector = Detector.load(tiny_model_dir, threads=1)
+    if (tiny_model_dir / HEAD_FILE).exists():
+        pytest.skip("this tiny model has a head")
+    with pytest.raises(ModelError, match="fanzha.training.conversation"):
+        detector.classify_conversation([Message("a", "你好"), Message("b", "在吗")])
+
+
+def test_the_trainers_funnel_is_the_runtime_fold(tiny_conversation_model) -> None:
+    """funnel_rows (training) and ConversationScorer.step (runtime) fold readings the same way."""
+    rng = np.random.default_rng(0)
+    readings = [
+        Reading(rng.dirichlet(np.ones(len(STAGES))), rng.random(4), float(rng.random()), 0.3, 0.6)
+        for _ in range(7)
+    ]
+    split = conversation.Split(
+        [], np.zeros((7, 1)), np.array([0, 0, 0, 1, 1, 1, 1]), *[np.zeros(7)] * 2, np.zeros((7, 4))
+    )
+    rows = conversation.funnel_rows(split, readings)
+    state: dict[str, float] = {}
+    for i in range(3, 7):
+        assert np.allclose(rows[i], update_funnel(state, readings[i]))
+    assert rows[3][FUNNEL_FEATURES.index("local_max")] == pytest.approx(
+        readings[3].local
+    )  # a new conversation
+
+
+def test_review_threshold_respects_the_hard_benign_ceiling() -> None:
+    records = [
+        {"labels": ["fee_demand"], "difficulty": "subtle", "decisive_index": 1},
+        {"labels": [], "difficulty": "hard"},
+        {"labels": [], "difficulty": "hard"},
+    ]
+    split = conversation.Split(records, np.zeros((3, 1)), np.arange(3), *[np.zeros(3)] * 2, np.zeros((3, 4)))
+    scored = conversation.Scored(split, [np.array([0.7]), np.array([0.6]), np.array([0.1])])
+    t = conversation.choose_review_threshold(scored, max_hard_benign=0.0)
+    assert 0.6 < t <= 0.7  # flags the scam, clears both hard benign chats
