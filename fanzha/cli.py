@@ -5,7 +5,7 @@
     fanzha classify --conversations --input convs.jsonl -o out.jsonl   # {"id", "messages": [{sender, text}]} per line
     fanzha scan poster.png chat.jpg clip.mp4 --draw flagged/   # images and videos → one JSON line per file
     fanzha import-model                                        # the committed model → BentoML model store
-    fanzha export-feedback -o feedback.jsonl                   # resolved fraud reports → labelled training examples
+    fanzha export-feedback -o feedback.jsonl                   # decided reports and review cases → training examples
     fanzha score posts.jsonl shots/ -o verdicts.parquet        # archives, resumable; --engine ray for Ray Data
                                                                # (rows with conversation_id: chats scored too)
     fanzha summarize verdicts.parquet --format html -o summary.html   # (`fanzha report`: the same, its old name)
@@ -475,9 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.set_defaults(func=cmd_import_model)
     fb = sub.add_parser(
         "export-feedback",
-        help="resolved fraud reports → labelled examples in the corpus format (for training --feedback)",
-        description="Confirmed text/image reports become fraud examples (the moderator's labels, else the verdict's), "
-        "rejected ones benign hard negatives; split `train`, provenance user_report:<id>. Retrain with "
+        help="decided fraud reports and review cases → labelled examples in the corpus format (for training --feedback)",
+        description="Confirmed text/image reports and review/audit cases become fraud examples (the moderator's "
+        "labels, else the verdict's), rejected ones benign hard negatives; split `train`, provenance "
+        "user_report:<id>, moderator_review:<case id> or moderator_audit:<case id>. Retrain with "
         "`python -m fanzha.training.train … --feedback FILE`.",
     )
     fb.add_argument("--output", "-o", required=True, help="JSONL file to write ('-' = stdout)")
@@ -487,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the service's database (default: FANZHA_DATABASE_URL, else the default SQLite file)",
     )
     fb.add_argument(
-        "--since", default=None, help="only reports resolved since this date (ISO 8601, local time)"
+        "--since", default=None, help="only what was decided since this date (ISO 8601, local time)"
     )
     fb.set_defaults(func=cmd_export_feedback)
     ad = sub.add_parser(
