@@ -322,9 +322,9 @@ class ConversationScorer:
             conversation_score=round(state.score, 4),
             id=message.id,
         )
-        if STAGES[stage_i] in FUNNEL_STAGES or self.decide(verdict.fraud_score) != "pass":
-            found = [MessageEvidence(index, e).to_dict() for e in extract(norm)]
-            state.evidence = [*state.evidence, *found][-MAX_EVIDENCE:]
+        # every message's evidence is kept (the most recent MAX_EVIDENCE); a flagged verdict shows it
+        found = [MessageEvidence(index, e).to_dict() for e in extract(norm)]
+        state.evidence = [*state.evidence, *found][-MAX_EVIDENCE:]
         state.count += 1
         state.window = [*state.window, [index, message.id, message.sender, message.text]][-STREAM_WINDOW:]
         state.recent = [*state.recent, verdict.to_dict()][-STREAM_WINDOW:]

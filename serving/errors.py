@@ -31,6 +31,12 @@ class HttpConflict(BentoMLException):
     error_code = HTTPStatus.CONFLICT
 
 
+class Unavailable(BentoMLException):
+    """A capability this deployment's model lacks (e.g. no conversation head): 503, naming what is missing."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 # most specific first
 STATUS: tuple[tuple[type[FanzhaError], type[BentoMLException]], ...] = (
     (LimitExceeded, PayloadTooLarge),

@@ -11,7 +11,15 @@ import shutil
 from pathlib import Path
 
 MODEL_NAME = "fanzha-text"
-MODEL_FILES = ("model.onnx", "tokenizer.json", "MODEL_CARD.md", "parity.json", "training_summary.json")
+MODEL_FILES = (
+    "model.onnx",
+    "tokenizer.json",
+    "MODEL_CARD.md",
+    "parity.json",
+    "training_summary.json",
+    "conversation.onnx",  # the conversation model (fanzha.models.conversation), when the model has one
+    "CONVERSATION_MODEL_CARD.md",
+)
 
 
 def _version_tag(version: str) -> str:
@@ -22,7 +30,8 @@ def _version_tag(version: str) -> str:
 def import_model(model_dir: str | Path | None = None, name: str = MODEL_NAME, force: bool = False) -> str:
     """Copy a model directory into the BentoML store as `name:<model version>`; returns the tag.
 
-    Importing the same version again is a no-op (unless `force`), so `make run` can call it every time.
+    Importing the same files again is a no-op (unless `force`), so `make run` can call it every time; the same
+    text model version with other files (a new conversation model beside it) replaces the stored entry.
     """
     import bentoml
 
@@ -36,9 +45,11 @@ def import_model(model_dir: str | Path | None = None, name: str = MODEL_NAME, fo
     except bentoml.exceptions.NotFound:
         existing = None
     if existing is not None:
-        if not force:
+        if not force and _same_files(model_dir, Path(existing.path)):
             return str(existing.tag)
-        bentoml.models.delete(tag)
+        bentoml.models.delete(
+            tag
+        )  # forced, or the same text model with other files (a new conversation model)
     metadata = {
         "model_version": classifier.version,
         "outputs": list(classifier.outputs),
@@ -51,3 +62,13 @@ def import_model(model_dir: str | Path | None = None, name: str = MODEL_NAME, fo
             if (model_dir / file).is_file():
                 shutil.copy2(model_dir / file, model.path_of(file))
     return str(model.tag)
+
+
+def _same_files(model_dir: Path, stored: Path) -> bool:
+    """Whether the store entry holds exactly the model directory's files (compared by SHA-256)."""
+    import hashlib
+
+    def digest(path: Path) -> str | None:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    return all(digest(model_dir / f) == digest(stored / f) for f in MODEL_FILES)

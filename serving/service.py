@@ -18,13 +18,13 @@ from typing import Annotated
 import bentoml
 from pydantic import Field
 
-from fanzha.models import Detector, DurationExceeded, InputError
+from fanzha.models import Detector, DurationExceeded, InputError, ModelError
 from fanzha.models.conversation import MAX_MESSAGES
 from fanzha.models.settings import settings
 from fanzha.platform import ItemRef, Platform, Scored
 
 from .console import create_app as create_console
-from .errors import http_errors
+from .errors import Unavailable, http_errors
 from .forms import guard_inputs
 from .gate import Gate, configure_logging, served_routes, without_leaking_timeouts
 from .metrics import count_verdict
@@ -88,6 +88,12 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         self.detector = Detector.load(self.model.path, threads=THREADS)
         self.tag = str(self.model.tag)
         _ = self.detector.ocr  # build the OCR engine now, not on the first image request
+        self.no_conversations: str | None = None  # why the conversation endpoints answer 503, if they do
+        try:
+            _ = self.detector.conversations  # the conversation head, loaded now too
+        except ModelError as e:
+            self.no_conversations = f"this deployment's model cannot score conversations: {e}"
+            logger.warning(self.no_conversations)
         # risk state and reports: FANZHA_DATABASE_URL or the default SQLite file, migrated on open
         self.platform = Platform.from_settings(self.detector, model_tag=self.tag)
         logger.info(
@@ -123,6 +129,7 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         """A whole conversation (up to 200 messages): each message read with those before it, the chat scored as
         a funnel (bait → private channel → fee), with each message's stage and the message that tipped it."""
         ref = ItemRef(id=id, account_id=account_id, group_id=group_id, source=source)
+        self._conversations_available()
         with http_errors():
             scored = self.platform.classify_conversation([m.message() for m in messages], ref)
         return self._conversation_answer(scored, "classify_conversation")
@@ -137,6 +144,7 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
     ) -> ConversationBody:
         """One more message of a live conversation: the conversation's verdict after it. The store keeps each
         conversation's recent window (FANZHA_CONVERSATION_IDLE_S); the message that tips it carries `alert`."""
+        self._conversations_available()
         with http_errors():
             scored = self.platform.conversation_message(
                 conversation_id, message.message(), account_id=account_id, group_id=group_id
@@ -186,6 +194,10 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         verdict = VerdictBody.of(scored, self.tag)
         count_verdict(endpoint, verdict.decision, verdict.labels)
         return verdict
+
+    def _conversations_available(self) -> None:
+        if self.no_conversations:
+            raise Unavailable(self.no_conversations)
 
     def _conversation_answer(self, scored, endpoint: str) -> ConversationBody:
         body = ConversationBody.of(scored, self.tag)

@@ -17,6 +17,7 @@ figures cannot move. The steps:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from fanzha.datasets.conversation_corpus import CONVERSATIONS_DIR, kind, load_conversations
 from fanzha.models.conversation import (
+    CONTEXT_MESSAGES,
     FUNNEL_FEATURES,
     FUNNEL_STAGES,
     HEAD_FILE,
@@ -52,6 +54,7 @@ from .metrics import tune_block_threshold
 log = logging.getLogger("fanzha.training.conversation")
 
 # conversation-level targets of the conversations issue, checked on test and printed with the report
+CARD = "CONVERSATION_MODEL_CARD.md"  # beside conversation.onnx
 TARGETS = {"f1": 0.95, "hard_benign_flagged": 0.03, "subtle_recall": 0.90, "trigger_on_time": 0.90}
 
 
@@ -468,6 +471,31 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_card(report: dict) -> str:
+    """CONVERSATION_MODEL_CARD.md: what the conversation model is, how it was fit, how well it does."""
+    args = report["args"]
+    return (
+        f"# Model card — {report['version']} (conversations)\n\n"
+        "## Model\n\n"
+        f"A head on the text model `{report['encoder_version']}` (unchanged: its message figures stay exactly as "
+        "they are). The encoder reads each message twice through its `fanzha_features` output: alone, and packed "
+        f"after the {CONTEXT_MESSAGES - 1} messages before it (speakers A/B/C…, newest last, at most 128 tokens). "
+        "A linear head on [context vector | message vector | both readings' probabilities | speaker flags] gives "
+        f"the message's stage ({', '.join(STAGES)}), the conversation's labels as of this message and a local "
+        "score; a logistic funnel over running maxima of those (a fixed-size state) gives the conversation's "
+        "score after each message. fp32 weights in a small ONNX graph; the funnel in its metadata.\n\n"
+        "## Fitting\n\n"
+        f"Data: the authored conversation corpus (datasets/conversations: {report['corpus']}; train by four "
+        "authors, dev and test by one each). Targets per message: its stage; from the conversation's decisive "
+        "message on, its labels and the local target. Softmax and logistic regressions on standardised "
+        f"features, regularisation C chosen on dev from {args['c_grid']} (chose {report['regularisation']}); the "
+        f"funnel fit on {args['folds']}-fold out-of-fold head readings of train; thresholds chosen on dev "
+        f"(review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign chats). "
+        f"Wall time: {report['fit_seconds'] / 60:.1f} min on 2 CPU cores (no torch).\n\n"
+        "## Evaluation\n\n" + render(report).split("\n", 2)[2]
+    )
+
+
 def _fmt(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
@@ -538,6 +566,9 @@ def main(args: ConversationArguments) -> Path:
     if splits["test"].records:
         detector = Detector(encoder, conversation_head=path)  # the runtime path, on the head just written
         report["test"] = runtime_evaluation(detector, splits["test"].records, review)
+    report["args"] = dataclasses.asdict(args)
+    if "test" in report:  # the model card beside the model: what it is, how it was made, how well it does
+        (out_dir / CARD).write_text(model_card(report), encoding="utf-8")
     if args.report:
         report_path = Path(args.report)
         report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,6 @@ class ConversationBook:
         if message.id is not None and len(message.id) > MAX_ID_CHARS:
             raise InputError(f"message id must be at most {MAX_ID_CHARS} characters")
         scorer.text_check(message.text)
-        self._purge_now_and_then()
         c = self.conversations
         for _ in range(ATTEMPTS):
             now = self.clock()
@@ -84,6 +83,7 @@ class ConversationBook:
             state, verdict = scorer.step(state, message)
             tipped = state.trigger_index == verdict.index
             if self._store(conversation_id, row, expired, before, state, message, account_id, group_id, now):
+                self._purge_now_and_then()  # after: this conversation's own expiry is reported as a restart
                 return Step(scorer.verdict(state), verdict, tipped, restarted=expired, state=state)
         raise Conflict(
             f"conversation {conversation_id!r} is receiving messages too fast to keep in order; retry"

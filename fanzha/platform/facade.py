@@ -354,10 +354,30 @@ class Platform:
         return alerts
 
     def _keep_conversation(self, scored: ScoredConversation, conversation: dict) -> str | None:
+        """Keep a flagged chat for moderators: its transcript as the case text, each evidence span moved from
+        its message's text to where that message stands in the transcript (spans of messages no longer in
+        the kept window are left out)."""
+        lines, starts = [], {}
+        at = 0
+        for m in conversation["messages"]:
+            prefix = f"{m['sender']}："
+            starts[m["index"]] = at + len(prefix)
+            lines.append(prefix + m["text"])
+            at += len(lines[-1]) + 1
+        verdict = scored.verdict.to_dict(timings=False)
+        verdict["evidence"] = [
+            {
+                **e,
+                "start": e["start"] + starts[e["message_index"]],
+                "end": e["end"] + starts[e["message_index"]],
+            }
+            for e in verdict["evidence"]
+            if e["message_index"] in starts
+        ]
         try:
             return self.keep_for_review(
-                Scored(scored.ref, scored.verdict.to_dict(timings=False)),
-                content="\n".join(f"{m['sender']}：{m['text']}" for m in conversation["messages"]),
+                Scored(scored.ref, verdict),
+                content="\n".join(lines),
                 kind="conversation",
                 conversation=conversation,
             )

@@ -385,3 +385,49 @@ def test_unreadable_inputs_are_clear_errors(tmp_path, tiny_model_dir) -> None:
         plan([str(bad)], 10)
     with pytest.raises(ArchiveError, match="chunk size must be at least 1"):
         plan([str(bad)], 0)
+
+
+def test_rows_with_a_conversation_id_are_scored_as_conversations_too(
+    tmp_path, tiny_conversation_model
+) -> None:
+    rows = [
+        {
+            "id": "a1",
+            "conversation_id": "chat-a",
+            "sender": "星光应援站",
+            "ts": 10,
+            "text": "恭喜你成为本月幸运粉丝",
+        },
+        {"id": "x1", "text": "明天考试记得带文具"},  # not part of a conversation
+        {"id": "b1", "conversation_id": "chat-b", "sender": "妈妈", "ts": 5, "text": "周末回家吃饭吗"},
+        {
+            "id": "a2",
+            "conversation_id": "chat-a",
+            "sender": "管理-阿豪",
+            "ts": 30,
+            "text": "加管理员扣扣登记地址",
+        },
+        {
+            "id": "a3",
+            "conversation_id": "chat-a",
+            "ts": 20,
+            "text": "登记先转29元认证费",
+        },  # no sender, ts out of order
+        {"id": "a4", "conversation_id": "chat-a", "sender": "小鹿", "text": ""},  # unreadable: named, skipped
+        {"id": "c1", "conversation_id": "chat-c", "sender": "x", "text": ""},  # nothing readable at all
+    ]
+    src = write_jsonl(tmp_path / "chats.jsonl", rows)
+    out = tmp_path / "verdicts.jsonl"
+    summary = score_archive(
+        [str(src)], out, chunk_size=2, model_dir=str(tiny_conversation_model), progress=False
+    )
+    message_rows = read_rows(out)
+    assert [r["conversation_id"] for r in message_rows] == [r.get("conversation_id") for r in rows]
+    convs = {r["conversation_id"]: r for r in read_rows(tmp_path / "verdicts.conversations.jsonl")}
+    assert list(convs) == ["chat-a", "chat-b", "chat-c"]
+    a = convs["chat-a"]
+    assert [m["id"] for m in a["messages"]] == ["a1", "a2", "a3"]  # arrival (row) order, across chunks
+    warnings = " | ".join(a["warnings"])
+    assert "no sender" in warnings and "is empty (not read)" in warnings and "arrival order" in warnings
+    assert convs["chat-c"]["error"] == "no readable message"
+    assert summary.conversations.conversations == 3 and summary.conversations.errors == 1

@@ -1,0 +1,148 @@
+"""Load test of streamed conversations on the real service, with /classify_text in the same run for comparison.
+
+    python bench/conversation.py                               # starts `bentoml serve` on 127.0.0.1, runs, stops
+    python bench/conversation.py --json reports/bench_conversation.json
+
+What it measures, against one server (2 workers × 1 onnxruntime thread, the default on 2 cores):
+- /conversation_message at 8 clients: each client streams whole conversations of the corpus's dev split,
+  one message per request, in order (a conversation's messages never race each other) — p50/p99;
+- /classify_text at 8 clients on the same messages, one per request — p50/p99 (the same server, same run);
+- cost against length: one client streams one 400-message conversation; the median latency of messages
+  1–50 next to that of messages 351–400 (a bounded state means no growth).
+Requests are bounded in count and time; clients run in this process on the same cores as the server, so the
+figures are conservative. Targets (the conversations issue): p50 ≤ 15 ms, p99 ≤ 60 ms at 8 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from serve_load import Client, load, text_body
+
+from fanzha.datasets.conversation_corpus import load_conversations
+from fanzha.serving.launch import local_server
+
+
+def stream_body(conversation_id: str, index: int, message: dict) -> tuple[str, bytes, str]:
+    body = {
+        "conversation_id": conversation_id,
+        "message": {
+            "id": f"m{index}",
+            "sender": message["sender"],
+            "text": message["text"],
+            "ts": 1e9 + index,
+        },
+    }
+    return "/conversation_message", json.dumps(body, ensure_ascii=False).encode(), "application/json"
+
+
+def stream(client: Client, conversations: list[dict], clients: int, max_seconds: float) -> dict:
+    """Each worker streams whole conversations in order; latency of every message request."""
+    deadline = time.perf_counter() + max_seconds
+    run = uuid.uuid4().hex[:8]
+
+    def one(conv: dict) -> list[tuple[int, float]]:
+        out = []
+        for i, m in enumerate(conv["messages"]):
+            if time.perf_counter() > deadline:
+                break
+            out.append(client.post(*stream_body(f"bench-{run}-{conv['id']}", i, m)))
+        return out
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(one, conversations) for r in rs]
+    wall = time.perf_counter() - t0
+    return _stats(results, clients, wall)
+
+
+def _stats(results: list[tuple[int, float]], clients: int, wall: float) -> dict:
+    latencies = sorted(lat for _, lat in results)
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "errors": sum(status != 200 for status, _ in results),
+        "throughput_rps": round(len(results) / wall, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+    }
+
+
+def long_conversation(client: Client, messages: list[dict], length: int) -> dict:
+    cid = f"bench-long-{uuid.uuid4().hex[:8]}"
+    lat = []
+    for i in range(length):
+        status, seconds = client.post(*stream_body(cid, i, messages[i % len(messages)]))
+        lat.append(seconds if status == 200 else float("nan"))
+    first, last = lat[:50], lat[-50:]
+    return {
+        "messages": length,
+        "errors": sum(x != x for x in lat),
+        "first_50_p50_ms": round(1000 * statistics.median(first), 1),
+        "last_50_p50_ms": round(1000 * statistics.median(last), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--conversations", type=int, default=200, help="dev conversations streamed")
+    parser.add_argument("--long", type=int, default=400, help="length of the one long conversation")
+    parser.add_argument("--max-seconds", type=float, default=120, help="time bound for each load level")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    conversations = load_conversations(splits=["dev"])[: args.conversations]
+    messages = [m for c in conversations for m in c["messages"]]
+    with (
+        tempfile.TemporaryDirectory(prefix="fanzha-bench-") as home,
+        local_server(
+            {
+                "BENTOML_HOME": home,
+                "FANZHA_DATA_DIR": home,
+                "FANZHA_WORKERS": str(args.workers),
+                "FANZHA_THREADS": str(args.threads),
+            },
+            unset=("FANZHA_DATABASE_URL",),
+            import_model=True,
+        ) as server,
+    ):
+        client = Client("127.0.0.1", server.port)
+        stream(client, conversations[:10], args.clients, 30)  # warm-up: both workers, their caches
+        load(client, [text_body(m["text"]) for m in messages[:40]], args.clients, 30)
+        streamed = stream(client, conversations, args.clients, args.max_seconds)
+        texts = load(client, [text_body(m["text"]) for m in messages], args.clients, args.max_seconds)
+        long = long_conversation(client, messages, args.long)
+    result = {"conversation_message": streamed, "classify_text": texts, "long_conversation": long}
+    print(
+        f"| endpoint ({args.clients} clients, {args.workers} workers × {args.threads} thread) | requests | errors | req/s | p50 ms | p99 ms |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ("conversation_message", "classify_text"):
+        r = result[name]
+        print(
+            f"| /{name} | {r['requests']} | {r['errors']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} |"
+        )
+    ratio = streamed["p50_ms"] / texts["p50_ms"] if texts["p50_ms"] else float("nan")
+    print(f"\n/conversation_message p50 is {ratio:.2f}× /classify_text's in the same run.")
+    print(
+        f"One {long['messages']}-message conversation, one client: p50 {long['first_50_p50_ms']} ms for messages "
+        f"1–50, {long['last_50_p50_ms']} ms for the last 50 ({long['errors']} errors)."
+    )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({**result, "args": vars(args)}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

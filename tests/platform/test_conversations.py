@@ -1,0 +1,149 @@
+"""Streamed conversations in the platform store (SQLite and PostgreSQL): bounded state, duplicate ids, expiry,
+concurrent writers, and a tipping message feeding risk and the review queue."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fanzha.models import ConversationState, DecisionThresholds, Detector, Message
+from fanzha.platform import ItemRef, Platform
+from fanzha.platform.conversations import DuplicateMessage
+
+from .db_fixtures import db_url  # noqa: F401 (fixture)
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def detector(tiny_conversation_model) -> Detector:
+    return Detector.load(tiny_conversation_model, threads=1)  # one per test: a test may move its thresholds
+
+
+@pytest.fixture
+def platform(detector, db_url, tmp_path):  # noqa: F811
+    clock = Clock()
+    p = Platform(detector, db_url, clock=clock, review_dir=tmp_path / "review", audit_sample=1.0)
+    p.test_clock = clock
+    yield p
+    p.close()
+
+
+def chat(n: int) -> list[Message]:
+    lines = [
+        "恭喜你成为幸运粉丝",
+        "哥哥签名照免费送",
+        "真的假的",
+        "加管理员扣扣 2863 11907 登记地址",
+        "登记先转29元认证费",
+    ]
+    return [Message(f"user{i % 3}", lines[i % len(lines)], id=f"m{i}", ts=100.0 + i) for i in range(n)]
+
+
+def test_a_streamed_conversation_ends_where_the_whole_one_does(platform, detector) -> None:
+    messages = chat(5)
+    for m in messages:
+        last = platform.conversation_message("c1", m, account_id="u1", group_id="g1")
+    whole = detector.classify_conversation(messages)
+    assert last.verdict.fraud_score == whole.fraud_score
+    assert last.verdict.trigger_index == whole.trigger_index
+    assert last.verdict.message_count == 5 and last.message.index == 4
+    assert [m.to_dict() for m in last.verdict.messages] == [m.to_dict() for m in whole.messages]
+
+
+def test_only_the_tipping_message_carries_the_alert(platform) -> None:
+    # a review threshold the tiny head's scores cross on the third message, whatever they are
+    scorer = platform.detector.conversations
+    state = ConversationState()
+    for m in chat(3):
+        state, _ = scorer.step(state, m)
+    scorer.decide = DecisionThresholds(review=round(state.score, 4), block=1.0).decide
+    answers = [platform.conversation_message("c2", m, account_id="u2", group_id="g2") for m in chat(10)]
+    tipped = [a for a in answers if a.tipped]
+    assert len(tipped) == 1 and tipped[0].message.index <= 2 and answers[-1].verdict.flagged
+    alert = tipped[0].to_dict()["alert"]
+    assert alert["message_index"] == tipped[0].verdict.trigger_index and alert["conversation_id"] == "c2"
+    assert all("alert" not in a.to_dict() for a in answers if not a.tipped)
+    # the flagged conversation counts for its account and group, once
+    assert platform.entity_risk("account", "u2")["flagged"] == 1
+    assert platform.entity_risk("group", "g2")["flagged"] == 1
+    # and it is a case for moderators, with the chat and each message's stage
+    case = platform.case(alert["case_id"])
+    assert case["kind"] == "conversation"
+    assert [m["index"] for m in case["conversation"]["messages"]][-1] == alert["message_index"]
+    assert all("stage" in m for m in case["conversation"]["messages"])
+    # evidence spans point into the kept transcript, at their message's place
+    assert case["evidence"] and all(
+        case["text"][e["start"] : e["end"]] == e["text"] for e in case["evidence"]
+    )
+
+
+def test_a_repeated_message_id_is_refused_and_not_scored_again(platform) -> None:
+    m = chat(2)
+    platform.conversation_message("c3", m[0])
+    first = platform.conversation_message("c3", m[1])
+    with pytest.raises(DuplicateMessage, match="already received in conversation 'c3' \\(as message 1\\)"):
+        platform.conversation_message("c3", Message("x", "别的内容", id="m1"))
+    again = platform.conversation_message("c3", Message("x", "下一条", id="m9"))
+    assert again.message.index == 2 and first.message.index == 1  # the refused one took no place
+
+
+def test_an_idle_conversation_starts_afresh(platform) -> None:
+    for m in chat(3):
+        platform.conversation_message("c4", m)
+    platform.test_clock.t += platform.conversations.idle_s + 1
+    answer = platform.conversation_message("c4", Message("a", "在吗", id="m0"))  # m0 is a new id again
+    assert answer.restarted and answer.message.index == 0 and answer.verdict.message_count == 1
+    platform.test_clock.t += platform.conversations.idle_s + 1
+    assert platform.conversations.purge() == 1
+
+
+def test_out_of_order_timestamps_are_kept_and_named(platform) -> None:
+    platform.conversation_message("c5", Message("a", "周末去图书馆吗", id="a", ts=300))
+    answer = platform.conversation_message("c5", Message("b", "好啊", id="b", ts=100))
+    assert answer.message.index == 1
+    assert any("message 1" in w and "arrival order" in w for w in answer.verdict.warnings)
+
+
+def test_the_stored_state_does_not_grow_with_the_conversation(platform) -> None:
+    sizes = []
+    for m in chat(60):
+        platform.conversation_message("c6", m)
+        with platform.database.read() as conn:
+            sizes.append(
+                len(conn.execute(platform.conversations.conversations.select()).first().state)  # one row
+            )
+    assert max(sizes[30:]) <= 1.1 * max(sizes[15:30])
+
+
+def test_concurrent_messages_of_one_conversation_all_count(platform) -> None:
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        try:
+            platform.conversation_message("c7", Message(f"u{i}", f"第{i}条 大家好", id=f"t{i}"))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    last = platform.conversation_message("c7", Message("z", "最后一条", id="last"))
+    assert last.message.index == 6  # six before it, none lost, none twice
+
+
+def test_a_whole_conversation_through_the_platform(platform) -> None:
+    scored = platform.classify_conversation(chat(5), ItemRef(id="w1", account_id="u8"))
+    d = scored.to_dict()
+    assert d["id"] == "w1" and d["account_id"] == "u8" and len(d["messages"]) == 5
+    assert "alert" not in d  # a whole conversation has no stream to tip
