@@ -155,7 +155,7 @@ class ConversationState:
     """What a conversation remembers between messages: a fixed-size summary, never the whole chat."""
 
     count: int = 0  # messages so far
-    window: list[list[Any]] = field(default_factory=list)  # the recent [index, id, sender, text], newest last
+    window: list[list[Any]] = field(default_factory=list)  # recent [index, id, sender, text, normalised text]
     funnel: dict[str, float] = field(default_factory=dict)  # running maxima (FUNNEL_FEATURES' *_max)
     label_max: dict[str, float] = field(default_factory=dict)
     score: float = 0.0  # the conversation's score: the highest after any message
@@ -304,7 +304,7 @@ class ConversationScorer:
                 state.warnings = [*state.warnings, out_of_order(index, message.ts, state.last_ts)][-5:]
             state.last_ts = message.ts if state.last_ts is None else max(state.last_ts, message.ts)
         norm = normalize(message.text)
-        window = [(w[2], normalize(w[3]).text) for w in state.window[-(CONTEXT_MESSAGES - 1) :]]
+        window = [(w[2], w[4]) for w in state.window[-(CONTEXT_MESSAGES - 1) :]]
         reading = self.read(self.reader.features(window, norm.text, message.sender))
         funnel_row = update_funnel(state.funnel, reading)
         score = self.head.conversation_score(funnel_row)
@@ -326,7 +326,9 @@ class ConversationScorer:
         found = [MessageEvidence(index, e).to_dict() for e in extract(norm)]
         state.evidence = [*state.evidence, *found][-MAX_EVIDENCE:]
         state.count += 1
-        state.window = [*state.window, [index, message.id, message.sender, message.text]][-STREAM_WINDOW:]
+        state.window = [*state.window, [index, message.id, message.sender, message.text, norm.text]][
+            -STREAM_WINDOW:
+        ]
         state.recent = [*state.recent, verdict.to_dict()][-STREAM_WINDOW:]
         return state, verdict
 
@@ -378,7 +380,7 @@ class ConversationScorer:
                 "text": text,
                 **{k: read[i][k] for k in ("stage", "stage_score", "fraud_score") if i in read},
             }
-            for i, mid, sender, text in state.window
+            for i, mid, sender, text, _ in state.window
         ]
         return {"messages": messages, "trigger_index": state.trigger_index, "message_count": state.count}
 
