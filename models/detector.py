@@ -65,7 +65,7 @@ class Detector:
     ) -> None:
         """`conversation_head`: the conversation model (default: conversation.onnx beside the text model)."""
         self.classifier = classifier
-        self.conversation_head = Path(conversation_head or classifier.path.with_name(HEAD_FILE))
+        self.conversation_head = Path(conversation_head) if conversation_head else None
         self._conversations: ConversationScorer | None = None
         self.ocr_engine_name = ocr_engine
         self.threads = threads
@@ -99,7 +99,11 @@ class Detector:
         """The conversation scorer (the head beside the text model, loaded on first use; ModelError without one).
         Its decisions use the head's own thresholds, tuned on conversations."""
         if self._conversations is None:
-            head = ConversationHead(self.conversation_head, self.classifier)
+            path = self.conversation_head
+            if path is None:  # beside the text model (a stand-in classifier without a file has none)
+                text_path = getattr(self.classifier, "path", None)
+                path = text_path.with_name(HEAD_FILE) if text_path else Path(HEAD_FILE)
+            head = ConversationHead(path, self.classifier)
             thresholds = DecisionThresholds(review=head.thresholds["review"], block=head.thresholds["block"])
             self._conversations = ConversationScorer(
                 self.classifier, head, thresholds.decide, lambda t: validate_text(t, self.max_chars)
