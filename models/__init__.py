@@ -3,6 +3,7 @@
 from .conversation import ConversationScorer, ConversationState, Message
 from .detector import Detector, validate_text
 from .errors import (
+    Busy,
     Conflict,
     DatabaseError,
     DurationExceeded,
@@ -35,6 +36,7 @@ from .verdict import (
 
 __all__ = [
     "LABELS",
+    "Busy",
     "Conflict",
     "ConversationScorer",
     "ConversationState",

@@ -49,7 +49,8 @@ HEAD_FILE = "conversation.onnx"  # beside model.onnx
 MAX_MESSAGES = 200  # per conversation scored at once (a stream has no limit: its state is bounded)
 CONTEXT_MESSAGES = 6  # the current message and the five before it
 STREAM_WINDOW = 12  # messages a stream's answer lists (and its state keeps for evidence)
-MAX_EVIDENCE = 24  # evidence items a verdict keeps (the most recent)
+MAX_EVIDENCE = 24  # evidence items a streamed conversation keeps (the most recent; a whole one keeps all)
+STATE_VERSION = 1  # the stored state's layout: a state of another layout starts the conversation afresh
 STAGES = (
     "none",
     "bait",
@@ -154,6 +155,7 @@ def out_of_order(index: int, ts: float, latest: float) -> str:
 class ConversationState:
     """What a conversation remembers between messages: a fixed-size summary, never the whole chat."""
 
+    v: int = STATE_VERSION
     count: int = 0  # messages so far
     window: list[list[Any]] = field(default_factory=list)  # recent [index, id, sender, text, normalised text]
     funnel: dict[str, float] = field(default_factory=dict)  # running maxima (FUNNEL_FEATURES' *_max)
@@ -169,8 +171,13 @@ class ConversationState:
         return json.dumps(self.__dict__, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, s: str) -> ConversationState:
-        return cls(**json.loads(s))
+    def from_json(cls, s: str) -> ConversationState | None:
+        """The stored state, or None when it was written in another layout (the caller starts afresh)."""
+        try:
+            d = json.loads(s)
+            return cls(**d) if d.get("v") == STATE_VERSION else None
+        except (ValueError, TypeError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -296,7 +303,9 @@ class ConversationScorer:
         return Reading(stages, labels, local, *self.reader.probabilities(features))
 
     # -- the fold -----------------------------------------------------------------------------------------------
-    def step(self, state: ConversationState, message: Message) -> tuple[ConversationState, MessageVerdict]:
+    def step(
+        self, state: ConversationState, message: Message, evidence_cap: int | None = MAX_EVIDENCE
+    ) -> tuple[ConversationState, MessageVerdict]:
         """Read one more message (validated by the caller) and update the state in place."""
         index = state.count
         if message.ts is not None:
@@ -322,9 +331,11 @@ class ConversationScorer:
             conversation_score=round(state.score, 4),
             id=message.id,
         )
-        # every message's evidence is kept (the most recent MAX_EVIDENCE); a flagged verdict shows it
+        # every message's evidence is kept (a stream: the most recent `evidence_cap`); a flagged verdict shows it
         found = [MessageEvidence(index, e).to_dict() for e in extract(norm)]
-        state.evidence = [*state.evidence, *found][-MAX_EVIDENCE:]
+        state.evidence = [*state.evidence, *found]
+        if evidence_cap is not None:
+            state.evidence = state.evidence[-evidence_cap:]
         state.count += 1
         state.window = [*state.window, [index, message.id, message.sender, message.text, norm.text]][
             -STREAM_WINDOW:
@@ -390,7 +401,7 @@ class ConversationScorer:
         t0 = time.perf_counter()
         state, read = ConversationState(), []
         for m in messages:
-            state, verdict = self.step(state, m)
+            state, verdict = self.step(state, m, evidence_cap=None)
             read.append(verdict)
         ms = (time.perf_counter() - t0) * 1000
         return self.verdict(

@@ -47,6 +47,10 @@ class Conflict(FanzhaError, RuntimeError):
     """The request is well-formed but the current state does not allow it (HTTP 409)."""
 
 
+class Busy(FanzhaError, RuntimeError):
+    """Contention the caller can wait out: nothing was stored, send the same request again (HTTP 503)."""
+
+
 class SetupError(FanzhaError, RuntimeError):
     """fanzha cannot run as configured: files, engines, databases, optional packages, settings."""
 

@@ -1,7 +1,8 @@
 """The one mapping from fanzha's errors to HTTP: every endpoint raises fanzha's own errors (or lets the Detector
 and the Platform raise them) inside `http_errors()`.
 
-    InputError → 400 · LimitExceeded → 413 · UnsupportedMedia → 415 · NotFound → 404 · Conflict → 409
+    InputError → 400 · LimitExceeded → 413 · UnsupportedMedia → 415 · NotFound → 404 · Conflict → 409 ·
+    Busy → 503 (send it again)
 
 Anything else is a bug or an outage, and stays a 500. The gate (gate.py) turns every error body into one
 JSON object with the request id.
@@ -16,7 +17,15 @@ from http import HTTPStatus
 from bentoml.exceptions import BentoMLException, InvalidArgument
 from bentoml.exceptions import NotFound as HttpNotFound
 
-from fanzha.models.errors import Conflict, FanzhaError, InputError, LimitExceeded, NotFound, UnsupportedMedia
+from fanzha.models.errors import (
+    Busy,
+    Conflict,
+    FanzhaError,
+    InputError,
+    LimitExceeded,
+    NotFound,
+    UnsupportedMedia,
+)
 
 
 class PayloadTooLarge(BentoMLException):
@@ -44,6 +53,7 @@ STATUS: tuple[tuple[type[FanzhaError], type[BentoMLException]], ...] = (
     (InputError, InvalidArgument),
     (NotFound, HttpNotFound),
     (Conflict, HttpConflict),
+    (Busy, Unavailable),
 )
 
 

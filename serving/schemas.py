@@ -237,8 +237,17 @@ class MessageItem(BaseModel):
     text: str = Field(examples=["登记先转29元认证费，寄出后原路退"])
     id: OptionalId
     ts: float | None = Field(
-        default=None, description="seconds since the epoch; out-of-order times are kept in arrival order"
+        default=None,
+        allow_inf_nan=False,
+        description="seconds since the epoch; out-of-order times are kept in arrival order",
     )
+
+    @field_validator("sender")
+    @classmethod
+    def _named(cls, sender: str) -> str:
+        if not sender.strip():
+            raise ValueError("sender is empty or whitespace only")
+        return sender
 
     @field_validator("text")
     @classmethod

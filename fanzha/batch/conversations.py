@@ -88,7 +88,12 @@ def score_conversations(
 
 def _score_one(scorer, cid: str, records: list[Record]) -> dict:
     state, read, warnings = ConversationState(), [], []
+    seen: dict[str, str] = {}
     for r in records:
+        if r.id in seen:
+            warnings.append(f"{r.source}: id {r.id!r} repeats {seen[r.id]}'s (not read again)")
+            continue
+        seen[r.id] = r.source
         if r.error is not None:
             warnings.append(f"{r.source}: {r.error} (not read)")
             continue
@@ -100,7 +105,7 @@ def _score_one(scorer, cid: str, records: list[Record]) -> dict:
         if r.sender is None:
             warnings.append(f"{r.source}: no sender (read as {UNKNOWN_SENDER})")
         message = Message(sender=r.sender or UNKNOWN_SENDER, text=r.text, id=r.id, ts=r.ts)
-        state, verdict = scorer.step(state, message)
+        state, verdict = scorer.step(state, message, evidence_cap=None)
         read.append(verdict)
     if not read:
         return {"conversation_id": cid, "error": "no readable message", "warnings": warnings}

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -118,13 +119,19 @@ def from_mapping(row: dict, where: str, line: int | None, base: Path, columns: C
 
 
 def _seconds(v: Any) -> float | None:
-    """A timestamp as seconds since the epoch (a number, or a number in a CSV cell); None when it is not one."""
+    """A timestamp as seconds since the epoch (a number, a number in a CSV cell, a Parquet timestamp, an ISO 8601
+    string); None when it is not one."""
     if isinstance(v, bool) or v is None or v == "":
         return None
+    if hasattr(v, "timestamp"):  # a Parquet timestamp column reads as datetime
+        return float(v.timestamp())
     try:
         t = float(v)
     except (TypeError, ValueError):
-        return None
+        try:  # an ISO 8601 time: 2026-11-30T08:00:00+08:00
+            return datetime.fromisoformat(str(v)).timestamp()
+        except ValueError:
+            return None
     return t if math.isfinite(t) else None
 
 

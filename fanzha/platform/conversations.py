@@ -5,25 +5,28 @@
     step.verdict, step.message, step.tipped        # the verdict after this message; whether it tipped the chat
 
 A conversation's row holds a ConversationState (the recent context window, running maxima, trigger): a
-fixed-size summary, so a message costs the same however long its conversation has grown. Every message id
-a conversation has seen is kept (a repeated id is refused with Conflict) until the conversation has been
-idle for FANZHA_CONVERSATION_IDLE_S, when it is dropped and the next message starts it afresh.
+fixed-size summary, so a message costs the same however long its conversation has grown. The ids of its
+last SEEN_IDS messages are kept: a repeated one is refused with Conflict (HTTP 409), never scored twice.
+A conversation idle for FANZHA_CONVERSATION_IDLE_S starts afresh with its next message (`restarted`); its
+row and ids are deleted once it has been idle twice that long.
 
 The model runs outside any transaction (two workers never hold the database's write lock through
 inference): the state is read, the message is scored, and the new state is written only if nobody wrote the
 conversation meanwhile (compare-and-swap on its message count); otherwise the message is scored again on the
-newer state.
+newer state. If that keeps happening (ATTEMPTS times, with a growing random pause), the message is
+refused with Busy (HTTP 503): nothing was stored, and the client sends it again.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from fanzha.models.conversation import ConversationScorer, ConversationState, Message
-from fanzha.models.errors import Conflict, InputError
+from fanzha.models.errors import Busy, Conflict, InputError
 from fanzha.models.settings import settings
 from fanzha.models.verdict import ConversationVerdict, MessageVerdict
 
@@ -32,6 +35,7 @@ from .database import Database
 MAX_ID_CHARS = 256
 ATTEMPTS = 8  # compare-and-swap retries when several messages of one conversation arrive at once
 PURGE_EVERY_S = 60.0
+SEEN_IDS = 1000  # message ids remembered per conversation (older ones are forgotten, in batches of 100)
 
 
 class DuplicateMessage(Conflict):
@@ -69,24 +73,33 @@ class ConversationBook:
             raise InputError(f"conversation_id must be 1–{MAX_ID_CHARS} characters")
         if message.id is not None and len(message.id) > MAX_ID_CHARS:
             raise InputError(f"message id must be at most {MAX_ID_CHARS} characters")
+        for name, value in (("conversation_id", conversation_id), ("message id", message.id or "")):
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):  # PostgreSQL refuses NUL in text
+                raise InputError(f"{name} must not contain control characters")
         scorer.text_check(message.text)
         c = self.conversations
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # let the other writer finish
             now = self.clock()
             with self.db.read() as conn:
                 row = conn.execute(sa.select(c).where(c.c.conversation_id == conversation_id)).first()
-                expired = row is not None and now - row.updated_at > self.idle_s
-                if row is not None and not expired and message.id is not None:
+                stored = None
+                if row is not None and now - row.updated_at <= self.idle_s:
+                    stored = ConversationState.from_json(row.state)  # None: written in another layout
+                expired = row is not None and stored is None  # idle too long, or unreadable: start afresh
+                if stored is not None and message.id is not None:
                     self._refuse_duplicate(conn, conversation_id, message.id)
-            state = ConversationState() if row is None or expired else ConversationState.from_json(row.state)
+            state = stored or ConversationState()
             before = state.count
             state, verdict = scorer.step(state, message)
             tipped = state.trigger_index == verdict.index
             if self._store(conversation_id, row, expired, before, state, message, account_id, group_id, now):
                 self._purge_now_and_then()  # after: this conversation's own expiry is reported as a restart
                 return Step(scorer.verdict(state), verdict, tipped, restarted=expired, state=state)
-        raise Conflict(
-            f"conversation {conversation_id!r} is receiving messages too fast to keep in order; retry"
+        raise Busy(
+            f"conversation {conversation_id!r} received other messages while this one was scored, {ATTEMPTS} "
+            "times over; it was not stored: send it again"
         )
 
     def _refuse_duplicate(self, conn, conversation_id: str, message_id: str) -> None:
@@ -142,6 +155,12 @@ class ConversationBook:
                         self.ids.insert(),
                         {"conversation_id": conversation_id, "message_id": message.id, "idx": before},
                     )
+                if before >= SEEN_IDS and before % 100 == 0:  # forget the oldest ids: the table stays bounded
+                    conn.execute(
+                        sa.delete(self.ids).where(
+                            self.ids.c.conversation_id == conversation_id, self.ids.c.idx < before - SEEN_IDS
+                        )
+                    )
         except _Lost:
             return False
         except sa.exc.IntegrityError:
@@ -162,8 +181,9 @@ class ConversationBook:
         return gone.rowcount > 0
 
     def purge(self, now: float | None = None) -> int:
-        """Drop conversations idle longer than the idle time, with their message ids; how many."""
-        cutoff = (self.clock() if now is None else now) - self.idle_s
+        """Drop conversations idle for twice the idle time, with their message ids; how many. (Between one and
+        two idle times a conversation's next message still finds its row, and says it restarted.)"""
+        cutoff = (self.clock() if now is None else now) - 2 * self.idle_s
         c = self.conversations
         with self.db.write() as conn:
             stale = sa.select(c.c.conversation_id).where(c.c.updated_at < cutoff)

@@ -342,7 +342,7 @@ class Platform:
             verdict.to_dict(timings=False),
             account_id=ref.account_id,
             group_id=ref.group_id,
-            item_id=f"{ref.id}#{message_id}" if message_id else ref.id,
+            item_id=conversation_item_id(ref.id, message_id),
             source="conversation",
         )
         try:
@@ -928,6 +928,15 @@ class Platform:
 
 def _json_list(text: str | None) -> list:
     return list(json.loads(text)) if text else []
+
+
+def conversation_item_id(conversation_id: str | None, message_id: str | None) -> str | None:
+    """The risk state's item id of a flagged conversation: one per conversation and tipping message (a replay
+    counts once), None for an anonymous one (never taken for another's replay), at most 256 characters."""
+    if conversation_id is None:
+        return None
+    item = f"{conversation_id}#{message_id}" if message_id else conversation_id
+    return item if len(item) <= 256 else "conversation:" + hashlib.sha256(item.encode()).hexdigest()
 
 
 def open_tracker() -> Platform:

@@ -6,6 +6,7 @@ import pytest
 
 from fanzha.models import (
     ConversationState,
+    DecisionThresholds,
     Detector,
     InputError,
     LimitExceeded,
@@ -23,12 +24,15 @@ CHAT = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def detector(tiny_conversation_model) -> Detector:
     return Detector.load(tiny_conversation_model, threads=1)
 
 
 def test_a_conversation_gets_a_verdict_per_message(detector) -> None:
+    detector.conversations.decide = DecisionThresholds(
+        review=0.0, block=1.0
+    ).decide  # flagged: evidence shows
     v = detector.classify_conversation(CHAT)
     assert len(v.messages) == len(CHAT) and v.message_count == len(CHAT)
     assert [m.index for m in v.messages] == list(range(len(CHAT)))
@@ -37,10 +41,12 @@ def test_a_conversation_gets_a_verdict_per_message(detector) -> None:
     # the conversation's score is the running maximum of its score after each message
     after = [m.conversation_score for m in v.messages]
     assert after == sorted(after) and v.fraud_score == after[-1]
-    assert (v.trigger_index is None) == (v.decision == "pass")
+    assert v.decision == "review" and v.trigger_index == 0
     d = v.to_dict()
     assert set(d) >= {"fraud_score", "scores", "labels", "decision", "evidence", "trigger_index", "messages"}
-    assert all("message_index" in e for e in d["evidence"])
+    assert d["evidence"] and all(
+        CHAT[e["message_index"]].text[e["start"] : e["end"]] == e["text"] for e in d["evidence"]
+    )
 
 
 def test_streaming_message_by_message_gives_the_whole_conversations_verdict(detector) -> None:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from fanzha.models import ConversationState, DecisionThresholds, Detector, Message
+from fanzha.models import Busy, ConversationState, DecisionThresholds, Detector, InputError, Message
 from fanzha.platform import ItemRef, Platform
 from fanzha.platform.conversations import DuplicateMessage
 
@@ -102,7 +102,9 @@ def test_an_idle_conversation_starts_afresh(platform) -> None:
     answer = platform.conversation_message("c4", Message("a", "在吗", id="m0"))  # m0 is a new id again
     assert answer.restarted and answer.message.index == 0 and answer.verdict.message_count == 1
     platform.test_clock.t += platform.conversations.idle_s + 1
-    assert platform.conversations.purge() == 1
+    assert platform.conversations.purge() == 0  # idle once: its row stays, so a late message says "restarted"
+    platform.test_clock.t += platform.conversations.idle_s
+    assert platform.conversations.purge() == 1  # idle twice as long: gone
 
 
 def test_out_of_order_timestamps_are_kept_and_named(platform) -> None:
@@ -147,3 +149,68 @@ def test_a_whole_conversation_through_the_platform(platform) -> None:
     d = scored.to_dict()
     assert d["id"] == "w1" and d["account_id"] == "u8" and len(d["messages"]) == 5
     assert "alert" not in d  # a whole conversation has no stream to tip
+
+
+def test_long_and_anonymous_conversations_still_feed_risk_once_each(platform) -> None:
+    from fanzha.platform.facade import conversation_item_id
+
+    assert conversation_item_id(None, "m3") is None  # never taken for another anonymous chat's replay
+    long_id = conversation_item_id("c" * 256, "m" * 256)
+    assert len(long_id) <= 256 and long_id == conversation_item_id("c" * 256, "m" * 256)
+    scorer = platform.detector.conversations
+    scorer.decide = DecisionThresholds(review=0.0, block=1.0).decide  # every chat flags at its first message
+    for _ in range(2):  # two anonymous chats whose tipping messages share an id: two flagged items
+        platform.classify_conversation(chat(2), ItemRef(account_id="anon-u"))
+    assert platform.entity_risk("account", "anon-u")["flagged"] == 2
+    platform.conversation_message("x" * 256, Message("a", "你好", id="y" * 256), account_id="long-u")
+    assert platform.entity_risk("account", "long-u")["flagged"] == 1
+
+
+def test_control_characters_in_ids_are_refused(platform) -> None:
+    with pytest.raises(InputError, match="conversation_id must not contain control characters"):
+        platform.conversation_message("a\x00b", Message("a", "你好", id="1"))
+    with pytest.raises(InputError, match="message id must not contain control characters"):
+        platform.conversation_message("ok", Message("a", "你好", id="1\x00"))
+
+
+def test_a_conversation_that_keeps_losing_the_race_is_refused_as_busy(platform, monkeypatch) -> None:
+    """Every write finds that another message got in first: after ATTEMPTS tries, Busy (503), nothing stored."""
+    book = platform.conversations
+    scorer = platform.detector.conversations
+    real_step = scorer.step
+    rival = iter(range(1, 100))
+
+    def step_while_another_writes(state, message, **kw):
+        result = real_step(state, message, **kw)
+        book.forget("busy")  # another worker writes the conversation meanwhile, every time
+        t = platform.test_clock.t + next(rival)
+        book._store("busy", None, False, 0, ConversationState(count=1), Message("z", "抢先"), None, None, t)
+        return result
+
+    monkeypatch.setattr(scorer, "step", step_while_another_writes)
+    monkeypatch.setattr("fanzha.platform.conversations.time.sleep", lambda s: None)
+    with pytest.raises(Busy, match="send it again"):
+        platform.conversation_message("busy", Message("a", "第一条", id="first"))
+    with platform.database.read() as conn:  # the refused message left no trace
+        assert not conn.execute(book.ids.select().where(book.ids.c.message_id == "first")).all()
+
+
+def test_old_message_ids_are_forgotten_so_the_table_stays_bounded(platform, monkeypatch) -> None:
+    monkeypatch.setattr("fanzha.platform.conversations.SEEN_IDS", 100)
+    for i in range(260):
+        platform.conversation_message("long", Message(f"u{i % 4}", f"第{i}条 在吗", id=f"id{i}"))
+    with platform.database.read() as conn:
+        ids = conn.execute(platform.conversations.ids.select()).all()
+    assert len(ids) <= 200 and min(r.idx for r in ids) >= 100
+    with pytest.raises(DuplicateMessage):
+        platform.conversation_message("long", Message("u", "重发", id="id259"))
+
+
+def test_a_state_in_another_layout_starts_the_conversation_afresh(platform) -> None:
+    platform.conversation_message("old", Message("a", "你好", id="1"))
+    with platform.database.write() as conn:
+        conn.execute(
+            platform.conversations.conversations.update().values(state='{"count": 7, "window": [[1, 2]]}')
+        )
+    answer = platform.conversation_message("old", Message("a", "还在吗", id="1"))  # the old ids went too
+    assert answer.restarted and answer.message.index == 0

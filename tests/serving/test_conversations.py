@@ -54,6 +54,7 @@ def test_streamed_messages_tip_once_and_carry_the_alert(client) -> None:
         ({"messages": [{"sender": "a", "text": "你好"}] * 201}, 400, "at most 200"),
         ({"messages": [{"sender": "a"}]}, 400, "text"),
         ({"messages": [{"sender": "a", "text": "   "}]}, 400, "empty"),
+        ({"messages": [{"sender": "  ", "text": "你好"}]}, 400, "sender is empty"),
         (
             {
                 "messages": [

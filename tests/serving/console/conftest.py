@@ -38,7 +38,9 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")  # not session: Playwright's sync API keeps an event loop running in this thread
+@pytest.fixture(
+    scope="module"
+)  # not session: Playwright's sync API keeps an event loop running in this thread
 def chromium():  # until it stops, and later tests' asyncio.run() would fail
     problem = browser_problem()
     if problem:
