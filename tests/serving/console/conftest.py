@@ -38,10 +38,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(
-    scope="module"
-)  # not session: Playwright's sync API keeps an event loop running in this thread
-def chromium():  # until it stops, and later tests' asyncio.run() would fail
+# per module, not per session: Playwright's sync API keeps an event loop running in this thread until it
+# stops, and later tests' asyncio.run() would fail
+@pytest.fixture(scope="module")
+def chromium():
     problem = browser_problem()
     if problem:
         if REQUIRED:
