@@ -415,6 +415,7 @@ def test_rows_with_a_conversation_id_are_scored_as_conversations_too(
         },  # no sender, ts out of order
         {"id": "a4", "conversation_id": "chat-a", "sender": "小鹿", "text": ""},  # unreadable: named, skipped
         {"id": "c1", "conversation_id": "chat-c", "sender": "x", "text": ""},  # nothing readable at all
+        {"id": "a2", "conversation_id": "chat-a", "sender": "管理-阿豪", "text": "加管理员扣扣登记地址"},  # repeated id
     ]
     src = write_jsonl(tmp_path / "chats.jsonl", rows)
     out = tmp_path / "verdicts.jsonl"
@@ -429,5 +430,6 @@ def test_rows_with_a_conversation_id_are_scored_as_conversations_too(
     assert [m["id"] for m in a["messages"]] == ["a1", "a2", "a3"]  # arrival (row) order, across chunks
     warnings = " | ".join(a["warnings"])
     assert "no sender" in warnings and "is empty (not read)" in warnings and "arrival order" in warnings
+    assert "id 'a2' repeats" in warnings  # named, read once
     assert convs["chat-c"]["error"] == "no readable message"
     assert summary.conversations.conversations == 3 and summary.conversations.errors == 1
