@@ -415,7 +415,12 @@ def test_rows_with_a_conversation_id_are_scored_as_conversations_too(
         },  # no sender, ts out of order
         {"id": "a4", "conversation_id": "chat-a", "sender": "小鹿", "text": ""},  # unreadable: named, skipped
         {"id": "c1", "conversation_id": "chat-c", "sender": "x", "text": ""},  # nothing readable at all
-        {"id": "a2", "conversation_id": "chat-a", "sender": "管理-阿豪", "text": "加管理员扣扣登记地址"},  # repeated id
+        {
+            "id": "a2",
+            "conversation_id": "chat-a",
+            "sender": "管理-阿豪",
+            "text": "加管理员扣扣登记地址",
+        },  # repeated id
     ]
     src = write_jsonl(tmp_path / "chats.jsonl", rows)
     out = tmp_path / "verdicts.jsonl"
