@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint corpus-check base train export evaluate card bench bench-media bench-serve bench-soak bench-accounts bento media-fixtures model clean
+.PHONY: run test lint corpus-check base train export evaluate card conversation bench bench-media bench-serve bench-soak bench-accounts bento media-fixtures model clean
 
 export BENTOML_DO_NOT_TRACK ?= true
 
@@ -42,7 +42,7 @@ lint: $(VENV)/.dev
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check
 
-## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card), ~40 min on 2 cores
+## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card → conversation model), ~45 min on 2 cores
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 train: $(VENV)/.dev
@@ -53,7 +53,11 @@ evaluate: $(VENV)/.dev
 	$(PY) -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 card: $(VENV)/.dev
 	$(PY) -m fanzha.training.model_card --model_dir models/default --metrics reports/metrics.json --bench reports/bench_text.json
-model: base train export evaluate bench card
+## conversation: the conversation model beside the text model (a head on its encoder, no torch; ~5 min on 2 cores)
+conversation: $(VENV)/.dev
+	$(PY) -m fanzha.datasets.conversation_corpus > /dev/null
+	$(PY) -m fanzha.training.conversation --model_dir models/default --c_grid 0.1,0.3
+model: base train export evaluate bench card conversation
 
 ## bench: torch eager vs ORT fp32 vs ORT int8 (torch and fp32 rows need the local runs/ from `make model`)
 bench: $(VENV)/.dev
