@@ -13,7 +13,7 @@ from fanzha.models import (
     Message,
     TextClassifier,
 )
-from fanzha.models.conversation import MAX_MESSAGES, STAGES, conversation_from_dict
+from fanzha.models.conversation import MAX_MESSAGES, STAGES, STREAM_WINDOW, conversation_from_dict
 
 CHAT = [
     Message("星光应援站", "恭喜你成为本月幸运粉丝🎉", id="m1", ts=100),
@@ -62,6 +62,27 @@ def test_streaming_message_by_message_gives_the_whole_conversations_verdict(dete
     assert streamed.fraud_score == whole.fraud_score
     assert streamed.trigger_index == whole.trigger_index
     assert [m.to_dict() for m in streamed.messages] == [m.to_dict() for m in whole.messages]
+
+
+def test_a_stream_longer_than_its_window_still_ends_where_the_whole_chat_does(detector) -> None:
+    chat = [
+        Message(f"u{i % 3}", f"{CHAT[i % len(CHAT)].text} ({i})", id=f"x{i}")
+        for i in range(3 * STREAM_WINDOW)
+    ]
+    scorer = detector.conversations
+    whole = detector.classify_conversation(chat)
+    state = ConversationState()
+    for m in chat:
+        state, _ = scorer.step(ConversationState.from_json(state.to_json()), m)
+    streamed = scorer.verdict(state)
+    assert (streamed.fraud_score, streamed.trigger_index, streamed.scores) == (
+        whole.fraud_score,
+        whole.trigger_index,
+        whole.scores,
+    )
+    # the stream answers with its recent window, which is the whole chat's tail
+    assert [m.to_dict() for m in streamed.messages] == [m.to_dict() for m in whole.messages[-STREAM_WINDOW:]]
+    assert streamed.message_count == len(chat)
 
 
 def test_the_state_stays_bounded_however_long_the_chat(detector) -> None:
