@@ -74,7 +74,7 @@ class ConversationBook:
         if message.id is not None and len(message.id) > MAX_ID_CHARS:
             raise InputError(f"message id must be at most {MAX_ID_CHARS} characters")
         for name, value in (("conversation_id", conversation_id), ("message id", message.id or "")):
-            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):  # PostgreSQL refuses NUL in text
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):  # ids are names: nothing unprintable
                 raise InputError(f"{name} must not contain control characters")
         scorer.text_check(message.text)
         c = self.conversations

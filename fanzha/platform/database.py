@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from fanzha.models.errors import DatabaseError, MissingExtra
+from fanzha.models.errors import DatabaseError, InputError, MissingExtra
 from fanzha.models.settings import settings
 
 log = logging.getLogger("fanzha.database")
@@ -488,7 +488,7 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(fanzha_write=True)
-                with conn.begin():
+                with conn.begin(), _nul_is_input():
                     if lock and not self.is_sqlite:
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCKS[lock]})
                     yield conn
@@ -498,11 +498,23 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
+        with self.engine.connect() as conn, conn.begin(), _nul_is_input():
             yield conn
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _nul_is_input() -> Iterator[None]:
+    """PostgreSQL text cannot hold U+0000 (psycopg refuses it before sending): that is the caller's input, not
+    an outage, so every store says so as an InputError (HTTP 400) instead of a DataError (500)."""
+    try:
+        yield
+    except sa.exc.DataError as e:
+        if "NUL" not in str(e.orig):
+            raise
+        raise InputError("text and ids cannot contain NUL characters (U+0000)") from None
 
 
 def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:

@@ -214,3 +214,17 @@ def test_export_feedback_command(db_url, tmp_path, capsys) -> None:  # noqa: F81
     assert out.read_text() == ""
     assert cli(["export-feedback", "--database-url", f"sqlite:///{tmp_path}/missing.db", "-o", str(out)]) == 2
     assert cli(["export-feedback", "--database-url", db_url, "-o", str(out), "--since", "last week"]) == 2
+
+
+def test_a_nul_character_is_the_callers_input_on_either_backend(store) -> None:
+    """PostgreSQL text cannot hold U+0000: the store says InputError (HTTP 400), never a DataError (500);
+    SQLite stores it as given."""
+    nul = text_report(reporter="kid-nul", text="免费领皮肤\x00先交激活费")
+    if store.db.is_sqlite:
+        stored, created = store.create(nul)
+        assert created and stored["target_text"] == nul.target_text
+    else:
+        with pytest.raises(InputError, match="NUL"):
+            store.create(nul)
+        with pytest.raises(InputError, match="NUL"):
+            store.find("kid\x00", "key")  # a read says so too
