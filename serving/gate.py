@@ -216,7 +216,7 @@ class Gate:
                     return await self._send_raw(
                         send, refusal.status, data, [(b"x-request-id", request_id.encode())]
                     )
-                receive = _replay(body)
+                receive = replay(body)
             await self.app(scope, receive, send_with_id)
         except BodyTooLarge:
             if not too_large.get("sent") and "start" not in status:
@@ -418,7 +418,7 @@ async def _read_all(receive) -> bytes:
             return b"".join(chunks)
 
 
-def _replay(body: bytes):
+def replay(body: bytes):
     """A receive channel that hands the app a body the gate already read, then waits like a real one."""
     sent = {"done": False}
 

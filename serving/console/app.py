@@ -40,6 +40,7 @@ from starlette.templating import Jinja2Templates
 
 from fanzha.models.errors import Conflict, FanzhaError, InputError, NotFound
 
+from ..gate import replay
 from . import charts, csrf, pages
 from .auth import COOKIE, MODERATOR_ID, SESSION_TTL_S, Auth, Session
 
@@ -543,7 +544,7 @@ class Guard:
                             " The form has no valid CSRF token (or came from another site): reload the page and try again.",
                         ),
                     )
-            receive = _replay(body)
+            receive = replay(body)
         await self.app(scope, receive, send_with_headers)
 
     async def _refuse(self, scope, receive, send, headers, path) -> None:
@@ -571,7 +572,7 @@ class Guard:
         await response(scope, receive, send)
 
     async def _page(self, scope, send, response: Response) -> None:
-        await response(scope, _replay(b""), send)
+        await response(scope, replay(b""), send)
 
 
 CSP = (
@@ -606,18 +607,6 @@ async def _read(receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-def _replay(body: bytes):
-    sent = {"done": False}
-
-    async def receive():
-        if not sent["done"]:
-            sent["done"] = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 async def _plain(send, status: int, text: str) -> None:
