@@ -13,7 +13,6 @@ text) fails the check.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from fanzha.models.conversation import STAGES
 from fanzha.models.labels import LABELS
 
 from .check import cross_split_duplicates
-from .corpus import SCRIPTS, SPLITS, CorpusError
+from .corpus import SCRIPTS, SPLITS, CorpusError, load_corpus
 
 CONVERSATIONS_DIR = Path(__file__).with_name("conversations")
 PLATFORMS = (
@@ -91,26 +90,7 @@ def validate(record: dict, where: str) -> dict:
 
 def load_conversations(path: str | Path | None = None, splits: Iterable[str] | None = None) -> list[dict]:
     """Every conversation in a directory of *.jsonl (default: the authored corpus) or one file."""
-    path = Path(path) if path else CONVERSATIONS_DIR
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
-        raise FileNotFoundError(f"no *.jsonl conversation files in {path}")
-    records = []
-    for f in files:
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(validate(json.loads(line), f"{f.name}:{n}"))
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{f.name}:{n}: invalid JSON ({e.msg})") from None
-    ids = [r["id"] for r in records]
-    if len(ids) != len(set(ids)):
-        raise CorpusError(
-            f"duplicate conversation ids, e.g. {sorted({i for i in ids if ids.count(i) > 1})[:5]}"
-        )
-    if splits is not None:
-        records = [r for r in records if r["split"] in set(splits)]
-    return records
+    return load_corpus(path or CONVERSATIONS_DIR, splits, check=validate)
 
 
 def kind(record: dict) -> str:

@@ -7,7 +7,7 @@ Each line: {"id", "text", "labels" (subset of LABELS, [] = benign), "source" (re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fanzha.models.errors import InputError
@@ -54,7 +54,8 @@ def validate(record: dict, where: str = "") -> dict:
     return record
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, check: Callable[[dict, str], dict] = validate) -> list[dict]:
+    """Every record of a JSONL file, each passed through `check` (default: the message schema)."""
     records = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -64,17 +65,22 @@ def read_jsonl(path: Path) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CorpusError(f"{path.name}:{n}: invalid JSON ({e.msg})") from None
-            records.append(validate(record, f"{path.name}:{n}"))
+            records.append(check(record, f"{path.name}:{n}"))
     return records
 
 
-def load_corpus(path: str | Path | None = None, splits: Iterable[str] | None = None) -> list[dict]:
-    """All records from a corpus directory (every *.jsonl) or one file, optionally only some splits."""
+def load_corpus(
+    path: str | Path | None = None,
+    splits: Iterable[str] | None = None,
+    check: Callable[[dict, str], dict] = validate,
+) -> list[dict]:
+    """All records from a corpus directory (every *.jsonl; default: the message corpus) or one file, each passed
+    through `check` (default: the message schema), ids unique, optionally only some splits."""
     path = Path(path) if path else CORPUS_DIR
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"no *.jsonl corpus files in {path}")
-    records = [r for f in files for r in read_jsonl(f)]
+    records = [r for f in files for r in read_jsonl(f, check)]
     ids = [r["id"] for r in records]
     if len(ids) != len(set(ids)):
         dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
