@@ -42,8 +42,108 @@ def pad_token_id(tokenizer: Tokenizer) -> int:
     return next((i for t in ("<pad>", "[PAD]") if (i := tokenizer.token_to_id(t)) is not None), 0)
 
 
-class TextClassifier:
-    """Sigmoid probabilities for the model's outputs (see `outputs`) from normalised texts."""
+class WindowReader:
+    """Tokenises texts into windows and reads one graph output per window; subclasses supply `run_output`.
+
+    The ONNX session below is the runtime's backend; training scores a torch checkpoint through the same
+    windows (fanzha.training.torch_reader), so what it measures is what the service would answer.
+    """
+
+    outputs: list[str]
+    thresholds: dict[str, float]
+    version: str
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, window: int, batch_size: int = 1) -> None:
+        self.max_length = max_length
+        self.window = min(max_length, window)
+        self.batch_size = batch_size
+        self.tokenizer = tokenizer
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        with_specials = self.tokenizer.encode("x").ids
+        bare = self.tokenizer.encode("x", add_special_tokens=False).ids
+        cut = with_specials.index(bare[0]) if bare else len(with_specials)
+        self._prefix, self._suffix = with_specials[:cut], with_specials[cut + len(bare) :]
+        self._pad = pad_token_id(self.tokenizer)
+
+    def run_output(self, name: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def windows(self, text: str) -> list[list[int]]:
+        """Token-id windows covering the whole text, each ≤ `window` tokens including special tokens."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        body = self.window - len(self._prefix) - len(self._suffix)
+        if len(ids) <= body:
+            return [self._prefix + ids + self._suffix]
+        step = max(1, body // 2)
+        starts = range(0, len(ids) - body + step, step)  # the last window reaches the end
+        return [self._prefix + ids[s : s + body] + self._suffix for s in starts]
+
+    def run_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.run_output("logits", input_ids, attention_mask)
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), len(outputs)) probabilities; texts should already be normalised."""
+        owner, logits = self.window_outputs(texts, "logits")
+        probs = np.zeros((len(texts), len(self.outputs)), dtype=np.float32)
+        if len(owner):
+            np.maximum.at(probs, owner, 1.0 / (1.0 + np.exp(-logits)))
+        return probs
+
+    def window_outputs(self, texts: list[str], output: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+        """One graph output per window of every text: (owner text index per window, stacked outputs).
+
+        `predict` takes the max of the logits over a text's windows; adaptation and conversation scoring read
+        FEATURES (logits and the pooled sentence vector) the same way.
+        """
+        windows: list[list[int]] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            for w in self.windows(text):
+                windows.append(w)
+                owner.append(i)
+        if not windows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(owner, dtype=np.int64), self.run_windows(windows, output)
+
+    def token_ids(self, text: str) -> list[int]:
+        """The text's token ids without special tokens."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def packed(self, parts: list[list[int]], separator: list[int]) -> list[int]:
+        """One window of at most `max_length` tokens holding the LAST parts whole (the last one cut to fit if it
+        alone is too long), earlier parts as far as they fit, the first one that does not fit kept by its end:
+        a conversation's recent messages, newest last."""
+        budget = self.max_length - len(self._prefix) - len(self._suffix)
+        body = list(parts[-1][:budget])
+        for part in reversed(parts[:-1]):
+            room = budget - len(body) - len(separator)
+            if room <= 0:
+                break
+            body = part[-room:] + separator + body
+        return self._prefix + body + self._suffix
+
+    def run_windows(self, windows: list[list[int]], output: str = "logits") -> np.ndarray:
+        """One graph output per window (token ids with special tokens), batched by similar length."""
+        out: np.ndarray | None = None
+        order = np.argsort([len(w) for w in windows], kind="stable")  # similar lengths batch together
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            width = max(len(windows[j]) for j in idx)
+            input_ids = np.full((len(idx), width), self._pad, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, j in enumerate(idx):
+                input_ids[row, : len(windows[j])] = windows[j]
+                mask[row, : len(windows[j])] = 1
+            values = self.run_output(output, input_ids, mask)
+            if out is None:
+                out = np.zeros((len(windows), values.shape[1]), dtype=np.float32)
+            out[idx] = values
+        return out
+
+
+class TextClassifier(WindowReader):
+    """Sigmoid probabilities for the model's outputs (see `outputs`) from normalised texts, by onnxruntime."""
 
     def __init__(
         self,
@@ -82,22 +182,18 @@ class TextClassifier:
             )
         self.outputs: list[str] = json.loads(meta["fanzha.outputs"])
         self.thresholds: dict[str, float] = json.loads(meta["fanzha.thresholds"])
-        self.max_length = int(meta["fanzha.max_length"])
-        self.window = min(self.max_length, int(meta.get("fanzha.window", DEFAULT_WINDOW)))
         self.version = meta.get("fanzha.version", model_path.stem)
         self.path = model_path
         # int8 activations are quantised per run over the whole batch, so a batched window's score moves with its
         # neighbours (measured on dev+test: up to 0.38, 4 of 2,130 decisions flipped at batch 32). One window per
         # run makes a verdict independent of what else is being scored, for ~25 % less throughput.
-        self.batch_size = batch_size
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        with_specials = self.tokenizer.encode("x").ids
-        bare = self.tokenizer.encode("x", add_special_tokens=False).ids
-        cut = with_specials.index(bare[0]) if bare else len(with_specials)
-        self._prefix, self._suffix = with_specials[:cut], with_specials[cut + len(bare) :]
-        self._pad = pad_token_id(self.tokenizer)
+        max_length = int(meta["fanzha.max_length"])
+        super().__init__(
+            Tokenizer.from_file(str(tokenizer_path)),
+            max_length,
+            int(meta.get("fanzha.window", DEFAULT_WINDOW)),
+            batch_size,
+        )
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, threads: int | None = None) -> TextClassifier:
@@ -105,81 +201,9 @@ class TextClassifier:
         model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
         return cls(model_dir / "model.onnx", model_dir / "tokenizer.json", threads=threads)
 
-    def windows(self, text: str) -> list[list[int]]:
-        """Token-id windows covering the whole text, each ≤ `window` tokens including special tokens."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        body = self.window - len(self._prefix) - len(self._suffix)
-        if len(ids) <= body:
-            return [self._prefix + ids + self._suffix]
-        step = max(1, body // 2)
-        starts = range(0, len(ids) - body + step, step)  # the last window reaches the end
-        return [self._prefix + ids[s : s + body] + self._suffix for s in starts]
-
-    def run_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.run_output("logits", input_ids, attention_mask)
-
     def run_output(self, name: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
         return self.session.run([name], feeds)[0]
 
-    def predict(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), len(outputs)) probabilities; texts should already be normalised."""
-        owner, logits = self.window_outputs(texts, "logits")
-        probs = np.zeros((len(texts), len(self.outputs)), dtype=np.float32)
-        if len(owner):
-            np.maximum.at(probs, owner, 1.0 / (1.0 + np.exp(-logits)))
-        return probs
-
-    def window_outputs(self, texts: list[str], output: str = "logits") -> tuple[np.ndarray, np.ndarray]:
-        """One graph output per window of every text: (owner text index per window, stacked outputs).
-
-        `predict` takes the max of the logits over a text's windows; adaptation and conversation scoring read
-        FEATURES (logits and the pooled sentence vector) the same way.
-        """
-        windows: list[list[int]] = []
-        owner: list[int] = []
-        for i, text in enumerate(texts):
-            for w in self.windows(text):
-                windows.append(w)
-                owner.append(i)
-        if not windows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        return np.asarray(owner, dtype=np.int64), self.run_windows(windows, output)
-
     def has_output(self, name: str) -> bool:
         return any(o.name == name for o in self.session.get_outputs())
-
-    def token_ids(self, text: str) -> list[int]:
-        """The text's token ids without special tokens."""
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def packed(self, parts: list[list[int]], separator: list[int]) -> list[int]:
-        """One window of at most `max_length` tokens holding the LAST parts whole (the last one cut to fit if it
-        alone is too long), earlier parts as far as they fit, the first one that does not fit kept by its end:
-        a conversation's recent messages, newest last."""
-        budget = self.max_length - len(self._prefix) - len(self._suffix)
-        body = list(parts[-1][:budget])
-        for part in reversed(parts[:-1]):
-            room = budget - len(body) - len(separator)
-            if room <= 0:
-                break
-            body = part[-room:] + separator + body
-        return self._prefix + body + self._suffix
-
-    def run_windows(self, windows: list[list[int]], output: str = "logits") -> np.ndarray:
-        """One graph output per window (token ids with special tokens), batched by similar length."""
-        out: np.ndarray | None = None
-        order = np.argsort([len(w) for w in windows], kind="stable")  # similar lengths batch together
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
-            width = max(len(windows[j]) for j in idx)
-            input_ids = np.full((len(idx), width), self._pad, dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for row, j in enumerate(idx):
-                input_ids[row, : len(windows[j])] = windows[j]
-                mask[row, : len(windows[j])] = 1
-            values = self.run_output(output, input_ids, mask)
-            if out is None:
-                out = np.zeros((len(windows), values.shape[1]), dtype=np.float32)
-            out[idx] = values
-        return out

@@ -7,7 +7,9 @@ per-label and binary fraud P/R/F1 on the test split; false-positive rate on the 
 under each evasion perturbation; and, when the external corpora are present (../shared/corpora), the
 false-positive rate on real normal messages and the any-fraud recall on the telecom fraud classes.
 The model is scored through the same Detector the service uses; the baselines (keyword rules,
-character n-gram TF-IDF + logistic regression) train on the same train split.
+character n-gram TF-IDF + logistic regression) train on the same train split. `--model_dir` may also be a
+torch training checkpoint (it holds fanzha_classifier.json): the Detector then reads it through the same
+token windows in fp32, on a GPU when there is one (fanzha.training.torch_reader) — how candidates are compared.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from fanzha.models.normalize import normalize  # noqa: E402
 
 from .baselines import KeywordRules, TfidfLogReg  # noqa: E402
 from .metrics import targets  # noqa: E402
+from .model import CONFIG_NAME  # noqa: E402
+from .torch_reader import TorchTextClassifier  # noqa: E402
 
 log = logging.getLogger("fanzha.evaluate")
 SYSTEMS = ("fanzha", "tfidf_lr", "keywords")
@@ -55,7 +59,10 @@ TARGETS = {
 @dataclass
 class EvalArguments:
     model_dir: str | None = field(
-        default=None, metadata={"help": "ONNX model dir (default: the committed models/default)"}
+        default=None,
+        metadata={
+            "help": "ONNX model dir, or a torch training checkpoint (default: the committed models/default)"
+        },
     )
     report_dir: str = field(
         default="reports", metadata={"help": "where REPORT.md, metrics.json and plots go"}
@@ -75,6 +82,10 @@ class EvalArguments:
         },
     )
     seed: int = field(default=13, metadata={"help": "seed for the evasion perturbations"})
+    baselines: bool = field(
+        default=True, metadata={"help": "also score the TF-IDF and keyword baselines (off: the model alone)"}
+    )
+    device: str = field(default="auto", metadata={"help": "torch device for a training checkpoint"})
 
 
 class _ModelScorer:
@@ -134,17 +145,23 @@ def main(argv: list[str] | None = None) -> dict:
     train = load_corpus(args.corpus, splits=["train"])
     test = load_corpus(args.corpus, splits=["test"])
     y_train, y_test = targets(train), targets(test)
-    detector = Detector.load(args.model_dir)
+    if args.model_dir and (Path(args.model_dir) / CONFIG_NAME).exists():
+        detector = Detector(TorchTextClassifier.load(args.model_dir, args.device, args.corpus))
+    else:
+        detector = Detector.load(args.model_dir)
     thresholds = np.array(
         [detector.thresholds.review, *(detector.classifier.thresholds.get(label, 0.5) for label in LABELS)],
         dtype=np.float32,
     )
     train_norm = [normalize(r["text"]).text for r in train]
-    systems = {
-        "fanzha": (_ModelScorer(detector), thresholds, False),  # the Detector normalises itself
-        "tfidf_lr": (TfidfLogReg(args.seed).fit(train_norm, y_train), np.full(len(OUTPUTS), 0.5), True),
-        "keywords": (KeywordRules(), np.full(len(OUTPUTS), 0.5), True),
-    }
+    systems = {"fanzha": (_ModelScorer(detector), thresholds, False)}  # the Detector normalises itself
+    if args.baselines:
+        systems["tfidf_lr"] = (
+            TfidfLogReg(args.seed).fit(train_norm, y_train),
+            np.full(len(OUTPUTS), 0.5),
+            True,
+        )
+        systems["keywords"] = (KeywordRules(), np.full(len(OUTPUTS), 0.5), True)
 
     def scores(name: str, texts: list[str]) -> np.ndarray:
         model, _, needs_norm = systems[name]
@@ -180,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("external corpora: %s", {k: len(v) for k, v in external.items()} or "absent")
 
     test_scores = {}
-    for name in SYSTEMS:
+    for name in systems:
         log.info("scoring %s (%.0fs)", name, time.time() - started)
         s = scores(name, test_texts)
         test_scores[name] = s
@@ -264,7 +281,7 @@ def check_targets(systems: dict) -> dict:
             out[key] = {"value": None, "passed": None, "note": "external corpora absent"}
             continue
         ok = ours >= bound if op == ">=" else ours <= bound
-        others = [value(systems[s]) for s in SYSTEMS[1:]]
+        others = [value(systems[s]) for s in SYSTEMS[1:] if s in systems]
         better = all(ours > o if op == ">=" else ours < o for o in others if o is not None)
         out[key] = {
             "value": ours,
@@ -311,11 +328,12 @@ def plot_confusion(pred: np.ndarray, y: np.ndarray, path: Path) -> None:
 
 def render(metrics: dict, n_test: int, n_hard: int, has_external: bool, previous: dict | None = None) -> str:
     s = metrics["systems"]
+    names = [name for name in SYSTEMS if name in s]
 
     def row(title: str, get) -> str:
-        return f"| {title} | " + " | ".join(str(get(s[name])) for name in SYSTEMS) + " |"
+        return f"| {title} | " + " | ".join(str(get(s[name])) for name in names) + " |"
 
-    head = "| metric | " + " | ".join(SYSTEMS) + " |\n|---|" + "---:|" * len(SYSTEMS)
+    head = "| metric | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names)
     lines = [
         f"# Evaluation report — {metrics['model_version']}",
         "",

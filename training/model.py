@@ -31,11 +31,14 @@ class FraudClassifier(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(encoder.config.hidden_size, num_outputs)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The masked mean of the encoder's last hidden states: the sentence vector every head reads."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(input_ids, attention_mask)))
 
     @classmethod
     def from_base(cls, base_model: str | Path) -> FraudClassifier:
@@ -101,10 +104,11 @@ def predict_logits(
     model: FraudClassifier, tokenizer: Tokenizer, texts: list[str], max_length: int, batch_size: int = 64
 ) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device
     order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
     out = np.zeros((len(texts), model.head.out_features), dtype=np.float32)
     for i in range(0, len(texts), batch_size):
         idx = order[i : i + batch_size]
         batch = encode_batch(tokenizer, [texts[j] for j in idx], max_length)
-        out[idx] = model(**batch).float().numpy()
+        out[idx] = model(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
     return out

@@ -5,6 +5,12 @@
 Steps: load the corpus splits → normalise text exactly as the runtime does → build the classifier on the
 base encoder → train with class-weighted BCE, fresh evasion augmentation every epoch, linear warm-up/decay
 → evaluate on dev after each epoch, keep the best, stop early → tune per-output thresholds on dev → save.
+
+With `--behaviour_weight` > 0 the encoder also learns what each message DOES: the conversation corpus's
+per-message stages (bait, channel_move, payment_demand, credential_request, …, warning, none) are predicted
+by a second, training-only head from the same pooled vector. The aim is an encoder that tells "asks for a
+move, money or a code" from "talks about it", which the fraud head then reads. The exported graph is the
+same shape either way (the behaviour head is not exported).
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
 from fanzha.datasets.augment import augment
+from fanzha.datasets.conversation_corpus import load_conversations
 from fanzha.datasets.corpus import load_corpus
 from fanzha.datasets.feedback import join_feedback, load_feedback
+from fanzha.models.conversation import STAGES
 from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 
 from .metrics import dev_metrics, sigmoid, targets, tune_thresholds
 from .model import FraudClassifier, encode_batch, load_tokenizer, predict_logits
+from .torch_reader import pick_device
 
 log = logging.getLogger("fanzha.train")
 
@@ -81,6 +90,27 @@ class TrainArguments:
         metadata={
             "help": "continue from output_dir/checkpoint-last when it exists (saved after every epoch)"
         },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "torch device: auto (a GPU when present), cpu, cuda"}
+    )
+    exclude_authors: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated authors (a17,a18) whose TRAIN messages are left out: what a round adds; "
+            "dev and test stay whole"
+        },
+    )
+    behaviour_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the auxiliary behaviour loss (per-message stages of the conversation corpus); "
+            "0 = off"
+        },
+    )
+    conversations: str | None = field(
+        default=None,
+        metadata={"help": "conversation corpus for the behaviour loss (default: datasets/conversations)"},
     )
     feedback: list[str] | None = field(
         default=None,
@@ -148,6 +178,8 @@ def main(argv: list[str] | None = None) -> Path:
     # 1. data
     train = load_corpus(args.corpus, splits=["train"])
     dev = load_corpus(args.corpus, splits=["dev"])
+    excluded = {f"authored:{a.strip()}" for a in args.exclude_authors.split(",") if a.strip()}
+    train = [r for r in train if r.get("provenance") not in excluded]
     if args.max_train_samples:
         train = random.Random(args.seed).sample(train, min(args.max_train_samples, len(train)))
     feedback_stats = None
@@ -161,22 +193,32 @@ def main(argv: list[str] | None = None) -> Path:
     y_train, y_dev = targets(train), targets(dev)
     benign = [r["text"] for r in train if not r["labels"]]
     dev_texts = [normalize(r["text"]).text for r in dev]
+    behaviour = behaviour_examples(args) if args.behaviour_weight > 0 else []
     log.info(
-        "train %d, dev %d; positives per output (train): %s",
+        "train %d (+%d behaviour-only messages), dev %d; positives per output (train): %s",
         len(train),
+        len(behaviour),
         len(dev),
         dict(zip(OUTPUTS, y_train.sum(0).astype(int).tolist(), strict=True)),
     )
 
     # 2. model
+    device = pick_device(args.device)
     tokenizer = load_tokenizer(args.base_model)
     model = FraudClassifier.from_base(args.base_model)
+    # training-only: what a message does (its conversation stage), read from the same pooled vector
+    behaviour_head = torch.nn.Linear(model.head.in_features, len(STAGES)) if behaviour else None
+    if behaviour_head is not None:
+        model.add_module("behaviour_head", behaviour_head)
+    model.to(device)
     pos = y_train.sum(0)
     pos_weight = torch.tensor(
         np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, args.max_pos_weight), dtype=torch.float32
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    head_params = list(model.head.parameters())
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device), reduction="none")
+    head_params = list(model.head.parameters()) + (
+        list(behaviour_head.parameters()) if behaviour_head is not None else []
+    )
     head_ids = {id(p) for p in head_params}
     encoder_params = [p for p in model.parameters() if id(p) not in head_ids]
     optimizer = torch.optim.AdamW(
@@ -186,7 +228,8 @@ def main(argv: list[str] | None = None) -> Path:
         ],
         weight_decay=args.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(train) * (1 + args.augment_prob + args.context_prob) / args.batch_size)
+    per_epoch = len(train) * (1 + args.augment_prob + args.context_prob) + len(behaviour)
+    steps_per_epoch = math.ceil(per_epoch / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
 
@@ -206,26 +249,40 @@ def main(argv: list[str] | None = None) -> Path:
         if best_epoch > 0 and epoch - 1 - best_epoch >= args.patience:
             break  # a resumed run that had already stopped early
         model.train()
-        examples = [(r["text"], y_train[i]) for i, r in enumerate(train)]
+        no_stage = -100  # cross-entropy's ignore index: a corpus message has no stage label
+        examples = [(r["text"], y_train[i], no_stage) for i, r in enumerate(train)]
         examples += [
-            (augment(r["text"], rng), y_train[i])
+            (augment(r["text"], rng), y_train[i], no_stage)
             for i, r in enumerate(train)
             if rng.random() < args.augment_prob
         ]
         examples += [
-            (in_context(r["text"], benign, rng), y_train[i])
+            (in_context(r["text"], benign, rng), y_train[i], no_stage)
             for i, r in enumerate(train)
             if rng.random() < args.context_prob
         ]
+        # a chat line alone has no fraud label (its conversation has): it teaches the behaviour head only
+        examples += [(text, None, stage) for text, stage in behaviour]
         rng.shuffle(examples)
-        texts = [normalize(t).text for t, _ in examples]
-        labels = np.stack([y for _, y in examples])
+        texts = [normalize(t).text for t, _, _ in examples]
+        has_label = np.array([y is not None for _, y, _ in examples], dtype=np.float32)
+        labels = np.stack(
+            [y if y is not None else np.zeros(len(OUTPUTS), np.float32) for _, y, _ in examples]
+        )
+        stages = np.array([s for _, _, s in examples], dtype=np.int64)
         losses = []
         bar = tqdm(range(0, len(texts), args.batch_size), desc=f"epoch {epoch}/{args.epochs}", mininterval=10)
         for i in bar:
-            batch = encode_batch(tokenizer, texts[i : i + args.batch_size], args.max_length)
-            logits = model(**batch)
-            loss = loss_fn(logits, torch.from_numpy(labels[i : i + args.batch_size]))
+            sl = slice(i, i + args.batch_size)
+            batch = {k: v.to(device) for k, v in encode_batch(tokenizer, texts[sl], args.max_length).items()}
+            pooled = model.dropout(model.pool(**batch))
+            weight = torch.from_numpy(has_label[sl]).to(device)
+            per_row = loss_fn(model.head(pooled), torch.from_numpy(labels[sl]).to(device)).mean(dim=1)
+            loss = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
+            if behaviour_head is not None and (stages[sl] != no_stage).any():
+                loss = loss + args.behaviour_weight * torch.nn.functional.cross_entropy(
+                    behaviour_head(pooled), torch.from_numpy(stages[sl]).to(device), ignore_index=no_stage
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -285,6 +342,7 @@ def main(argv: list[str] | None = None) -> Path:
         "pos_weight": pos_weight.tolist(),
     }
     summary["feedback"] = feedback_stats
+    summary["behaviour_messages"] = len(behaviour)
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     log.info(
         "best epoch %d (dev score %.4f); wall time %.1f min; saved to %s",
@@ -294,6 +352,12 @@ def main(argv: list[str] | None = None) -> Path:
         out,
     )
     return out
+
+
+def behaviour_examples(args: TrainArguments) -> list[tuple[str, int]]:
+    """(message text, stage index) for every message of the TRAIN conversations: read alone, with its stage."""
+    conversations = load_conversations(args.conversations, splits=["train"])
+    return [(m["text"], STAGES.index(m["stage"])) for c in conversations for m in c["messages"]]
 
 
 if __name__ == "__main__":
