@@ -16,7 +16,9 @@ from fanzha.training.torch_reader import TorchTextClassifier
 TINY = ["--batch_size", "8", "--max_length", "24", "--learning_rate", "1e-3", "--threads", "1"]
 
 
-def test_torch_reader_scores_what_the_exported_graph_scores(tiny_trained, tiny_model_dir, tiny_corpus) -> None:
+def test_torch_reader_scores_what_the_exported_graph_scores(
+    tiny_trained, tiny_model_dir, tiny_corpus
+) -> None:
     """Same windows, same max over windows: the fp32 checkpoint and its fp32 ONNX export agree on every text,
     a long one read in several windows included."""
     texts = [normalize(r["text"]).text for r in load_corpus(tiny_corpus)]
