@@ -42,11 +42,12 @@ lint: $(VENV)/.dev
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check
 
-## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card → conversation model), ~45 min on 2 cores
+## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card → conversation model), ~3 h on 2 cores, ~5 min on one GPU
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 train: $(VENV)/.dev
-	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 6
+	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 4 --batch_size 32 \
+		--learning_rate 8e-5 --behaviour_weight 0.5
 export: $(VENV)/.dev
 	$(PY) -m fanzha.training.export --model_dir runs/model --output_dir models/default
 evaluate: $(VENV)/.dev
@@ -58,6 +59,12 @@ conversation: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.conversation_corpus > /dev/null
 	$(PY) -m fanzha.training.conversation --model_dir models/default --c_grid 0.1,0.3
 model: base train export evaluate bench card conversation
+
+## sweep: issue 13's comparison (6 vs 12 layers, with and without rounds 4-6, behaviour loss); on a GPU ~6 min
+sweep: $(VENV)/.dev
+	$(PY) -m fanzha.training.build_base --output_dir runs/base6 --num_layers 6
+	$(PY) -m fanzha.training.build_base --output_dir runs/base12 --num_layers 12
+	$(PY) -m fanzha.training.sweep --plan training/sweeps/issue13.json --output_dir runs/sweep --parallel 7
 
 ## bench: torch eager vs ORT fp32 vs ORT int8 (torch and fp32 rows need the local runs/ from `make model`)
 bench: $(VENV)/.dev

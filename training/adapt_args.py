@@ -60,6 +60,10 @@ class AdaptArguments:
     max_recall_drop: float = field(
         default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"}
     )
+    per_author: bool = field(
+        default=True,
+        metadata={"help": "hold recall for every author of the labelled check set, not only overall"},
+    )
     max_traffic: int = field(default=200_000, metadata={"help": "read at most this many traffic messages"})
     held_out: float = field(
         default=0.2,
@@ -85,9 +89,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict = {"help": f.metadata.get("help", "")}
         if f.type in ("list[str]", "list[float]"):
             kwargs.update(nargs="*", default=f.default_factory(), type=float if "float" in f.type else str)
+        elif isinstance(f.default, bool):
+            kwargs.update(type=_flag, default=f.default, metavar="true|false")
         elif not required:
             kwargs.update(type=str if f.default is None else type(f.default), default=f.default)
         parser.add_argument(f"--{f.name}", required=required, **kwargs)
+
+
+def _flag(value: str) -> bool:
+    """`--per_author false`: argparse's own bool() would read any non-empty word as True."""
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if value.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return words[value.lower()]
 
 
 def arguments_from(ns: argparse.Namespace) -> AdaptArguments:

@@ -199,3 +199,30 @@ def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(
     )
     assert "no non-empty 'text' values" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_review_threshold_holds_recall_for_every_author_not_only_overall() -> None:
+    """Author b's 40 lures all score lower after re-fitting; pooled with a's 400 they barely move the overall
+    recall, so only the per-author constraint keeps b's lures flagged."""
+    from fanzha.training.adapt import choose_review_threshold, recall
+
+    y = np.array([1.0] * 440 + [0.0] * 100)
+    groups = np.array(["a"] * 400 + ["b"] * 40 + ["a"] * 100)
+    base = np.where(y > 0.5, 0.9, 0.1)
+    new = base.copy()
+    new[400:440] = np.linspace(0.30, 0.69, 40)  # b's lures: still above 0.3, but spread out
+    pooled = choose_review_threshold(base, new, y, 0.5, max_drop=0.05)
+    per_author = choose_review_threshold(base, new, y, 0.5, max_drop=0.05, groups=groups)
+    b = groups == "b"
+    assert recall(new[b], y[b], pooled) < 0.9  # the pooled constraint gives up most of b
+    assert per_author < pooled and recall(new[b], y[b], per_author) >= 0.95 - 1e-9
+    assert recall(new, y, per_author) >= recall(new, y, pooled)
+
+
+def test_per_author_flag_reads_true_and_false() -> None:
+    from fanzha.training.adapt_args import parse_args
+
+    assert parse_args(["--traffic", "t.jsonl", "--output", "o", "--per_author", "false"]).per_author is False
+    assert parse_args(["--traffic", "t.jsonl", "--output", "o"]).per_author is True
+    with pytest.raises(SystemExit):
+        parse_args(["--traffic", "t.jsonl", "--output", "o", "--per_author", "maybe"])
