@@ -52,7 +52,7 @@ from fanzha.models.text import DEFAULT_MODEL_DIR, FEATURES, TextClassifier
 
 from .adapt_args import AdaptArguments, parse_args
 from .graph import load_onnx, with_features_output, with_new_head
-from .metrics import targets, tune_block_threshold, tune_thresholds
+from .metrics import detector_score, targets, tune_block_threshold, tune_thresholds
 
 log = logging.getLogger("fanzha.adapt")
 
@@ -390,8 +390,8 @@ def main(args: AdaptArguments) -> Path:
         """The review threshold kept by the recall constraint on dev + the train check slice; and dev's probs."""
         new = check_probs(weight, bias)
         t = choose_review_threshold(
-            base_check[:, 0],
-            new[:, 0],
+            detector_score(base_check),
+            detector_score(new),
             y_check[:, 0],
             base_thresholds[OUTPUTS[0]],
             args.max_recall_drop,
@@ -404,7 +404,7 @@ def main(args: AdaptArguments) -> Path:
     for tw in tqdm(candidates, desc="choosing the traffic weight", disable=len(candidates) == 1):
         weight, bias = fit(tw, ~held & ~validation)
         t, _ = review_threshold(weight, bias)
-        p_val = tr.text_probs(tr.pooled @ weight + bias)[validation, 0]
+        p_val = detector_score(tr.text_probs(tr.pooled @ weight + bias))[validation]
         search.append(
             {
                 "traffic_weight": tw,
@@ -429,7 +429,7 @@ def main(args: AdaptArguments) -> Path:
     thresholds = {
         OUTPUTS[0]: review,
         **{o: round(float(t), 2) for o, t in zip(OUTPUTS[1:], label_t[1:], strict=True)},
-        "block": max(review, tune_block_threshold(dev_new[:, 0], y["dev"][:, 0])),
+        "block": max(review, tune_block_threshold(detector_score(dev_new), y["dev"][:, 0])),
     }
 
     # 6. write, check, report
@@ -504,7 +504,7 @@ def _check_written(out: Path, records: list[dict], expected: np.ndarray) -> None
 
 
 def _rates(probs: np.ndarray, review: float, block: float) -> dict[str, float]:
-    p = probs[:, 0]
+    p = detector_score(probs)
     return {
         "n": int(len(p)),
         "review_or_block": round(float((p >= review).mean()), 4) if len(p) else None,
@@ -531,13 +531,15 @@ def _report(
     for name in ("dev", "test"):
         if name not in feats:
             continue
-        bp, np_ = feats[name].text_probs(), feats[name].text_probs(new_logits[name])
+        # the score the Detector flags on: the max over the heads
+        bp = detector_score(feats[name].text_probs())
+        np_ = detector_score(feats[name].text_probs(new_logits[name]))
         fraud = y[name][:, 0]
         labelled[name] = {
-            "recall_before": round(recall(bp[:, 0], fraud, base_t["fraud"]), 4),
-            "recall_after": round(recall(np_[:, 0], fraud, new_t["fraud"]), 4),
-            "benign_flag_rate_before": round(float((bp[fraud < 0.5, 0] >= base_t["fraud"]).mean()), 4),
-            "benign_flag_rate_after": round(float((np_[fraud < 0.5, 0] >= new_t["fraud"]).mean()), 4),
+            "recall_before": round(recall(bp, fraud, base_t["fraud"]), 4),
+            "recall_after": round(recall(np_, fraud, new_t["fraud"]), 4),
+            "benign_flag_rate_before": round(float((bp[fraud < 0.5] >= base_t["fraud"]).mean()), 4),
+            "benign_flag_rate_after": round(float((np_[fraud < 0.5] >= new_t["fraud"]).mean()), 4),
         }
     return {
         "version": version,
@@ -609,11 +611,11 @@ def _plot_pr(f: Features, new_logits: np.ndarray, y: np.ndarray, path: Path) -> 
         return
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, probs in (("base", f.text_probs()), ("adapted", f.text_probs(new_logits))):
-        p, r, _ = precision_recall_curve(y[:, 0], probs[:, 0])
+        p, r, _ = precision_recall_curve(y[:, 0], detector_score(probs))
         ax.plot(r, p, label=name)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("fraud output, test split")
+    ax.set_title("fraud score (max over the heads), test split")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

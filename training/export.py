@@ -30,8 +30,8 @@ from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import TextClassifier, tokenizer_sha256
 
-from .graph import add_features_output
-from .metrics import dev_metrics, targets, tune_block_threshold
+from .graph import add_features_output, set_metadata
+from .metrics import decision_thresholds, dev_metrics, targets
 from .model import FraudClassifier, encode_batch, predict_logits
 from .vocab import prune_model_vocab, prune_tokenizer, select_pieces
 
@@ -147,14 +147,6 @@ def fuse_transformer_ops(fp32: Path, out: Path, encoder_config) -> bool:
     return True
 
 
-def set_metadata(path: Path, metadata: dict[str, str]) -> None:
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-
-
 def quantize_int8(
     fp32: Path,
     int8: Path,
@@ -245,10 +237,12 @@ def main(argv: list[str] | None = None) -> Path:
     int8_probs = ort_int8.predict(texts)
     m_fp32 = dev_metrics(ort_fp32.predict(texts), y, thresholds)
     m_int8 = dev_metrics(int8_probs, y, thresholds)
-    # the block threshold is tuned on the shipped int8 model's dev scores (never test) and stored with the others
+    # review and block are tuned on the shipped int8 model's dev scores (never test), on the score the Detector
+    # decides on (the max over the heads); label thresholds stay as training tuned them
     dev = np.array([r["split"] == "dev" for r in held_out])
-    block = tune_block_threshold(int8_probs[dev, 0], y[dev, 0])
-    metadata["fanzha.thresholds"] = json.dumps({**json.loads(metadata["fanzha.thresholds"]), "block": block})
+    decision = decision_thresholds(int8_probs[dev], y[dev])
+    block = decision["block"]
+    metadata["fanzha.thresholds"] = json.dumps({**json.loads(metadata["fanzha.thresholds"]), **decision})
     set_metadata(int8, metadata)
     parity = {
         "fp32_vs_torch_max_abs_logit_diff": max(diffs),
@@ -262,6 +256,7 @@ def main(argv: list[str] | None = None) -> Path:
         "size_mb_int8": round(int8.stat().st_size / 2**20, 1),
         "version": version,
         "block_threshold": block,
+        "review_threshold": decision["fraud"],
         "exporter": args.exporter,
         "fused": fused,
     }

@@ -20,6 +20,16 @@ def add_features_output(path: str | Path) -> None:
     onnx.save(with_features_output(onnx.load(str(path))), str(path))
 
 
+def set_metadata(path: str | Path, metadata: dict[str, str]) -> None:
+    """Replace the fanzha metadata of the ONNX file at `path` (the graph is unchanged)."""
+    onnx = load_onnx()
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
 def load_onnx():
     try:
         import onnx

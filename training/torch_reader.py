@@ -5,7 +5,7 @@
 Comparing candidate models (`fanzha.training.sweep`) needs every candidate's test and external figures,
 and exporting each one to int8 first would cost minutes per model. This reader feeds the runtime's own
 token windows to the fp32 torch model (on a GPU when there is one), so the figures differ from the shipped
-int8 model's only by quantisation. The block threshold is tuned on dev exactly as export tunes it.
+int8 model's only by quantisation. Review and block thresholds are tuned on dev exactly as export tunes them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fanzha.datasets.corpus import load_corpus
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_WINDOW, WindowReader
 
-from .metrics import targets, tune_block_threshold
+from .metrics import decision_thresholds, targets
 from .model import FraudClassifier
 
 
@@ -51,12 +51,12 @@ class TorchTextClassifier(WindowReader):
     def load(
         cls, model_dir: str | Path, device: str = "auto", corpus: str | None = None
     ) -> TorchTextClassifier:
-        """The checkpoint's dev-tuned thresholds, plus a block threshold tuned on its dev scores."""
+        """The checkpoint's label thresholds; review and block tuned on its dev scores as export tunes them."""
         model, tokenizer, config = FraudClassifier.load(model_dir)
         reader = cls(model, tokenizer, config, device, version=f"torch:{Path(model_dir).name}")
         dev = load_corpus(corpus, splits=["dev"])
         probs = reader.predict([normalize(r["text"]).text for r in dev])
-        reader.thresholds["block"] = tune_block_threshold(probs[:, 0], targets(dev)[:, 0])
+        reader.thresholds.update(decision_thresholds(probs, targets(dev)))
         return reader
 
     @torch.no_grad()

@@ -74,8 +74,8 @@ def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, t
     held = [normalize(t).text for t, h in zip(texts, adapt.held_out_mask(texts, 0.2, 13), strict=True) if h]
     report = json.loads((adapted / "adapt_report.json").read_text())
     assert report["held_out_traffic"]["all"]["after"]["n"] == len(held) > 20
-    clf = TextClassifier.load(adapted, threads=1)
-    flagged = float((clf.predict(held)[:, 0] >= clf.thresholds["fraud"]).mean())
+    verdicts = Detector.load(adapted, threads=1).classify_texts(held)
+    flagged = float(np.mean([v.decision != "pass" for v in verdicts]))
     assert abs(flagged - report["held_out_traffic"]["all"]["after"]["review_or_block"]) < 1e-3
     assert [r["traffic_weight"] for r in report["traffic_weight_search"]] == [0.5, 1.0, 2.0, 4.0, 8.0]
 

@@ -87,3 +87,21 @@ def test_tuned_thresholds_are_the_best_in_their_ranges() -> None:
     assert tune_block_threshold(fraud, np.zeros(5)) == pytest.approx(
         0.99
     )  # none precise enough: the top of the range
+
+
+def test_decision_thresholds_tune_the_score_the_detector_flags_on() -> None:
+    """The fraud head alone would pick 0.5, but a label head (its max with the fraud head is what the Detector
+    flags on) puts three benign texts at 0.8: the review threshold has to go above them."""
+    from fanzha.training.metrics import decision_thresholds, detector_score
+
+    probs = np.array(
+        [[0.95, 0.9, 0, 0, 0]] * 10  # lures
+        + [[0.2, 0.8, 0, 0, 0]] * 3  # benign, but a label head says 0.8
+        + [[0.1, 0.1, 0, 0, 0]] * 10
+    )
+    y = np.zeros((23, 5))
+    y[:10, 0] = y[:10, 1] = 1
+    assert detector_score(probs)[10] == pytest.approx(0.8)
+    t = decision_thresholds(probs, y)
+    assert t["fraud"] == pytest.approx(0.85) and t["block"] >= t["fraud"]
+    assert tune_thresholds(probs, y)[0] == pytest.approx(0.5)  # the per-head tuning training does
