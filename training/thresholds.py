@@ -35,6 +35,11 @@ def retune(model_dir: str | Path, corpus: str | None = None) -> dict[str, float]
     metadata = {p.key: p.value for p in load_onnx().load(str(path)).metadata_props}
     thresholds = {**json.loads(metadata["fanzha.thresholds"]), **tuned}
     set_metadata(path, {**metadata, "fanzha.thresholds": json.dumps(thresholds)})
+    parity = Path(model_dir) / "parity.json"  # the export's record of what it shipped follows the model
+    if parity.exists():
+        record = json.loads(parity.read_text())
+        record.update(block_threshold=tuned["block"], review_threshold=tuned["fraud"])
+        parity.write_text(json.dumps(record, indent=2))
     return thresholds
 
 
