@@ -53,6 +53,13 @@ def main() -> int:
     p.add_argument("--corpora_dir", default=None)
     p.add_argument("--base_model", default="")
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--per_author",
+        default="true",
+        choices=["true", "false"],
+        help="adapt's recall constraint per author of the check set (true, the default) or pooled (false)",
+    )
+    p.add_argument("--only", default="", help="run only this traffic mix (e.g. label00+msgpass)")
     args = p.parse_args()
     root = corpora_dir(args.corpora_dir)
     if root is None:
@@ -70,13 +77,19 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="fanzha-adapt-bench-") as tmp:
         for name, parts in runs.items():
+            if args.only and name != args.only:
+                continue
             traffic = Path(tmp) / f"{name}.jsonl"
             n = write_traffic(traffic, parts)
             out = Path(tmp) / f"model-{name}"
             print(f"== {name}: {n:,} messages", flush=True)
             adapt.main(
                 AdaptArguments(
-                    traffic=str(traffic), output=str(out), base_model=args.base_model, held_out=0.5
+                    traffic=str(traffic),
+                    output=str(out),
+                    base_model=args.base_model,
+                    held_out=0.5,
+                    per_author=args.per_author == "true",
                 )
             )
             results[name] = json.loads((out / "adapt_report.json").read_text())

@@ -39,14 +39,14 @@ Data: the authored corpus in `datasets/` ({train_size:,} train / {dev_size:,} de
 
 ```bash
 python -m fanzha.training.build_base --output_dir runs/base --num_layers {layers}
-python -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs {epochs}
+python -m fanzha.training.train --base_model {base_model} --output_dir runs/model {train_args}
 python -m fanzha.training.export --model_dir runs/model --output_dir models/default
 python -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 ```
 
 Settings: {settings}. Class-weighted BCE (positive weights {pos_weight}), fresh evasion augmentation
 (`datasets/augment.py`) and benign-context augmentation every epoch, early stopping on dev.
-Best epoch {best_epoch} of {epochs_run}; training wall time {wall_min:.1f} min on 2 CPU cores (no GPU).
+Best epoch {best_epoch} of {epochs_run}; training wall time {wall_min:.1f} min on {device}.
 
 | epoch | train loss | dev fraud F1 | dev label macro-F1 |
 |---:|---:|---:|---:|
@@ -193,7 +193,13 @@ def main(argv: list[str] | None = None) -> Path:
         thresholds=", ".join(f"{k} {v}" for k, v in clf.thresholds.items()),
         train_size=summary["train_size"],
         dev_size=summary["dev_size"],
-        epochs=a["epochs"],
+        base_model=a["base_model"],
+        train_args=" ".join(
+            f"--{k} {a[k]}"
+            for k in ("epochs", "batch_size", "learning_rate", "behaviour_weight")
+            if k in a and (k != "behaviour_weight" or a[k])
+        ),
+        device=summary.get("device", "cpu").replace("cpu", "2 CPU cores (no GPU)"),
         settings=f"lr {a['learning_rate']} (head {a['head_learning_rate']}), batch {a['batch_size']}, max length {a['max_length']}, "
         f"weight decay {a['weight_decay']}, warm-up {a['warmup_ratio']}, augment p {a['augment_prob']}, context p {a.get('context_prob', 0)}, seed {a['seed']}",
         pos_weight=", ".join(f"{w:.2f}" for w in summary["pos_weight"]),

@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     summary["feedback"] = feedback_stats
     summary["behaviour_messages"] = len(behaviour)
+    summary["device"] = device.type
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     log.info(
         "best epoch %d (dev score %.4f); wall time %.1f min; saved to %s",
