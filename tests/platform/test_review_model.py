@@ -28,10 +28,13 @@ def platform(wide_detector, tmp_path):
     p.close()
 
 
-def test_text_poster_and_video_are_kept_with_their_evidence(platform) -> None:
-    platform.audit_sample = 1.0  # the poster scores 1.0: `block`, kept as an audit sample
+def test_text_poster_and_video_are_kept_with_their_evidence(platform, wide_detector) -> None:
+    platform.audit_sample = 1.0  # the poster is decided `block` below: kept as an audit sample
     (text,) = platform.classify_texts([SCAM], [ItemRef(id="t1", account_id="u1", source="dm")])
+    # the poster is read by a detector that blocks at 0.06, whatever the model's exact score for it
+    platform.detector = Detector(wide_detector.classifier, DecisionThresholds(review=0.05, block=0.06))
     poster = platform.classify_media((MEDIA / "qr.png").read_bytes(), ItemRef(id="p1", account_id="u1"))
+    platform.detector = wide_detector
     video = platform.classify_media(
         (MEDIA / "flash_scam.mp4").read_bytes(), ItemRef(id="v1", account_id="u1")
     )
