@@ -29,7 +29,7 @@ platforms): binary `fraud` plus four labels (`fake_giveaway`, `fee_demand`, `cli
 | head | masked mean pooling → linear, 5 sigmoid outputs (fraud, then the labels) |
 | file | `model.onnx`, int8 dynamic quantisation (per-channel, reduce_range), fused attention; {size_int8} MB (fp32: {size_fp32} MB, not committed) |
 | input | normalised text (`fanzha.models.normalize`), ≤ {max_length} tokens per window at training; long texts in {window}-token half-overlapping windows at run time, max over windows |
-| thresholds | {thresholds} (tuned on dev; `fraud` is the default review threshold, tuned only upwards from 0.5; `block` is the lowest of 0.90–0.99 with dev precision ≥ 99.5 % on the int8 model) |
+| thresholds | {thresholds} (tuned on dev; labels by training; `fraud` (review) and `block` at export on the int8 model's dev scores, on the score the Detector flags on, the max over the heads: review maximises dev F1 in 0.5–0.9, block is the lowest of 0.90–0.99 with dev precision ≥ 99.5 %) |
 | outputs | `logits`, and `fanzha_features` ([logits, pooled vector] per window) for `fanzha adapt` and the conversation model beside it (`conversation.onnx`, its own card: `CONVERSATION_MODEL_CARD.md`) |
 
 ## Training
