@@ -60,7 +60,7 @@ conversation: $(VENV)/.dev
 	$(PY) -m fanzha.training.conversation --model_dir models/default --c_grid 0.1,0.3
 model: base train export evaluate bench card conversation
 
-## sweep: issue 13's comparison (6 vs 12 layers, with and without rounds 4-6, behaviour loss); on a GPU ~6 min
+## sweep: issue 13's comparison (6 vs 12 layers, with and without rounds 4-5, behaviour loss); on a GPU ~6 min
 sweep: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base6 --num_layers 6
 	$(PY) -m fanzha.training.build_base --output_dir runs/base12 --num_layers 12

@@ -33,9 +33,11 @@ def write_traffic(path: Path, parts: dict[str, list[str]]) -> int:
 def fraud_recall(
     telecom: dict[str, list[str]], base_model: str, adapted: Path
 ) -> dict[str, dict[str, float]]:
-    """Review+block rate on the telecom fraud sets (never in the traffic) for the base and the adapted model."""
+    """Review+block rate on the telecom fraud sets (never in the traffic) for the base and the adapted model,
+    on the score the Detector flags on (the max over the heads)."""
     from fanzha.models import Detector
     from fanzha.models.normalize import normalize
+    from fanzha.training.metrics import detector_score
 
     out = {}
     for name, model_dir in (("before", base_model or None), ("after", adapted)):
@@ -43,7 +45,7 @@ def fraud_recall(
         for cls, texts in telecom.items():
             if cls == "normal":
                 continue
-            probs = detector.classifier.predict([normalize(t).text for t in texts])[:, 0]
+            probs = detector_score(detector.classifier.predict([normalize(t).text for t in texts]))
             out.setdefault(cls, {})[name] = round(float((probs >= detector.thresholds.review).mean()), 4)
     return out
 

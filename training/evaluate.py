@@ -287,7 +287,7 @@ def check_targets(systems: dict) -> dict:
             "value": ours,
             "target": f"{op} {bound}",
             "passed": bool(ok),
-            "beats_baselines": bool(better),
+            "beats_baselines": bool(better) if others else None,  # None: no baseline was run
         }
     return out
 
@@ -338,7 +338,8 @@ def render(metrics: dict, n_test: int, n_hard: int, has_external: bool, previous
         f"# Evaluation report — {metrics['model_version']}",
         "",
         f"Test split: {n_test} authored messages ({n_hard} hard negatives), written by an author who wrote no training data.",
-        f"Thresholds: {metrics['thresholds']} (fraud = the review threshold; labels tuned on dev). Baselines: threshold 0.5.",
+        f"Thresholds: {metrics['thresholds']} (fraud = the review threshold; labels tuned on dev)."
+        + (" Baselines: threshold 0.5." if len(names) > 1 else " No baselines were run."),
         "",
         "## Targets",
         "",

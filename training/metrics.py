@@ -52,7 +52,7 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def detector_score(probs: np.ndarray) -> np.ndarray:
     """The fraud score the Detector decides on: P(any label) is never below P(one label) (models/detector.py)."""
-    return np.maximum(probs[:, 0], probs[:, 1:].max(axis=1))
+    return np.round(np.maximum(probs[:, 0], probs[:, 1:].max(axis=1)), 4)  # the Detector rounds it too
 
 
 def decision_thresholds(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:

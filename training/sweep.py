@@ -78,6 +78,8 @@ def commands(plan: dict, run: dict, out: Path, extra: list[str], eval_extra: lis
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(SweepArguments).parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.parallel < 1:
+        raise SystemExit(f"--parallel must be at least 1, got {args.parallel}")
     plan = json.loads(Path(args.plan).read_text())
     root = Path(args.output_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -144,6 +144,7 @@ def save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "rng": rng.getstate(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(),
         },
         tmp / "state.pt",
@@ -155,13 +156,16 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, model: FraudClassifier, optimizer, scheduler, rng: random.Random) -> dict:
-    saved = torch.load(path / "state.pt", weights_only=False)
+    # on the CPU first: a run saved on a GPU resumes anywhere (load_state_dict moves tensors to the model)
+    saved = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     rng.setstate(saved["rng"])
     torch.set_rng_state(saved["torch_rng"])
     np.random.set_state(saved["numpy_rng"])
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return json.loads((path / "progress.json").read_text())
 
 
@@ -178,7 +182,14 @@ def main(argv: list[str] | None = None) -> Path:
     # 1. data
     train = load_corpus(args.corpus, splits=["train"])
     dev = load_corpus(args.corpus, splits=["dev"])
-    excluded = {f"authored:{a.strip()}" for a in args.exclude_authors.split(",") if a.strip()}
+    excluded = {
+        "authored:" + a.strip().removeprefix("authored:")
+        for a in args.exclude_authors.split(",")
+        if a.strip()
+    }
+    unknown = excluded - {r.get("provenance") for r in train}
+    if unknown:  # a typo would silently train on everything
+        raise SystemExit(f"--exclude_authors names authors with no train messages: {sorted(unknown)}")
     train = [r for r in train if r.get("provenance") not in excluded]
     if args.max_train_samples:
         train = random.Random(args.seed).sample(train, min(args.max_train_samples, len(train)))

@@ -127,3 +127,32 @@ def test_sweep_trains_evaluates_compares_and_resumes(tiny_base, tiny_corpus, tmp
     stamp = (tmp_path / "sweep" / "all" / "metrics.json").stat().st_mtime_ns
     sweep.main(args)
     assert (tmp_path / "sweep" / "all" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_a_misnamed_author_or_no_parallelism_is_refused(tiny_base, tiny_corpus, tmp_path) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit, match="no train messages"):
+        train.main(
+            [
+                "--base_model",
+                str(tiny_base),
+                "--output_dir",
+                str(tmp_path / "m"),
+                "--corpus",
+                str(tiny_corpus),
+            ]
+            + ["--exclude_authors", "a999", *TINY]
+        )
+    (tmp_path / "plan.json").write_text(json.dumps({"base_models": {}, "runs": []}))
+    with pytest.raises(SystemExit, match="at least 1"):
+        sweep.main(
+            ["--plan", str(tmp_path / "plan.json"), "--output_dir", str(tmp_path / "s"), "--parallel", "0"]
+        )
+
+
+def test_without_baselines_no_target_claims_to_beat_them() -> None:
+    targets_ = evaluate.check_targets({"fanzha": {"test_fraud": {"f1": 0.1}, "hard_negative_fpr": 0.9}})
+    assert (
+        targets_["test_fraud_f1"]["passed"] is False and targets_["test_fraud_f1"]["beats_baselines"] is None
+    )
