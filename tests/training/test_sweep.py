@@ -17,6 +17,14 @@ from fanzha.training.torch_reader import TorchTextClassifier
 TINY = ["--batch_size", "8", "--max_length", "24", "--learning_rate", "1e-3", "--threads", "1"]
 
 
+def tiny_train(base, corpus, out, *extra: str):
+    """One epoch of the tiny recipe on the tiny base and corpus, plus `extra` arguments."""
+    return train.main(
+        ["--base_model", str(base), "--output_dir", str(out), "--corpus", str(corpus), "--epochs", "1"]
+        + [*TINY, *extra]
+    )
+
+
 def test_torch_reader_scores_what_the_exported_graph_scores(
     tiny_trained, tiny_model_dir, tiny_corpus
 ) -> None:
@@ -64,24 +72,16 @@ def test_evaluate_reads_a_torch_checkpoint_without_baselines(tiny_trained, tiny_
 def test_behaviour_loss_and_left_out_authors(tiny_base, tiny_corpus, tiny_conversations, tmp_path) -> None:
     train_rows = load_corpus(tiny_corpus, splits=["train"])
     author = Counter(r["provenance"] for r in train_rows).most_common(1)[0][0].split(":")[1]
-    out = train.main(
-        [
-            "--base_model",
-            str(tiny_base),
-            "--output_dir",
-            str(tmp_path / "m"),
-            "--corpus",
-            str(tiny_corpus),
-            "--epochs",
-            "1",
-            *TINY,
-            "--behaviour_weight",
-            "1.0",
-            "--conversations",
-            str(tiny_conversations),
-            "--exclude_authors",
-            author,
-        ]
+    out = tiny_train(
+        tiny_base,
+        tiny_corpus,
+        tmp_path / "m",
+        "--behaviour_weight",
+        "1.0",
+        "--conversations",
+        str(tiny_conversations),
+        "--exclude_authors",
+        author,
     )
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["train_size"] == sum(r["provenance"] != f"authored:{author}" for r in train_rows)
@@ -133,17 +133,7 @@ def test_a_misnamed_author_or_no_parallelism_is_refused(tiny_base, tiny_corpus, 
     import pytest
 
     with pytest.raises(SystemExit, match="no train messages"):
-        train.main(
-            [
-                "--base_model",
-                str(tiny_base),
-                "--output_dir",
-                str(tmp_path / "m"),
-                "--corpus",
-                str(tiny_corpus),
-            ]
-            + ["--exclude_authors", "a999", *TINY]
-        )
+        tiny_train(tiny_base, tiny_corpus, tmp_path / "m", "--exclude_authors", "a999")
     (tmp_path / "plan.json").write_text(json.dumps({"base_models": {}, "runs": []}))
     with pytest.raises(SystemExit, match="at least 1"):
         sweep.main(
