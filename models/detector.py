@@ -20,7 +20,7 @@ from .conversation import HEAD_FILE, ConversationHead, ConversationScorer, Messa
 from .errors import InputError, LimitExceeded, ModelError, UnsupportedMedia
 from .evidence import extract, qr_kind
 from .image import Reading, decode_image, piece_starts, read_image
-from .labels import FRAUD_HEAD, LABELS, DecisionThresholds
+from .labels import FRAUD_HEAD, LABELS, DecisionThresholds, fraud_scores
 from .media import sniff
 from .normalize import has_readable_text, normalize
 from .ocr import OcrEngine, get_engine
@@ -298,8 +298,7 @@ class Detector:
         return out
 
     def _fraud(self, row) -> float:
-        by_output = dict(zip(self.classifier.outputs, (float(p) for p in row), strict=True))
-        return max(by_output[FRAUD_HEAD], *(by_output[label] for label in LABELS))
+        return float(fraud_scores(row, self.classifier.outputs)[0])
 
     def _label_scores(self, row) -> dict[str, float]:
         by_output = dict(zip(self.classifier.outputs, (float(p) for p in row), strict=True))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import SettingsError
 from .settings import settings
@@ -20,6 +23,14 @@ LABEL_NAMES_ZH = {
 }
 
 DECISIONS = ("pass", "review", "block")
+
+
+def fraud_scores(probs: np.ndarray, outputs: Sequence[str] = OUTPUTS) -> np.ndarray:
+    """The score decisions are made on, per row of (n, outputs) probabilities: P(any label) is never below
+    P(one label), so it is the max of the `fraud` head and the label heads. Training tunes thresholds on it."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(outputs))
+    columns = [list(outputs).index(name) for name in (FRAUD_HEAD, *LABELS)]
+    return probs[:, columns].max(axis=1)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score
 
-from fanzha.models.labels import LABELS, OUTPUTS
+from fanzha.models.labels import LABELS, OUTPUTS, fraud_scores
 
 
 def targets(records: list[dict]) -> np.ndarray:
@@ -51,8 +51,8 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def detector_score(probs: np.ndarray) -> np.ndarray:
-    """The fraud score the Detector decides on: P(any label) is never below P(one label) (models/detector.py)."""
-    return np.round(np.maximum(probs[:, 0], probs[:, 1:].max(axis=1)), 4)  # the Detector rounds it too
+    """The fraud score the Detector decides on (`fanzha.models.labels.fraud_scores`), rounded as its verdicts are."""
+    return np.round(fraud_scores(probs, OUTPUTS), 4)
 
 
 def decision_thresholds(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -15,14 +15,15 @@ from pathlib import Path
 
 from fanzha.datasets.corpus import load_corpus
 from fanzha.models.normalize import normalize
-from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
+from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier, WindowReader
 
 from .graph import load_onnx, set_metadata
 from .metrics import decision_thresholds, targets
 
 
-def tune(classifier: TextClassifier, corpus: str | None = None) -> dict[str, float]:
-    """Review and block thresholds from the classifier's scores on the dev split (never test)."""
+def tune(classifier: WindowReader, corpus: str | None = None) -> dict[str, float]:
+    """Review and block thresholds from the classifier's scores on the dev split (never test): an exported
+    model's, or a torch checkpoint's read through the same windows (torch_reader)."""
     dev = load_corpus(corpus, splits=["dev"])
     probs = classifier.predict([normalize(r["text"]).text for r in dev])
     return decision_thresholds(probs, targets(dev))

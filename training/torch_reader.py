@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fanzha.datasets.corpus import load_corpus
-from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_WINDOW, WindowReader
 
-from .metrics import decision_thresholds, targets
 from .model import FraudClassifier
+from .thresholds import tune
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -54,9 +52,7 @@ class TorchTextClassifier(WindowReader):
         """The checkpoint's label thresholds; review and block tuned on its dev scores as export tunes them."""
         model, tokenizer, config = FraudClassifier.load(model_dir)
         reader = cls(model, tokenizer, config, device, version=f"torch:{Path(model_dir).name}")
-        dev = load_corpus(corpus, splits=["dev"])
-        probs = reader.predict([normalize(r["text"]).text for r in dev])
-        reader.thresholds.update(decision_thresholds(probs, targets(dev)))
+        reader.thresholds.update(tune(reader, corpus))
         return reader
 
     @torch.no_grad()
