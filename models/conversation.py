@@ -9,13 +9,14 @@
 
 How a message is read (the head is `conversation.onnx` beside the text model, fit by
 fanzha.training.conversation on the authored conversation corpus):
-1. The text model's encoder reads the message twice: alone, and packed with the messages before it (the last
-   CONTEXT_MESSAGES, newest last, speakers written A, B, C … by first appearance in that window, at most
-   max_length tokens). Its FEATURES output gives each reading's label logits and pooled sentence vector.
-2. A linear head on [context vector | message vector | both readings' probabilities | speaker flags] gives
-   the message's stage (bait, channel_move, payment_demand …), the conversation's labels as of this message,
-   and a local score: P(this chat is a scam, as shown by now). Read in context, 交校服费 in a class group and
-   the parent's warning that quotes 激活费 are cleared; 登记一下地址 after a prize is not.
+1. The text model's encoder reads the message once, alone: its FEATURES output gives the label logits and the
+   pooled sentence vector (a MessageReading). The state keeps the readings of the last CONTEXT_MESSAGES - 1
+   messages, so a message never re-reads its context: it costs one encoder run, like /classify_text.
+2. A linear head on [mean vector of the messages before | this message's vector | their highest and this
+   message's label probabilities | speaker flags] gives the message's stage (bait, channel_move,
+   payment_demand …), the conversation's labels as of this message, and a local score: P(this chat is a scam,
+   as shown by now). Read after what came before, 交校服费 in a class group and the parent's warning that
+   quotes 激活费 are cleared; 登记一下地址 after a prize is not.
 3. The funnel: running maxima of the stage probabilities and scores (a state of fixed size, so a streamed
    conversation costs the same per message however long it grows) feed a logistic layer that gives the
    conversation's score after each message. The conversation's fraud_score is the highest so far, and its
@@ -27,6 +28,7 @@ streamed message by message get the same verdict.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -50,7 +52,9 @@ MAX_MESSAGES = 200  # per conversation scored at once (a stream has no limit: it
 CONTEXT_MESSAGES = 6  # the current message and the five before it
 STREAM_WINDOW = 12  # messages a stream's answer lists (and its state keeps for evidence)
 MAX_EVIDENCE = 24  # evidence items a streamed conversation keeps (the most recent; a whole one keeps all)
-STATE_VERSION = 1  # the stored state's layout: a state of another layout starts the conversation afresh
+STATE_VERSION = 2  # the stored state's layout: a state of another layout starts the conversation afresh
+# the head's input layout (written into conversation.onnx; a head of another layout is refused at load)
+CONTEXT_LAYOUT = "message-readings/1"
 STAGES = (
     "none",
     "bait",
@@ -76,6 +80,7 @@ FUNNEL_FEATURES = (
     "context_fraud",
     "context_fraud_max",
 )
+_VECTOR_DTYPE = np.dtype("<f2")  # a reading's vector as the state stores it (and as every reader sees it)
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ class ConversationState:
     v: int = STATE_VERSION
     count: int = 0  # messages so far
     window: list[list[Any]] = field(default_factory=list)  # recent [index, id, sender, text, normalised text]
+    context: list[list[Any]] = field(
+        default_factory=list
+    )  # the last readings: [sender, vector, probabilities]
     funnel: dict[str, float] = field(default_factory=dict)  # running maxima (FUNNEL_FEATURES' *_max)
     label_max: dict[str, float] = field(default_factory=dict)
     score: float = 0.0  # the conversation's score: the highest after any message
@@ -181,6 +189,24 @@ class ConversationState:
 
 
 @dataclass(frozen=True)
+class MessageReading:
+    """The encoder on one message alone: what the messages after it read as their context."""
+
+    vector: np.ndarray  # pooled sentence vector (the mean over the message's windows), float16-exact
+    probs: np.ndarray  # the text model's label probabilities (the max over its windows)
+
+    def to_json(self, sender: str) -> list[Any]:
+        packed = base64.b64encode(self.vector.astype(_VECTOR_DTYPE).tobytes()).decode("ascii")
+        return [sender, packed, [round(float(p), 5) for p in self.probs]]
+
+    @classmethod
+    def from_json(cls, item: list[Any]) -> tuple[str, MessageReading]:
+        sender, packed, probs = item
+        vector = np.frombuffer(base64.b64decode(packed), dtype=_VECTOR_DTYPE).astype(np.float32)
+        return sender, cls(vector, np.asarray(probs, dtype=np.float32))
+
+
+@dataclass(frozen=True)
 class Reading:
     """One message read by the head: its stage probabilities, label probabilities and local score."""
 
@@ -188,7 +214,7 @@ class Reading:
     labels: np.ndarray  # (len(LABELS),)
     local: float
     message_fraud: float  # the text model on the message alone
-    context_fraud: float  # the text model on the packed context
+    context_fraud: float  # the text model's highest score on the messages before it (the context window)
 
 
 class ConversationHead:
@@ -223,6 +249,11 @@ class ConversationHead:
             )
         if stages != STAGES or tuple(funnel["features"]) != FUNNEL_FEATURES:
             raise ModelError(f"{path} was written for another stage or funnel layout")
+        if meta.get("fanzha.context") != CONTEXT_LAYOUT:
+            raise ModelError(
+                f"{path} reads context as {meta.get('fanzha.context', 'packed text')!r}, this runtime as "
+                f"{CONTEXT_LAYOUT!r}: re-run fanzha.training.conversation for this text model"
+            )
         self.funnel_weight = np.asarray(funnel["weight"], dtype=np.float64)
         self.funnel_bias = float(funnel["bias"])
         self.path = path
@@ -240,7 +271,8 @@ class ConversationHead:
 
 
 class ContextReader:
-    """The encoder's two readings of a message, alone and after the recent window, as the head's input row."""
+    """Reads each message once with the encoder, and builds the head's input row from that reading and the
+    readings of the messages before it."""
 
     def __init__(self, encoder: TextClassifier) -> None:
         if not encoder.has_output(FEATURES):
@@ -250,35 +282,51 @@ class ContextReader:
             )
         self.encoder = encoder
         self.k = len(encoder.outputs)
-        self._separator = encoder.token_ids(" | ")  # a newline is an unknown piece in the pruned vocabulary
 
-    def features(self, window: Sequence[tuple[str, str]], text: str, sender: str) -> np.ndarray:
-        """The head's input for `text` from `sender` after the recent `window` of (sender, text), oldest first.
-        Texts should be normalised (fanzha.models.normalize)."""
-        previous = list(window[max(0, len(window) - (CONTEXT_MESSAGES - 1)) :])
-        context = [*previous, (sender, text)]
-        names: dict[str, str] = {}
-        for who, _ in context:
-            names.setdefault(who, SPEAKERS[len(names) % len(SPEAKERS)])
-        parts = [self.encoder.token_ids(f"{names[who]}：{t}") for who, t in context]
-        ctx = self.encoder.run_windows([self.encoder.packed(parts, self._separator)], FEATURES)[0]
-        msg = self.encoder.run_windows(self.encoder.windows(text), FEATURES)
-        msg_logits, msg_pooled = msg[:, : self.k].max(axis=0), msg[:, self.k :].mean(axis=0)
+    def read(self, texts: Sequence[str]) -> list[MessageReading]:
+        """Each (normalised) text's reading, every window of every text in one batched encoder call."""
+        owner, out = self.encoder.window_outputs(list(texts), FEATURES)
+        readings = []
+        for i in range(len(texts)):
+            rows = out[owner == i]
+            vector = rows[:, self.k :].mean(axis=0).astype(_VECTOR_DTYPE).astype(np.float32)
+            readings.append(MessageReading(vector, sigmoid(rows[:, : self.k].max(axis=0)).astype(np.float32)))
+        return readings
+
+    def features(
+        self, previous: Sequence[tuple[str, MessageReading]], sender: str, message: MessageReading
+    ) -> np.ndarray:
+        """The head's input for `message` from `sender` after the (sender, reading) pairs before it, oldest
+        first (the last CONTEXT_MESSAGES - 1 count)."""
+        previous = list(previous[max(0, len(previous) - (CONTEXT_MESSAGES - 1)) :])
+        if previous:
+            context_vector = np.mean([r.vector for _, r in previous], axis=0)
+            context_probs = np.max([r.probs for _, r in previous], axis=0)
+        else:
+            context_vector = np.zeros_like(message.vector)
+            context_probs = np.zeros_like(message.probs)
         senders = [who for who, _ in previous]
         sender_changed = float(bool(senders) and senders[-1] != sender)
         new_sender = float(bool(senders) and sender not in senders)
         return np.concatenate(
             [
-                ctx[self.k :],
-                msg_pooled,
-                sigmoid(ctx[: self.k]),
-                sigmoid(msg_logits),
+                context_vector,
+                message.vector,
+                context_probs,
+                message.probs,
                 np.array([sender_changed, new_sender]),
             ]
         ).astype(np.float32)
 
+    def next_row(self, state: ConversationState, sender: str, encoded: MessageReading) -> np.ndarray:
+        """The head's input for the next message of a conversation, whose reading the state then keeps (as
+        stored: the fold sees the same numbers whether the state lived in memory or in a database)."""
+        previous = [MessageReading.from_json(item) for item in state.context]
+        state.context = [*state.context, encoded.to_json(sender)][-(CONTEXT_MESSAGES - 1) :]
+        return self.features(previous, sender, encoded)
+
     def probabilities(self, features: np.ndarray) -> tuple[float, float]:
-        """(the text model's fraud score on the message alone, on the packed context) from a feature row."""
+        """(the text model's fraud score on the message alone, its highest on the messages before) from a row."""
         probs = features[-2 - 2 * self.k : -2]  # [context probabilities | message probabilities]
         return float(probs[self.k :].max()), float(probs[: self.k].max())
 
@@ -304,17 +352,23 @@ class ConversationScorer:
 
     # -- the fold -----------------------------------------------------------------------------------------------
     def step(
-        self, state: ConversationState, message: Message, evidence_cap: int | None = MAX_EVIDENCE
+        self,
+        state: ConversationState,
+        message: Message,
+        evidence_cap: int | None = MAX_EVIDENCE,
+        encoded: MessageReading | None = None,
     ) -> tuple[ConversationState, MessageVerdict]:
-        """Read one more message (validated by the caller) and update the state in place."""
+        """Read one more message (validated by the caller) and update the state in place (`encoded`: the
+        encoder's reading of it, when the caller read several messages in one batch)."""
         index = state.count
         if message.ts is not None:
             if state.last_ts is not None and message.ts < state.last_ts:
                 state.warnings = [*state.warnings, out_of_order(index, message.ts, state.last_ts)][-5:]
             state.last_ts = message.ts if state.last_ts is None else max(state.last_ts, message.ts)
         norm = normalize(message.text)
-        window = [(w[2], w[4]) for w in state.window[-(CONTEXT_MESSAGES - 1) :]]
-        reading = self.read(self.reader.features(window, norm.text, message.sender))
+        if encoded is None:
+            (encoded,) = self.reader.read([norm.text])
+        reading = self.read(self.reader.next_row(state, message.sender, encoded))
         funnel_row = update_funnel(state.funnel, reading)
         score = self.head.conversation_score(funnel_row)
         for label, p in zip(LABELS, reading.labels, strict=True):
@@ -391,7 +445,7 @@ class ConversationScorer:
                 "text": text,
                 **{k: read[i][k] for k in ("stage", "stage_score", "fraud_score") if i in read},
             }
-            for i, mid, sender, text, _ in state.window
+            for i, mid, sender, text, *_ in state.window
         ]
         return {"messages": messages, "trigger_index": state.trigger_index, "message_count": state.count}
 
@@ -400,8 +454,9 @@ class ConversationScorer:
         warnings = validate_messages(messages, self.text_check)
         t0 = time.perf_counter()
         state, read = ConversationState(), []
-        for m in messages:
-            state, verdict = self.step(state, m, evidence_cap=None)
+        encoded = self.reader.read([normalize(m.text).text for m in messages])
+        for m, e in zip(messages, encoded, strict=True):
+            state, verdict = self.step(state, m, evidence_cap=None, encoded=e)
             read.append(verdict)
         ms = (time.perf_counter() - t0) * 1000
         return self.verdict(

@@ -110,19 +110,6 @@ class WindowReader:
         """The text's token ids without special tokens."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def packed(self, parts: list[list[int]], separator: list[int]) -> list[int]:
-        """One window of at most `max_length` tokens holding the LAST parts whole (the last one cut to fit if it
-        alone is too long), earlier parts as far as they fit, the first one that does not fit kept by its end:
-        a conversation's recent messages, newest last."""
-        budget = self.max_length - len(self._prefix) - len(self._suffix)
-        body = list(parts[-1][:budget])
-        for part in reversed(parts[:-1]):
-            room = budget - len(body) - len(separator)
-            if room <= 0:
-                break
-            body = part[-room:] + separator + body
-        return self._prefix + body + self._suffix
-
     def run_windows(self, windows: list[list[int]], output: str = "logits") -> np.ndarray:
         """One graph output per window (token ids with special tokens), batched by similar length."""
         out: np.ndarray | None = None

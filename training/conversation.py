@@ -6,7 +6,8 @@ funnel that turns the messages so far into the conversation's score (fanzha.mode
 
 No torch: the encoder is the shipped int8 ONNX text model, read through its FEATURES output, so the message
 figures cannot move. The steps:
-1. read every message of every conversation in context (ContextReader), cached by encoder version + corpus;
+1. read every message once and build its input row from the readings before it (ContextReader, the runtime's
+   fold), cached by layout, encoder version and corpus;
 2. fit the head on train (stage: softmax regression; labels and the local score: logistic), with the
    regularisation chosen on dev;
 3. fit the funnel on out-of-fold head readings of train (so it learns how far to trust an unseen reading);
@@ -31,12 +32,14 @@ from tqdm.auto import tqdm
 
 from fanzha.datasets.conversation_corpus import CONVERSATIONS_DIR, kind, load_conversations
 from fanzha.models.conversation import (
+    CONTEXT_LAYOUT,
     CONTEXT_MESSAGES,
     FUNNEL_FEATURES,
     FUNNEL_STAGES,
     HEAD_FILE,
     STAGES,
     ContextReader,
+    ConversationState,
     Message,
     Reading,
     sigmoid,
@@ -127,7 +130,8 @@ def read_split(reader: ContextReader, records: list[dict], cache: Path | None, d
 def _cached_features(reader: ContextReader, records: list[dict], cache: Path | None, desc: str) -> np.ndarray:
     key = hashlib.sha256(
         json.dumps(
-            [reader.encoder.version, [(r["id"], r["messages"]) for r in records]], ensure_ascii=False
+            [CONTEXT_LAYOUT, reader.encoder.version, [(r["id"], r["messages"]) for r in records]],
+            ensure_ascii=False,
         ).encode()
     ).hexdigest()[:16]
     path = cache / f"{desc}-{key}.npy" if cache else None
@@ -136,13 +140,12 @@ def _cached_features(reader: ContextReader, records: list[dict], cache: Path | N
     rows = []
     total = sum(len(r["messages"]) for r in records)
     with tqdm(total=total, desc=f"reading {desc}", unit="msg", mininterval=5) as bar:
-        for r in records:
-            window: list[tuple[str, str]] = []
-            for m in r["messages"]:
-                text = normalize(m["text"]).text
-                rows.append(reader.features(window, text, m["sender"]))
-                window.append((m["sender"], text))
-                bar.update()
+        for r in records:  # the runtime's fold: each message read once, its context from the state
+            state = ConversationState()
+            encoded = reader.read([normalize(m["text"]).text for m in r["messages"]])
+            for m, e in zip(r["messages"], encoded, strict=True):
+                rows.append(reader.next_row(state, m["sender"], e))
+            bar.update(len(r["messages"]))
     x = np.stack(rows).astype(np.float32)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,16 +321,18 @@ def _share(pred: np.ndarray, mask: np.ndarray) -> float | None:
 
 def choose_review_threshold(scored: Scored, max_hard_benign: float) -> float:
     """The dev threshold with the best F1 among those flagging at most `max_hard_benign` of hard benign chats
-    (the best F1 overall when none does)."""
+    (the best F1 overall when none does); among equals, the one that flags the most caught scams by their
+    decisive message (an alert after the fee was asked for comes too late), then the one closest to 0.5."""
     records = scored.split.records
     final = scored.final
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     options = []
     for t in grid:
-        m = conversation_metrics(records, final, float(t))
+        triggers = [int(np.argmax(a >= t)) if a[-1] >= t else None for a in scored.after]
+        m = conversation_metrics(records, final, float(t), triggers)
         within = m["hard_benign_flagged"] is None or m["hard_benign_flagged"] <= max_hard_benign
-        options.append((within, m["f1"], -abs(t - 0.5), float(t)))
-    return max(options)[3]
+        options.append((within, m["f1"], m["trigger_on_time"], -abs(t - 0.5), float(t)))
+    return max(options)[4]
 
 
 # ---------------------------------------------------------------------------------------------------- ONNX
@@ -463,8 +468,8 @@ def render(report: dict) -> str:
     lines += [
         "",
         f"Stages: accuracy {cm['stage_accuracy']:.3f}, macro-F1 over the funnel stages and warning "
-        f"{cm['stage_macro_f1']:.3f}. Runtime {cm['ms_per_message']} ms per message on this machine (2 reads "
-        "of the encoder per message).",
+        f"{cm['stage_macro_f1']:.3f}. Runtime {cm['ms_per_message']} ms per message on this machine (one "
+        "encoder read per message).",
         "",
         f"Dev (used for choices): {json.dumps(report['dev'], ensure_ascii=False)}",
     ]
@@ -478,9 +483,10 @@ def model_card(report: dict) -> str:
         f"# Model card — {report['version']} (conversations)\n\n"
         "## Model\n\n"
         f"A head on the text model `{report['encoder_version']}` (unchanged: its message figures stay exactly as "
-        "they are). The encoder reads each message twice through its `fanzha_features` output: alone, and packed "
-        f"after the {CONTEXT_MESSAGES - 1} messages before it (speakers A/B/C…, newest last, at most 128 tokens). "
-        "A linear head on [context vector | message vector | both readings' probabilities | speaker flags] gives "
+        "they are). The encoder reads each message once, alone, through its `fanzha_features` output (pooled "
+        f"vector and label probabilities); the state keeps the readings of the {CONTEXT_MESSAGES - 1} messages "
+        "before it, so a streamed message costs one encoder run. A linear head on [mean vector of those messages "
+        "| this message's vector | their highest and this message's probabilities | speaker flags] gives "
         f"the message's stage ({', '.join(STAGES)}), the conversation's labels as of this message and a local "
         "score; a logistic funnel over running maxima of those (a fixed-size state) gives the conversation's "
         "score after each message. fp32 weights in a small ONNX graph; the funnel in its metadata.\n\n"
@@ -548,6 +554,7 @@ def main(args: ConversationArguments) -> Path:
         {
             "fanzha.version": version,
             "fanzha.encoder_version": encoder.version,
+            "fanzha.context": CONTEXT_LAYOUT,
             "fanzha.thresholds": json.dumps({"review": review, "block": block, **dict.fromkeys(LABELS, 0.5)}),
             "fanzha.regularisation": str(c),
         },

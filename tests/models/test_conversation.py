@@ -1,7 +1,8 @@
-"""Conversation scoring: validation, the fold (whole = streamed), bounded state, packed context."""
+"""Conversation scoring: validation, the fold (whole = streamed), bounded state, context from kept readings."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fanzha.models import (
@@ -13,7 +14,15 @@ from fanzha.models import (
     Message,
     TextClassifier,
 )
-from fanzha.models.conversation import MAX_MESSAGES, STAGES, STREAM_WINDOW, conversation_from_dict
+from fanzha.models.conversation import (
+    CONTEXT_MESSAGES,
+    MAX_MESSAGES,
+    STAGES,
+    STREAM_WINDOW,
+    ContextReader,
+    MessageReading,
+    conversation_from_dict,
+)
 
 CHAT = [
     Message("星光应援站", "恭喜你成为本月幸运粉丝🎉", id="m1", ts=100),
@@ -138,21 +147,29 @@ def test_input_objects_name_what_is_wrong(obj, match) -> None:
         conversation_from_dict(obj)
 
 
-def test_packed_context_keeps_the_newest_messages_within_the_window(tiny_model_dir) -> None:
-    clf = TextClassifier.load(tiny_model_dir, threads=1)
-    budget = clf.max_length - len(clf._prefix) - len(clf._suffix)
-    n = (budget - 2) // 3 + 1  # two fit whole with their separators, the third only in part
-    parts = [list(range(1000 + 100 * i, 1000 + 100 * i + n)) for i in range(5)]
-    ids = clf.packed(parts, [7])
-    assert len(ids) == clf.max_length
-    body = ids[len(clf._prefix) : len(ids) - len(clf._suffix)]
-    assert body[-n:] == parts[-1]  # the current message whole, last
-    assert body[-2 * n - 1 : -n - 1] == parts[-2] and body[-n - 1] == 7  # the one before, then a separator
-    kept = budget - 2 * n - 2
-    assert body[:kept] == parts[-3][-kept:]  # the first that did not fit whole: kept by its end
-    assert not set(parts[0] + parts[1]) & set(body)  # the oldest fell out
-    assert clf.packed([list(range(10_000, 10_000 + 3 * budget))], [7])[len(clf._prefix) :][:3] == [
-        10_000,
-        10_001,
-        10_002,
+def test_the_state_keeps_the_last_readings_as_the_next_message_reads_them(tiny_model_dir) -> None:
+    reader = ContextReader(TextClassifier.load(tiny_model_dir, threads=1))
+    texts = [
+        "恭喜你成为幸运粉丝",
+        "签名照免费送",
+        "加管理员扣扣",
+        "登记先转29元",
+        "好的",
+        "谢谢",
+        "在吗",
+        "收到",
     ]
+    encoded = reader.read(texts)
+    assert [len(e.vector) for e in encoded] == [encoded[0].vector.shape[0]] * len(texts)
+    state, rows = ConversationState(), []
+    for i, e in enumerate(encoded):
+        rows.append(reader.next_row(state, f"s{i % 3}", e))
+    assert len(state.context) == CONTEXT_MESSAGES - 1  # bounded: only the last readings are kept
+    assert [sender for sender, *_ in state.context] == [f"s{i % 3}" for i in range(3, 8)]
+    sender, kept = MessageReading.from_json(state.context[-1])
+    np.testing.assert_array_equal(kept.vector, encoded[-1].vector)  # float16-exact: stored without loss
+    # a message's row: the mean vector of the messages before it, then its own vector
+    dim = encoded[0].vector.shape[0]
+    np.testing.assert_allclose(rows[2][:dim], (encoded[0].vector + encoded[1].vector) / 2, atol=1e-6)
+    np.testing.assert_array_equal(rows[2][dim : 2 * dim], encoded[2].vector)
+    assert not rows[0][:dim].any()  # the first message has no context

@@ -90,3 +90,14 @@ def test_review_threshold_respects_the_hard_benign_ceiling() -> None:
     scored = conversation.Scored(split, [np.array([0.7]), np.array([0.6]), np.array([0.1])])
     t = conversation.choose_review_threshold(scored, max_hard_benign=0.0)
     assert 0.6 < t <= 0.7  # flags the scam, clears both hard benign chats
+
+
+def test_review_threshold_prefers_the_one_that_flags_scams_by_their_decisive_message() -> None:
+    records = [
+        {"labels": ["fee_demand"], "difficulty": "subtle", "decisive_index": 1},
+        {"labels": [], "difficulty": "hard"},
+    ]
+    split = conversation.Split(records, np.zeros((2, 1)), np.arange(2), *[np.zeros(2)] * 2, np.zeros((2, 4)))
+    # every threshold in (0.1, 0.9] has F1 1.0; only those ≤ 0.4 flag the scam by message 1
+    scored = conversation.Scored(split, [np.array([0.2, 0.4, 0.9]), np.array([0.1])])
+    assert conversation.choose_review_threshold(scored, max_hard_benign=0.0) == 0.4
