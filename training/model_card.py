@@ -43,7 +43,7 @@ python -m fanzha.training.train --base_model {base_model} --output_dir runs/mode
 python -m fanzha.training.export --model_dir runs/model --output_dir models/default
 python -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 ```
-
+{lineage}
 Settings: {settings}. Class-weighted BCE (positive weights {pos_weight}), fresh evasion augmentation
 (`datasets/augment.py`) and benign-context augmentation every epoch, early stopping on dev.
 Best epoch {best_epoch} of {epochs_run}; training wall time {wall_min:.1f} min on {device}.
@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> Path:
         train_size=summary["train_size"],
         dev_size=summary["dev_size"],
         base_model=a["base_model"],
+        lineage=(
+            ""
+            if Path(a["base_model"]).name == "base"
+            else f"\n`{a['base_model']}` is an earlier fine-tuned checkpoint (a warm start, not a fresh run; the lineage "
+            "is in `reports/training_notes_*.md`).\n"
+        ),
         train_args=" ".join(
             f"--{k} {a[k]}"
             for k in ("epochs", "batch_size", "learning_rate", "behaviour_weight")

@@ -65,6 +65,28 @@ def test_report_without_external_corpora(tiny_model_dir, tiny_corpus, tmp_path) 
     tb = sum(b and y for b, y in zip(blocked, fraud, strict=True))
     assert ours["test_block"]["precision"] == (round(tb / sum(blocked), 4) if any(blocked) else 0.0)
     assert ours["test_block"]["recall"] == round(tb / sum(fraud), 4)
+    # --render_only writes the same report again from metrics.json, scoring nothing
+    (tmp_path / "REPORT.md").unlink()
+    args = ["--corpus", str(tiny_corpus), "--report_dir", str(tmp_path), "--render_only", "true"]
+    assert evaluate.main(args) == json.loads((tmp_path / "metrics.json").read_text())
+    assert (tmp_path / "REPORT.md").read_text(encoding="utf-8") == report
+
+
+def test_adapted_rows_carry_each_held_out_set_before_and_after() -> None:
+    run = {
+        "held_out_traffic": {
+            "all": {
+                "before": {"n": 10, "review_or_block": 0.3, "block": 0.1},
+                "after": {"n": 10, "review_or_block": 0.1, "block": 0.0},
+            }
+        },
+        "external_fraud_recall": {"loan_credit_card": {"before": 0.99, "after": 0.97}},
+        "labelled": {"test": {"recall_before": 0.98, "recall_after": 0.975}},
+    }
+    lines = evaluate.adapted_precision({"label00+msgpass": run})
+    assert "| label00+msgpass | all | 10 | 0.3 | 0.1 | 0.1 | 0.0 |" in lines
+    assert any("telecom_loan_credit_card" in line and "| 0.99 | 0.97 |" in line for line in lines)
+    assert any("corpus test lures" in line and "| 0.98 | 0.975 |" in line for line in lines)
 
 
 @pytest.mark.corpora
