@@ -267,20 +267,25 @@ def choose_review_threshold(
 ) -> float:
     """The highest threshold (0.05–0.95) whose recall stays within max_drop of the base model's — overall
     and, when `groups` (the author of each record) are given, within every group of at least
-    `min_group_positives` lures as well.
+    `min_group_positives` lures as well, where a group may lose max_drop or one lure, whichever is more.
 
     Why per author: a platform's lures are written by people who wrote none of ours. Holding recall on the
     pooled check set let the threshold sit right at its edge, and a new author's lures fell 3.5 points; the
-    worst author is the better stand-in for the next one. The re-fitted head is calibrated to a different
-    mix (the traffic's weight moves every score), so the review threshold may go below 0.5 here.
+    worst author is the better stand-in for the next one. Why one lure: for an author with 40 lures one
+    point is below what can be measured (one lure is 2.5), so "within one point" meant "lose none", and the
+    threshold was held down by the single hardest lure of the smallest author (adapting v6 on label00 +
+    msgpass: 5.14 → 2.03 % flagged with test recall unchanged). The re-fitted head is calibrated to a
+    different mix (the traffic's weight moves every score), so the review threshold may go below 0.5 here.
     """
-    masks = [np.ones(len(y), dtype=bool)]
+    masks, drops = [np.ones(len(y), dtype=bool)], [max_drop]
     if groups is not None:
         for g in np.unique(groups):
             m = groups == g
-            if (y[m] > 0.5).sum() >= min_group_positives:
+            positives = int((y[m] > 0.5).sum())
+            if positives >= min_group_positives:
                 masks.append(m)
-    targets_ = [recall(base_probs[m], y[m], base_threshold) - max_drop for m in masks]
+                drops.append(max(max_drop, 1.0 / positives))
+    targets_ = [recall(base_probs[m], y[m], base_threshold) - d for m, d in zip(masks, drops, strict=True)]
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
     ok = [
         t

@@ -62,7 +62,10 @@ class AdaptArguments:
     )
     per_author: bool = field(
         default=True,
-        metadata={"help": "hold recall for every author of the labelled check set, not only overall"},
+        metadata={
+            "help": "hold recall for every author of the labelled check set, not only overall (each may lose "
+            "the allowed drop or one lure, whichever is more)"
+        },
     )
     max_traffic: int = field(default=200_000, metadata={"help": "read at most this many traffic messages"})
     held_out: float = field(

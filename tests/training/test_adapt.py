@@ -219,6 +219,19 @@ def test_review_threshold_holds_recall_for_every_author_not_only_overall() -> No
     assert recall(new, y, per_author) >= recall(new, y, pooled)
 
 
+def test_an_author_may_lose_one_lure_when_a_point_is_below_what_its_lures_can_measure() -> None:
+    from fanzha.training.adapt import choose_review_threshold
+
+    y = np.array([1.0] * 440 + [0.0] * 100)
+    groups = np.array(["a"] * 400 + ["b"] * 40 + ["a"] * 100)
+    base = np.where(y > 0.5, 0.9, 0.1)
+    new = base.copy()
+    new[400], new[401] = 0.2, 0.3  # two of b's 40 lures lose score after re-fitting
+    # one point of b is 0.4 lures: b may lose one (2.5 points), never two
+    assert choose_review_threshold(base, new, y, 0.5, max_drop=0.01, groups=groups) == 0.3
+    assert choose_review_threshold(base, new, y, 0.5, max_drop=0.01) == 0.9  # pooled: 4.4 lures may go
+
+
 def test_per_author_flag_reads_true_and_false() -> None:
     from fanzha.training.adapt_args import parse_args
 
