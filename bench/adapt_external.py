@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fanzha.datasets.external import corpora_dir, load_msglog, load_telecom
 from fanzha.training import adapt
-from fanzha.training.adapt_args import AdaptArguments
+from fanzha.training.adapt_args import AdaptArguments, flag
 
 
 def write_traffic(path: Path, parts: dict[str, list[str]]) -> int:
@@ -57,8 +57,9 @@ def main() -> int:
     p.add_argument("--json", default=None)
     p.add_argument(
         "--per_author",
-        default="true",
-        choices=["true", "false"],
+        type=flag,
+        default=True,
+        metavar="true|false",
         help="adapt's recall constraint per author of the check set (true, the default) or pooled (false)",
     )
     p.add_argument("--only", default="", help="run only this traffic mix (e.g. label00+msgpass)")
@@ -91,7 +92,7 @@ def main() -> int:
                     output=str(out),
                     base_model=args.base_model,
                     held_out=0.5,
-                    per_author=args.per_author == "true",
+                    per_author=args.per_author,
                 )
             )
             results[name] = json.loads((out / "adapt_report.json").read_text())

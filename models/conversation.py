@@ -43,7 +43,7 @@ import onnxruntime as ort
 from .errors import InputError, LimitExceeded, ModelError
 from .evidence import extract
 from .labels import LABELS
-from .normalize import normalize
+from .normalize import Normalized, normalize
 from .text import FEATURES, TextClassifier
 from .verdict import ConversationVerdict, Evidence, MessageEvidence, MessageVerdict
 
@@ -67,7 +67,6 @@ STAGES = (
     "warning",
 )
 FUNNEL_STAGES = STAGES[1:8]  # the moves of a scam (warning is the opposite; none is neither)
-SPEAKERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # the funnel's inputs, in order: what the fixed-size state remembers of the messages so far
 FUNNEL_FEATURES = (
@@ -163,9 +162,8 @@ class ConversationState:
     v: int = STATE_VERSION
     count: int = 0  # messages so far
     window: list[list[Any]] = field(default_factory=list)  # recent [index, id, sender, text, normalised text]
-    context: list[list[Any]] = field(
-        default_factory=list
-    )  # the last readings: [sender, vector, probabilities]
+    # the readings of the last CONTEXT_MESSAGES - 1 messages: [sender, vector, probabilities]
+    context: list[list[Any]] = field(default_factory=list)
     funnel: dict[str, float] = field(default_factory=dict)  # running maxima (FUNNEL_FEATURES' *_max)
     label_max: dict[str, float] = field(default_factory=dict)
     score: float = 0.0  # the conversation's score: the highest after any message
@@ -356,18 +354,20 @@ class ConversationScorer:
         state: ConversationState,
         message: Message,
         evidence_cap: int | None = MAX_EVIDENCE,
-        encoded: MessageReading | None = None,
+        prepared: tuple[Normalized, MessageReading] | None = None,
     ) -> tuple[ConversationState, MessageVerdict]:
-        """Read one more message (validated by the caller) and update the state in place (`encoded`: the
-        encoder's reading of it, when the caller read several messages in one batch)."""
+        """Read one more message (validated by the caller) and update the state in place (`prepared`: its
+        normalised text and encoder reading, when the caller read several messages in one batch)."""
         index = state.count
         if message.ts is not None:
             if state.last_ts is not None and message.ts < state.last_ts:
                 state.warnings = [*state.warnings, out_of_order(index, message.ts, state.last_ts)][-5:]
             state.last_ts = message.ts if state.last_ts is None else max(state.last_ts, message.ts)
-        norm = normalize(message.text)
-        if encoded is None:
+        if prepared is None:
+            norm = normalize(message.text)
             (encoded,) = self.reader.read([norm.text])
+        else:
+            norm, encoded = prepared
         reading = self.read(self.reader.next_row(state, message.sender, encoded))
         funnel_row = update_funnel(state.funnel, reading)
         score = self.head.conversation_score(funnel_row)
@@ -454,9 +454,10 @@ class ConversationScorer:
         warnings = validate_messages(messages, self.text_check)
         t0 = time.perf_counter()
         state, read = ConversationState(), []
-        encoded = self.reader.read([normalize(m.text).text for m in messages])
-        for m, e in zip(messages, encoded, strict=True):
-            state, verdict = self.step(state, m, evidence_cap=None, encoded=e)
+        norms = [normalize(m.text) for m in messages]
+        encoded = self.reader.read([n.text for n in norms])
+        for m, prepared in zip(messages, zip(norms, encoded, strict=True), strict=True):
+            state, verdict = self.step(state, m, evidence_cap=None, prepared=prepared)
             read.append(verdict)
         ms = (time.perf_counter() - t0) * 1000
         return self.verdict(

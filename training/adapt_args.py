@@ -93,14 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type in ("list[str]", "list[float]"):
             kwargs.update(nargs="*", default=f.default_factory(), type=float if "float" in f.type else str)
         elif isinstance(f.default, bool):
-            kwargs.update(type=_flag, default=f.default, metavar="true|false")
+            kwargs.update(type=flag, default=f.default, metavar="true|false")
         elif not required:
             kwargs.update(type=str if f.default is None else type(f.default), default=f.default)
         parser.add_argument(f"--{f.name}", required=required, **kwargs)
 
 
-def _flag(value: str) -> bool:
-    """`--per_author false`: argparse's own bool() would read any non-empty word as True."""
+def flag(value: str) -> bool:
+    """A true/false option's value (`--per_author false`): argparse's own bool() reads any non-empty word as True."""
     words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
     if value.lower() not in words:
         raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
