@@ -101,3 +101,35 @@ def test_review_threshold_prefers_the_one_that_flags_scams_by_their_decisive_mes
     # every threshold in (0.1, 0.9] has F1 1.0; only those ≤ 0.4 flag the scam by message 1
     scored = conversation.Scored(split, [np.array([0.2, 0.4, 0.9]), np.array([0.1])])
     assert conversation.choose_review_threshold(scored, max_hard_benign=0.0) == 0.4
+
+
+def test_the_local_target_marks_the_decisive_message_and_the_scam_moves_after_it() -> None:
+    stages = ["none", "bait", "channel_move", "none", "payment_demand", "warning"]
+    scam = {"decisive_index": 2, "messages": [{"stage": s} for s in stages]}
+    assert [conversation.local_target(scam, i) for i in range(6)] == [0, 0, 1, 0, 1, 0]
+    # a decisive message staged `none` (a victim relaying a demand made in private) is still the tipping point
+    relayed = {"decisive_index": 1, "messages": [{"stage": "bait"}, {"stage": "none"}, {"stage": "none"}]}
+    assert [conversation.local_target(relayed, i) for i in range(3)] == [0, 1, 0]
+    benign = {"decisive_index": None, "messages": [{"stage": "none"}, {"stage": "warning"}]}
+    assert [conversation.local_target(benign, i) for i in range(2)] == [0, 0]
+
+
+def test_folds_by_author_hold_out_whole_authors() -> None:
+    records = [{"provenance": p} for p in ("authored:c1", "authored:c2", "authored:c1", "authored:c3")]
+    folds = conversation.fold_assignment(records, 0, seed=0)
+    assert folds[0] == folds[2] and len({folds[0], folds[1], folds[3]}) == 3
+    random_folds = conversation.fold_assignment(records * 10, 3, seed=0)
+    assert set(random_folds) <= {0, 1, 2} and len(random_folds) == 40
+
+
+def test_pooled_scores_choose_one_threshold_for_every_split() -> None:
+    def scored(records, after):
+        split = conversation.Split(records, np.zeros((0, 1)), *[np.zeros(0)] * 3, np.zeros((0, 4)))
+        return conversation.Scored(split, after)
+
+    scam = {"labels": ["fee_demand"], "difficulty": "subtle", "decisive_index": 0}
+    hard = {"labels": [], "difficulty": "hard"}
+    both = conversation.pooled(scored([scam], [np.array([0.8])]), scored([hard], [np.array([0.6])]))
+    assert [r["labels"] for r in both.split.records] == [["fee_demand"], []]
+    assert list(both.final) == [0.8, 0.6]
+    assert 0.6 < conversation.choose_review_threshold(both, max_hard_benign=0.0) <= 0.8
