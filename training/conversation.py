@@ -265,9 +265,9 @@ def fold_assignment(records: list[dict], folds: int, seed: int) -> np.ndarray:
     """Each conversation's fold: its author's (folds = 0), else one of `folds` at random.
 
     Why by author: test is written by an author the model never saw, and a random fold keeps each author's
-    style on both sides. Out-of-author readings score the way test does (the shipped head was fit on dev
-    F1 ≈ 0.98 and reached 0.95 on test), so the funnel learns how far to trust an unseen author's reading,
-    and the thresholds are chosen where a new author's chats land."""
+    style on both sides. Out-of-author readings score the way test does (the head before this choice scored
+    F1 0.98 on dev and 0.95 on test), so the funnel learns how far to trust an unseen author's reading, and
+    the thresholds are chosen where a new author's chats land."""
     if folds == 0:
         authors = sorted({r.get("provenance", "") for r in records})
         return np.array([authors.index(r.get("provenance", "")) for r in records])
