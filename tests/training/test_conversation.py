@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -17,6 +18,7 @@ from fanzha.models.conversation import (
     Reading,
     update_funnel,
 )
+from fanzha.models.labels import LABELS
 from fanzha.training import conversation
 
 
@@ -133,3 +135,32 @@ def test_pooled_scores_choose_one_threshold_for_every_split() -> None:
     assert [r["labels"] for r in both.split.records] == [["fee_demand"], []]
     assert list(both.final) == [0.8, 0.6]
     assert 0.6 < conversation.choose_review_threshold(both, max_hard_benign=0.0) <= 0.8
+
+
+def test_only_the_decisive_message_is_weighted_and_the_local_fit_uses_the_weight() -> None:
+    records = [
+        {
+            "decisive_index": 1,
+            "labels": ["fee_demand"],
+            "messages": [{"stage": "bait"}, {"stage": "payment_demand"}, {"stage": "none"}],
+        },
+        {"decisive_index": None, "labels": [], "messages": [{"stage": "none"}, {"stage": "warning"}]},
+    ]
+    rng = np.random.default_rng(0)
+    split = conversation.message_targets(records, rng.normal(size=(5, 3)), decisive_weight=3.0)
+    assert list(split.weight) == [1, 3, 1, 1, 1]
+    assert list(split.local) == [0, 1, 0, 0, 0]
+    assert list(split.labels[:, LABELS.index("fee_demand")]) == [0, 1, 1, 0, 0]
+    # the weight reaches the local score's fit: the same rows weighted otherwise give another head
+    big = conversation.message_targets(records * 20, rng.normal(size=(100, 3)), decisive_weight=3.0)
+    stages = np.arange(100) % len(STAGES)  # every stage present, so the softmax has all its classes
+    weighted = conversation.fit_head(dataclasses.replace(big, stage=stages), 1.0, seed=0)
+    plain = conversation.fit_head(dataclasses.replace(big, stage=stages, weight=None), 1.0, seed=0)
+    assert not np.allclose(weighted.weight[:, -1], plain.weight[:, -1])
+    assert np.allclose(weighted.weight[:, : len(STAGES)], plain.weight[:, : len(STAGES)])
+
+
+def test_one_author_falls_back_to_random_folds() -> None:
+    records = [{"provenance": "authored:platform"}] * 50
+    folds = conversation.fold_assignment(records, 0, seed=0)
+    assert len(set(folds)) > 1  # with one author, holding out "by author" would leave nothing to fit on
