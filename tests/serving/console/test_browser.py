@@ -175,7 +175,14 @@ def test_image_case_is_blurred_with_its_boxes(chromium, site):
     assert "blurred" in wrap.get_attribute("class")
     assert page.locator("svg.overlay polygon.qr").count() >= 1
     assert page.locator("svg.overlay polygon.ocr").count() >= 1
-    page.wait_for_function("document.querySelector('.blur-wrap img').naturalWidth > 0")
+    # polled from here: wait_for_function evaluates its string with eval inside the page, which the console's
+    # CSP (script-src 'self') refuses whenever the image is not loaded at the first check
+    image = page.locator(".blur-wrap img").first
+    for _ in range(100):  # at most ~10 s
+        if image.evaluate("img => img.naturalWidth") > 0:
+            break
+        page.wait_for_timeout(100)
+    assert image.evaluate("img => img.naturalWidth") > 0, "the case image never loaded"
     wrap.click()
     assert "blurred" not in wrap.get_attribute("class")
     context.close()
