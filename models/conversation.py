@@ -161,7 +161,7 @@ class ConversationState:
 
     v: int = STATE_VERSION
     count: int = 0  # messages so far
-    window: list[list[Any]] = field(default_factory=list)  # recent [index, id, sender, text, normalised text]
+    window: list[list[Any]] = field(default_factory=list)  # recent [index, id, sender, text]
     # the readings of the last CONTEXT_MESSAGES - 1 messages: [sender, vector, probabilities]
     context: list[list[Any]] = field(default_factory=list)
     funnel: dict[str, float] = field(default_factory=dict)  # running maxima (FUNNEL_FEATURES' *_max)
@@ -391,9 +391,8 @@ class ConversationScorer:
         if evidence_cap is not None:
             state.evidence = state.evidence[-evidence_cap:]
         state.count += 1
-        state.window = [*state.window, [index, message.id, message.sender, message.text, norm.text]][
-            -STREAM_WINDOW:
-        ]
+        # the context lives in `context` (readings); the window only answers with the recent messages
+        state.window = [*state.window, [index, message.id, message.sender, message.text]][-STREAM_WINDOW:]
         state.recent = [*state.recent, verdict.to_dict()][-STREAM_WINDOW:]
         return state, verdict
 
@@ -445,7 +444,7 @@ class ConversationScorer:
                 "text": text,
                 **{k: read[i][k] for k in ("stage", "stage_score", "fraud_score") if i in read},
             }
-            for i, mid, sender, text, *_ in state.window
+            for i, mid, sender, text, *_ in state.window  # *_: states stored before kept the normalised text
         ]
         return {"messages": messages, "trigger_index": state.trigger_index, "message_count": state.count}
 
