@@ -1,0 +1,91 @@
+"""Choose among exported candidate models on dev, in the Detector's own terms (never test).
+
+    python -m fanzha.training.select runs/export-a runs/export-b --json runs/select.json
+
+Each candidate is an exported model directory (model.onnx + tokenizer.json) read through the Detector at
+the review and block thresholds its export tuned on dev. The rule (`reports/MODEL_COMPARISON.md` §3): the
+best Detector dev F1 (review or block counts as flagged), fewer hard negatives flagged breaking ties within
+`--tie` of F1. The table also gives precision, recall, and hard negatives flagged and blocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fanzha.datasets.corpus import load_corpus
+from fanzha.models.detector import Detector
+
+
+def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
+    """Detector figures on `dev`: flagged = review or block."""
+    detector = Detector.load(model_dir)
+    verdicts = detector.classify_texts([r["text"] for r in dev])
+    fraud = np.array([bool(r["labels"]) for r in dev])
+    hard = np.array([bool(r.get("hard_negative")) for r in dev])
+    flagged = np.array([v.decision != "pass" for v in verdicts])
+    blocked = np.array([v.decision == "block" for v in verdicts])
+    tp = int((flagged & fraud).sum())
+    precision = tp / max(int(flagged.sum()), 1)
+    recall = tp / max(int(fraud.sum()), 1)
+    return {
+        "review": detector.thresholds.review,
+        "block": detector.thresholds.block,
+        "f1": 2 * precision * recall / max(precision + recall, 1e-12),
+        "precision": precision,
+        "recall": recall,
+        "hard_negatives_flagged": float(flagged[hard].mean()) if hard.any() else 0.0,
+        "hard_negatives_blocked": float(blocked[hard].mean()) if hard.any() else 0.0,
+    }
+
+
+def choose(figures: dict[str, dict[str, float]], tie: float = 0.001) -> str:
+    """The dev F1 leader; among those within `tie` of it, the one flagging the fewest hard negatives."""
+    if not figures:
+        raise ValueError("no candidates to choose from")
+    top = max(f["f1"] for f in figures.values())
+    close = {name: f for name, f in figures.items() if f["f1"] >= top - tie}
+    return min(close, key=lambda name: (close[name]["hard_negatives_flagged"], -close[name]["f1"]))
+
+
+def table(figures: dict[str, dict[str, float]], chosen: str) -> str:
+    lines = [
+        "| model | review / block | dev F1 | precision | recall | hard negatives flagged / blocked |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, f in figures.items():
+        mark = "**" if name == chosen else ""
+        lines.append(
+            f"| {mark}{name}{mark} | {f['review']:.2f} / {f['block']:.2f} | {f['f1']:.4f} | "
+            f"{f['precision']:.4f} | {f['recall']:.4f} | "
+            f"{100 * f['hard_negatives_flagged']:.2f} % / {100 * f['hard_negatives_blocked']:.2f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dirs", nargs="+", help="exported candidate model directories")
+    parser.add_argument("--corpus", default=None, help="corpus dir (default: datasets/corpus); dev split only")
+    parser.add_argument("--tie", type=float, default=0.001, help="dev F1 gap treated as a tie")
+    parser.add_argument("--json", default=None, help="also write the figures and the choice here")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.model_dirs if not (Path(d) / "model.onnx").exists()]
+    if missing:
+        raise SystemExit(f"no model.onnx in: {', '.join(missing)}")
+    dev = load_corpus(args.corpus, splits=["dev"])
+    figures = {str(d): dev_figures(d, dev) for d in args.model_dirs}
+    chosen = choose(figures, args.tie)
+    print(table(figures, chosen))
+    print(f"chosen on dev: {chosen}")
+    result = {"dev_size": len(dev), "figures": figures, "chosen": chosen}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
