@@ -67,9 +67,13 @@ def table(figures: dict[str, dict[str, float]], chosen: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model_dirs", nargs="+", help="exported candidate model directories")
-    parser.add_argument("--corpus", default=None, help="corpus dir (default: datasets/corpus); dev split only")
+    parser.add_argument(
+        "--corpus", default=None, help="corpus dir (default: datasets/corpus); dev split only"
+    )
     parser.add_argument("--tie", type=float, default=0.001, help="dev F1 gap treated as a tie")
     parser.add_argument("--json", default=None, help="also write the figures and the choice here")
     args = parser.parse_args(argv)
