@@ -47,7 +47,7 @@ base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 train: $(VENV)/.dev
 	$(PY) -m fanzha.training.train --base_model runs/base --output_dir runs/model --epochs 4 --batch_size 32 \
-		--learning_rate 8e-5 --behaviour_weight 0.5
+		--learning_rate 8e-5 --behaviour_weight 0.5 --max_pos_weight 2
 export: $(VENV)/.dev
 	$(PY) -m fanzha.training.export --model_dir runs/model --output_dir models/default
 evaluate: $(VENV)/.dev

@@ -101,6 +101,14 @@ class ConversationArguments:
             "most this share of their hard benign chats"
         },
     )
+    choose_on: str = field(
+        default="auto",
+        metadata={
+            "help": "where C and the thresholds are chosen: 'dev+train' (dev and the held-out train readings), "
+            "'dev', or 'auto': dev alone when the encoder was trained with the behaviour loss on this corpus's "
+            "train chats (their readings are then not held out from the encoder), else dev+train"
+        },
+    )
     threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = all cores)"})
     report: str | None = field(
         default="reports/conversation_metrics.json", metadata={"help": "test report (JSON; .md beside it)"}
@@ -522,8 +530,8 @@ def render(report: dict) -> str:
         f"# Conversation model `{report['version']}` on the test split ({t['conversation_model']['conversations']} "
         "conversations by a separate author)",
         "",
-        f"Encoder `{report['encoder_version']}` (frozen); thresholds chosen on dev and held-out train authors: review {report['thresholds']['review']}, "
-        f"block {report['thresholds']['block']}. Fit in {report['fit_seconds']:.0f} s.",
+        f"Encoder `{report['encoder_version']}` (frozen); thresholds chosen on {_choice_words(report)}: review "
+        f"{report['thresholds']['review']}, block {report['thresholds']['block']}. Fit in {report['fit_seconds']:.0f} s.",
         "",
         "| measure | conversation model | each message alone | whole transcript | target |",
         "|---|---:|---:|---:|---|",
@@ -542,9 +550,16 @@ def render(report: dict) -> str:
         "",
         f"Dev at the chosen thresholds: {json.dumps(report['dev'], ensure_ascii=False)}",
         "",
-        "Used for the choices (dev plus every train author read by a head fit without them): "
-        f"{json.dumps(report.get('dev_and_held_out_train', report['dev']), ensure_ascii=False)}",
     ]
+    choice = report.get("choice_set") or {"name": "dev+train", **report.get("dev_and_held_out_train", {})}
+    if choice["name"] != "dev":
+        lines += [
+            "",
+            "Used for the choices (dev plus every train author read by a head fit without them): "
+            + json.dumps({k: v for k, v in choice.items() if k not in ("name", "why")}, ensure_ascii=False),
+        ]
+    else:
+        lines += ["", f"Chosen on dev alone: {choice.get('why', '')}."]
     return "\n".join(lines) + "\n"
 
 
@@ -570,11 +585,16 @@ def model_card(report: dict) -> str:
         f"features, regularisation C chosen from {args['c_grid']} (chose {report['regularisation']}); the funnel "
         "fit on out-of-fold head readings of train ("
         + ("one fold per author" if not args["folds"] else f"{args['folds']} random folds")
-        + "); C and the thresholds chosen on dev plus those held-out train readings "
+        + f"); C and the thresholds chosen on {_choice_words(report)} "
         f"(review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign chats). "
         f"Wall time: {report['fit_seconds'] / 60:.1f} min on 2 CPU cores (no torch).\n\n"
         "## Evaluation\n\n" + render(report).split("\n", 2)[2]
     )
+
+
+def _choice_words(report: dict) -> str:
+    name = (report.get("choice_set") or {}).get("name", "dev+train")
+    return "dev" if name == "dev" else "dev and held-out train authors"
 
 
 def _fmt(v) -> str:
@@ -582,6 +602,22 @@ def _fmt(v) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ main
+
+
+def choice_set(choose_on: str, model_dir: Path, corpus: str) -> tuple[str, str]:
+    """('dev' or 'dev+train', why). The train chats' readings are held out from the head, but not from an
+    encoder whose behaviour loss learned their messages' stages: read by it they look easier than new chats
+    (and a threshold chosen on them comes out too low)."""
+    if choose_on in ("dev", "dev+train"):
+        return choose_on, "asked for"
+    if choose_on != "auto":
+        raise SystemExit(f"--choose_on must be auto, dev or dev+train, got {choose_on!r}")
+    summary = model_dir / "training_summary.json"
+    trained = json.loads(summary.read_text()).get("args", {}) if summary.exists() else {}
+    seen = trained.get("conversations") or str(CONVERSATIONS_DIR)
+    if (trained.get("behaviour_weight") or 0) > 0 and Path(seen).resolve() == Path(corpus).resolve():
+        return "dev", "the encoder's behaviour loss was trained on these train chats"
+    return "dev+train", "the encoder never saw these train chats' stages"
 
 
 def main(args: ConversationArguments) -> Path:
@@ -603,6 +639,8 @@ def main(args: ConversationArguments) -> Path:
     }
     train, dev = splits["train"], splits["dev"]
     log.info("conversations: %s", {k: len(v.records) for k, v in splits.items()})
+    chosen_on, why = choice_set(args.choose_on, model_dir, args.corpus)
+    log.info("choosing on %s (%s)", chosen_on, why)
 
     # 2–3. the head and the funnel for each regularisation strength; keep the best on dev plus the held-out
     #      readings of train (dev alone is one author, and nearly saturated: 2 of 92 hard benign chats)
@@ -615,10 +653,10 @@ def main(args: ConversationArguments) -> Path:
         funnel = fit_funnel(funnel_rows(train, oof), train.local, args.seed, train.weight)
         head = fit_head(train, c, args.seed)
         dev_scored = score_split(dev, head.readings(dev.x, reader), *funnel)
-        choice = pooled(dev_scored, score_split(train, oof, *funnel))
+        choice = dev_scored if chosen_on == "dev" else pooled(dev_scored, score_split(train, oof, *funnel))
         review = choose_review_threshold(choice, args.max_hard_benign_flagged)
         m = conversation_metrics(choice.split.records, choice.final, review)
-        log.info("C=%g: dev + held-out train %s at review %.2f", c, m, review)
+        log.info("C=%g: %s %s at review %.2f", c, chosen_on, m, review)
         key = (m["f1"], -(m["hard_benign_flagged"] or 0.0))
         if best is None or key > best[0]:
             best = (key, c, head, funnel, dev_scored, choice, review, m)
@@ -651,7 +689,7 @@ def main(args: ConversationArguments) -> Path:
         "fit_seconds": round(fit_seconds, 1),
         "corpus": {k: len(v.records) for k, v in splits.items()},
         "dev": dev_m,
-        "dev_and_held_out_train": choice_m,
+        "choice_set": {"name": chosen_on, "why": why, **choice_m},
         "targets": TARGETS,
     }
     if splits["test"].records:

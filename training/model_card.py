@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from fanzha.models.labels import LABELS
+
+# train.py's defaults for the options the card's command names only when a run changed them
+DEFAULT_TRAIN_ARGS = {"behaviour_weight": 0.0, "max_pos_weight": 4.0}
 
 TEMPLATE = """# Model card — {version}
 
@@ -38,7 +42,7 @@ Data: the authored corpus in `datasets/` ({train_size:,} train / {dev_size:,} de
 `datasets/README.md`). No external corpus was used for training or tuning.
 
 ```bash
-python -m fanzha.training.build_base --output_dir runs/base --num_layers {layers}
+python -m fanzha.training.build_base --output_dir {base_dir} --num_layers {layers}
 python -m fanzha.training.train --base_model {base_model} --output_dir runs/model {train_args}
 python -m fanzha.training.export --model_dir runs/model --output_dir models/default
 python -m fanzha.training.evaluate --model_dir models/default --report_dir reports
@@ -93,6 +97,14 @@ def _row(name: str, systems: dict, get, target: str = "") -> str:
         except (KeyError, TypeError):
             values.append("n/a")
     return f"| {name} | " + " | ".join(values) + f" | {target} |"
+
+
+def _fresh(summary: dict) -> bool:
+    """Trained from build_base's output (recorded since round 9; before, its names base, base6, base12)
+    rather than continued from a fine-tuned checkpoint."""
+    return bool(summary.get("base")) or bool(
+        re.fullmatch(r"base\d*", Path(summary["args"]["base_model"]).name)
+    )
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -194,18 +206,21 @@ def main(argv: list[str] | None = None) -> Path:
         train_size=summary["train_size"],
         dev_size=summary["dev_size"],
         base_model=a["base_model"],
+        base_dir=a["base_model"] if _fresh(summary) else "runs/base",
         lineage=(
             ""
-            if Path(a["base_model"]).name == "base"
+            if _fresh(summary)
             else f"\n`{a['base_model']}` is an earlier fine-tuned checkpoint (a warm start, not a fresh run; the lineage "
             "is in `reports/training_notes_*.md`).\n"
         ),
         train_args=" ".join(
             f"--{k} {a[k]}"
-            for k in ("epochs", "batch_size", "learning_rate", "behaviour_weight")
-            if k in a and (k != "behaviour_weight" or a[k])
+            for k in ("epochs", "batch_size", "learning_rate", "behaviour_weight", "max_pos_weight")
+            if k in a and a[k] != DEFAULT_TRAIN_ARGS.get(k)
         ),
-        device=summary.get("device", "cpu").replace("cpu", "2 CPU cores (no GPU)"),
+        device={"cpu": "2 CPU cores (no GPU)", "cuda": "one GPU (cuda)"}.get(
+            summary.get("device", "cpu"), summary.get("device")
+        ),
         settings=f"lr {a['learning_rate']} (head {a['head_learning_rate']}), batch {a['batch_size']}, max length {a['max_length']}, "
         f"weight decay {a['weight_decay']}, warm-up {a['warmup_ratio']}, augment p {a['augment_prob']}, context p {a.get('context_prob', 0)}, seed {a['seed']}",
         pos_weight=", ".join(f"{w:.2f}" for w in summary["pos_weight"]),

@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> Path:
     }
     summary["feedback"] = feedback_stats
     summary["behaviour_messages"] = len(behaviour)
+    base_record = (
+        Path(args.base_model) / "fanzha_base.json"
+    )  # written by build_base: a fresh run, not a warm start
+    summary["base"] = json.loads(base_record.read_text()) if base_record.exists() else None
     summary["device"] = device.type
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     log.info(

@@ -164,3 +164,17 @@ def test_one_author_falls_back_to_random_folds() -> None:
     records = [{"provenance": "authored:platform"}] * 50
     folds = conversation.fold_assignment(records, 0, seed=0)
     assert len(set(folds)) > 1  # with one author, holding out "by author" would leave nothing to fit on
+
+
+def test_choices_move_to_dev_when_the_encoder_learned_the_train_chats(tmp_path) -> None:
+    corpus = str(conversation.CONVERSATIONS_DIR)
+    summary = tmp_path / "training_summary.json"
+    summary.write_text(json.dumps({"args": {"behaviour_weight": 0.5, "conversations": None}}))
+    assert conversation.choice_set("auto", tmp_path, corpus)[0] == "dev"
+    # another corpus, or an encoder without the behaviour loss: the train readings are held out
+    assert conversation.choice_set("auto", tmp_path, str(tmp_path))[0] == "dev+train"
+    summary.write_text(json.dumps({"args": {"behaviour_weight": 0.0}}))
+    assert conversation.choice_set("auto", tmp_path, corpus)[0] == "dev+train"
+    assert conversation.choice_set("dev", tmp_path, corpus) == ("dev", "asked for")
+    with pytest.raises(SystemExit, match="choose_on"):
+        conversation.choice_set("test", tmp_path, corpus)
