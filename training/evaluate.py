@@ -368,7 +368,7 @@ def render(
     lines = [
         f"# Evaluation report — {metrics['model_version']}",
         "",
-        f"Test split: {n_test} authored messages ({n_hard} hard negatives), written by an author who wrote no training data.",
+        f"Test split: {n_test} authored messages ({n_hard} hard negatives), written by authors who wrote no training data.",
         f"Thresholds: {metrics['thresholds']} (fraud = the review threshold; labels tuned on dev)."
         + (" Baselines: threshold 0.5." if len(names) > 1 else " No baselines were run."),
         "",

@@ -169,12 +169,36 @@ def test_one_author_falls_back_to_random_folds() -> None:
 def test_choices_move_to_dev_when_the_encoder_learned_the_train_chats(tmp_path) -> None:
     corpus = str(conversation.CONVERSATIONS_DIR)
     summary = tmp_path / "training_summary.json"
-    summary.write_text(json.dumps({"args": {"behaviour_weight": 0.5, "conversations": None}}))
-    assert conversation.choice_set("auto", tmp_path, corpus)[0] == "dev"
-    # another corpus, or an encoder without the behaviour loss: the train readings are held out
-    assert conversation.choice_set("auto", tmp_path, str(tmp_path))[0] == "dev+train"
+    assert conversation.choice_set("auto", tmp_path, corpus)[0] == "dev+train"  # no summary: the rule before
+    summary.write_text(json.dumps({"args": {"behaviour_weight": 0.5, "conversations": "/elsewhere/chats"}}))
+    assert conversation.choice_set("auto", tmp_path, corpus)[0] == "dev"  # another machine's path too
     summary.write_text(json.dumps({"args": {"behaviour_weight": 0.0}}))
     assert conversation.choice_set("auto", tmp_path, corpus)[0] == "dev+train"
     assert conversation.choice_set("dev", tmp_path, corpus) == ("dev", "asked for")
     with pytest.raises(SystemExit, match="choose_on"):
         conversation.choice_set("test", tmp_path, corpus)
+
+
+def test_a_dev_only_fit_says_so_in_its_report_and_card(tiny_model_dir, tiny_conversations, tmp_path) -> None:
+    import shutil
+
+    for name in ("model.onnx", "tokenizer.json"):
+        shutil.copy(tiny_model_dir / name, tmp_path / name)
+    (tmp_path / "training_summary.json").write_text(json.dumps({"args": {"behaviour_weight": 0.5}}))
+    conversation.main(
+        conversation.ConversationArguments(
+            model_dir=str(tmp_path),
+            corpus=str(tiny_conversations),
+            cache_dir="",
+            c_grid="1",
+            folds=2,
+            threads=1,
+            report=str(tmp_path / "report.json"),
+        )
+    )
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["choice_set"]["name"] == "dev"
+    # chosen on dev alone, the choice set's figures are dev's
+    assert report["choice_set"]["f1"] == report["dev"]["f1"]
+    assert "thresholds chosen on dev:" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "chosen on dev (review" in (tmp_path / conversation.CARD).read_text(encoding="utf-8")

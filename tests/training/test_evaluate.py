@@ -138,3 +138,16 @@ def test_model_card_is_written_from_measurements(tiny_model_dir, tiny_corpus, tm
     assert (
         "| real normal messages false-positive rate | n/a |" in card
     )  # absent corpora are said, not invented
+
+
+def test_model_card_tells_a_fresh_run_from_a_warm_start() -> None:
+    from fanzha.training import model_card
+
+    def summary(base_model: str, base: dict | None = None) -> dict:
+        return {"args": {"base_model": base_model}, "base": base}
+
+    assert model_card._fresh(
+        summary("runs/whatever", {"num_layers": 6})
+    )  # build_base's record, since round 9
+    assert model_card._fresh(summary("runs/base6"))  # before that, build_base's output names
+    assert not model_card._fresh(summary("runs/warm-r7-beh"))

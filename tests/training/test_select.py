@@ -1,13 +1,13 @@
 """Choosing among exported candidates on dev through the Detector."""
 
 import json
+import shutil
 
-import numpy as np
 import pytest
 
 from fanzha.datasets.corpus import load_corpus
-from fanzha.models import Detector
 from fanzha.training import select
+from fanzha.training.graph import load_onnx, set_metadata
 
 
 def test_choose_takes_the_f1_leader_and_breaks_near_ties_on_hard_negatives() -> None:
@@ -22,17 +22,26 @@ def test_choose_takes_the_f1_leader_and_breaks_near_ties_on_hard_negatives() -> 
         select.choose({})
 
 
-def test_main_measures_each_model_on_dev_and_writes_the_choice(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+def test_main_measures_each_export_at_its_own_thresholds(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    # two copies of one model: one flags everything (review 0), one only what it is sure of (review = block = 1)
+    everything, nothing = tmp_path / "everything", tmp_path / "nothing"
+    for copy, review, block in ((everything, 0.0, 0.0), (nothing, 1.0, 1.0)):
+        shutil.copytree(tiny_model_dir, copy)
+        path = copy / "model.onnx"
+        metadata = {p.key: p.value for p in load_onnx().load(str(path)).metadata_props}
+        thresholds = {**json.loads(metadata["fanzha.thresholds"]), "fraud": review, "block": block}
+        set_metadata(path, {**metadata, "fanzha.thresholds": json.dumps(thresholds)})
     out = tmp_path / "select.json"
-    result = select.main([str(tiny_model_dir), "--corpus", str(tiny_corpus), "--json", str(out)])
+    result = select.main([str(everything), str(nothing), "--corpus", str(tiny_corpus), "--json", str(out)])
 
     dev = load_corpus(tiny_corpus, splits=["dev"])
-    verdicts = Detector.load(tiny_model_dir).classify_texts([r["text"] for r in dev])
-    flagged = np.array([v.decision != "pass" for v in verdicts])
-    fraud = np.array([bool(r["labels"]) for r in dev])
-    figures = result["figures"][str(tiny_model_dir)]
-    assert figures["recall"] == pytest.approx((flagged & fraud).sum() / fraud.sum())
-    assert result["chosen"] == str(tiny_model_dir) and result["dev_size"] == len(dev)
+    lures = sum(bool(r["labels"]) for r in dev)
+    f = result["figures"][str(everything)]
+    assert f["recall"] == 1.0 and f["precision"] == pytest.approx(lures / len(dev))
+    assert f["f1"] == pytest.approx(2 * lures / (len(dev) + lures))
+    assert f["hard_negatives_flagged"] == f["hard_negatives_blocked"] == 1.0
+    assert result["figures"][str(nothing)]["hard_negatives_flagged"] == 0.0
+    assert result["chosen"] == max(result["figures"], key=lambda d: result["figures"][d]["f1"])
     assert json.loads(out.read_text())["figures"] == result["figures"]
 
 

@@ -21,6 +21,7 @@ def test_training_writes_a_loadable_checkpoint(tiny_trained) -> None:
     summary = json.loads((tiny_trained / "training_summary.json").read_text())
     assert summary["best_epoch"] >= 1 and len(summary["history"]) >= 1
     assert summary["history"][0]["train_loss"] > 0
+    assert summary["base"]["num_layers"] >= 1  # trained from build_base's output: a fresh run, recorded
     model, tokenizer, _ = FraudClassifier.load(tiny_trained)
     assert model.head.out_features == len(OUTPUTS)
 
