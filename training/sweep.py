@@ -5,7 +5,10 @@
 
 The plan (JSON) names the base encoders, the training arguments every run shares, and each run's own
 arguments. Every run is `fanzha.training.train` followed by `fanzha.training.evaluate` on its checkpoint
-(fp32, the runtime's token windows, no baselines), each in its own process with its own log. Several runs
+(fp32, the runtime's token windows, no baselines), each in its own process with its own log. With
+`--export true` each checkpoint is also exported to int8 (`<run>/export`), and the exports are compared on dev
+through the Detector (`fanzha.training.select`): the shipping choice, `selected` in sweep.json.
+`--evaluate false` leaves out the test and external scoring (choose first, measure the chosen one after). Several runs
 can share one GPU: these encoders are small, so a single run leaves most of the card idle. A run whose
 metrics.json already exists is not repeated, so an interrupted sweep continues where it stopped.
 The table is `fanzha.training.compare`'s; the model is chosen on dev (`best` in sweep.json).
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from . import compare
+from . import compare, select
 
 log = logging.getLogger("fanzha.sweep")
 
@@ -44,9 +47,28 @@ class SweepArguments:
     eval_extra: str = field(
         default="", metadata={"help": "extra arguments for every evaluate call, space-separated"}
     )
+    evaluate: bool = field(
+        default=True, metadata={"help": "score each checkpoint on test and the external sets (evaluate)"}
+    )
+    export: bool = field(
+        default=False,
+        metadata={"help": "export each checkpoint to int8 and choose among the exports on dev (select)"},
+    )
+    export_extra: str = field(
+        default="", metadata={"help": "extra arguments for every export call, space-separated"}
+    )
 
 
-def commands(plan: dict, run: dict, out: Path, extra: list[str], eval_extra: list[str]) -> list[list[str]]:
+def commands(
+    plan: dict,
+    run: dict,
+    out: Path,
+    extra: list[str],
+    eval_extra: list[str],
+    export_extra: list[str] | None = None,
+    evaluate: bool = True,
+) -> list[list[str]]:
+    """train, then export when `export_extra` is given (a list, maybe empty), then evaluate when asked."""
     base = plan["base_models"][run["base"]]
     train = [
         sys.executable,
@@ -60,7 +82,7 @@ def commands(plan: dict, run: dict, out: Path, extra: list[str], eval_extra: lis
         *run.get("args", []),
         *extra,
     ]
-    evaluate = [
+    evaluate_ = [
         sys.executable,
         "-m",
         "fanzha.training.evaluate",
@@ -72,7 +94,21 @@ def commands(plan: dict, run: dict, out: Path, extra: list[str], eval_extra: lis
         "false",
         *eval_extra,
     ]
-    return [train, evaluate]
+    export = [
+        sys.executable,
+        "-m",
+        "fanzha.training.export",
+        "--model_dir",
+        str(out),
+        "--output_dir",
+        str(out / "export"),
+        "--work_dir",
+        str(out / "export-work"),
+        "--version",
+        f"fanzha-text-{run['id']}-int8",
+        *(export_extra or []),
+    ]
+    return [train] + ([export] if export_extra is not None else []) + ([evaluate_] if evaluate else [])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,8 +125,16 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"--only names runs the plan lacks: {sorted(unknown)}")
 
+    def finished(run_id: str) -> bool:
+        out = root / run_id
+        return (
+            (not args.evaluate or (out / "metrics.json").exists())
+            and (not args.export or (out / "export" / "model.onnx").exists())
+            and (out / "training_summary.json").exists()
+        )
+
     # each run is a chain of commands; up to `parallel` chains advance at once
-    pending = [r for r in runs if not (root / r["id"] / "metrics.json").exists()]
+    pending = [r for r in runs if not finished(r["id"])]
     active: dict[str, tuple[subprocess.Popen, list[list[str]], object]] = {}
     failed: dict[str, int] = {}
     started = time.time()
@@ -99,7 +143,15 @@ def main(argv: list[str] | None = None) -> dict:
             run = pending.pop(0)
             out = root / run["id"]
             out.mkdir(parents=True, exist_ok=True)
-            chain = commands(plan, run, out, args.extra.split(), args.eval_extra.split())
+            chain = commands(
+                plan,
+                run,
+                out,
+                args.extra.split(),
+                args.eval_extra.split(),
+                args.export_extra.split() if args.export else None,
+                args.evaluate,
+            )
             logfile = open(out / "sweep.log", "a")  # noqa: SIM115 — closed when the chain ends
             log.info("start %s", run["id"])
             active[run["id"]] = (
@@ -125,31 +177,56 @@ def main(argv: list[str] | None = None) -> dict:
                 logfile,
             )
 
-    done = [r for r in runs if (root / r["id"] / "metrics.json").exists()]
+    done = [r for r in runs if finished(r["id"])]
     dev = {
         r["id"]: json.loads((root / r["id"] / "training_summary.json").read_text())["best_dev_score"]
         for r in done
     }
+    selected = None
+    if args.export and done:  # the shipping choice: the Detector on dev at each export's own thresholds
+        corpus = _option(plan.get("common", []) + args.extra.split(), "--corpus")
+        chosen = select.main(
+            [str(root / r["id"] / "export") for r in done] + (["--corpus", corpus] if corpus else [])
+        )["chosen"]
+        selected = Path(chosen).parent.name
     best = max(dev, key=dev.get) if dev else None
     result = {
         "dev_scores": dev,
         "best": best,
+        "selected": selected,
         "failed": failed,
         "wall_time_s": round(time.time() - started, 1),
     }
     (root / "sweep.json").write_text(json.dumps(result, indent=2))
+    measured = [r for r in done if (root / r["id"] / "metrics.json").exists()]
     table = (
         ""
-        if not done
+        if not measured
         else compare.main(
-            [f"{r['name']}={root / r['id']}" for r in done]
+            [f"{r['name']}={root / r['id']}" for r in measured]
             + (["--output", args.report] if args.report else [])
         )
     )
-    log.info("chosen on dev: %s; failed: %s", best, failed or "none")
+    log.info(
+        "chosen on dev: %s (training score), %s (Detector, exports); failed: %s",
+        best,
+        selected,
+        failed or "none",
+    )
     if failed:
         raise SystemExit(f"runs failed (see their sweep.log): {failed}")
     return {**result, "table": table}
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of `name` in an argument list (`--x v` or `--x=v`), the last one winning."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+    return value
 
 
 if __name__ == "__main__":

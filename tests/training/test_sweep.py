@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -9,7 +10,7 @@ from fanzha.datasets.conversation_corpus import load_conversations
 from fanzha.datasets.corpus import load_corpus
 from fanzha.models.normalize import normalize
 from fanzha.models.text import TextClassifier
-from fanzha.training import evaluate, sweep, train
+from fanzha.training import evaluate, select, sweep, train
 from fanzha.training.metrics import decision_thresholds, targets
 from fanzha.training.model import FraudClassifier
 from fanzha.training.torch_reader import TorchTextClassifier
@@ -146,3 +147,39 @@ def test_without_baselines_no_target_claims_to_beat_them() -> None:
     assert (
         targets_["test_fraud_f1"]["passed"] is False and targets_["test_fraud_f1"]["beats_baselines"] is None
     )
+
+
+def test_sweep_exports_and_chooses_on_dev_without_evaluating(tiny_base, tiny_corpus, tmp_path) -> None:
+    plan = {
+        "base_models": {"2L": str(tiny_base)},
+        "common": ["--corpus", str(tiny_corpus), "--epochs", "1", *TINY],
+        "runs": [
+            {"id": "a", "name": "seed 13", "base": "2L"},
+            {"id": "b", "name": "seed 7", "base": "2L", "args": ["--seed", "7"]},
+        ],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    result = sweep.main(
+        [
+            "--plan",
+            str(tmp_path / "plan.json"),
+            "--output_dir",
+            str(tmp_path / "sweep"),
+            "--parallel",
+            "2",
+            "--evaluate",
+            "false",
+            "--export",
+            "true",
+            "--export_extra",
+            f"--corpus={tiny_corpus} --strict_parity=false",
+        ]
+    )
+    root = tmp_path / "sweep"
+    assert all((root / run / "export" / "model.onnx").exists() for run in ("a", "b"))
+    assert not any((root / run / "metrics.json").exists() for run in ("a", "b"))  # nothing scored on test
+    figures = select.main(
+        [str(root / "a" / "export"), str(root / "b" / "export"), "--corpus", str(tiny_corpus)]
+    )
+    assert result["selected"] == Path(figures["chosen"]).parent.name
+    assert json.loads((root / "sweep.json").read_text())["selected"] == result["selected"]
