@@ -142,20 +142,21 @@ def tiny_conversations(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_conversation_model(tmp_path_factory, tiny_model_dir, tiny_conversations) -> Path:
-    """The tiny text model with a conversation head beside it (fanzha.training.conversation's main)."""
+def fit_conversation_head(text_model: Path, out: Path, corpus: Path, summary: dict | None = None) -> Path:
+    """A copy of `text_model` in `out` with a conversation head fit on `corpus` (the tiny settings); `summary`
+    stands in for the text model's training_summary.json."""
     import shutil
 
     from fanzha.training import conversation
 
-    out = tmp_path_factory.mktemp("conversation-model")
     for name in ("model.onnx", "tokenizer.json"):
-        shutil.copy(tiny_model_dir / name, out / name)
+        shutil.copy(text_model / name, out / name)
+    if summary is not None:
+        (out / "training_summary.json").write_text(json.dumps(summary))
     conversation.main(
         conversation.ConversationArguments(
             model_dir=str(out),
-            corpus=str(tiny_conversations),
+            corpus=str(corpus),
             cache_dir="",
             c_grid="1",
             folds=2,
@@ -164,6 +165,20 @@ def tiny_conversation_model(tmp_path_factory, tiny_model_dir, tiny_conversations
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_conversation_model(tmp_path_factory, tiny_model_dir, tiny_conversations) -> Path:
+    """The tiny text model with a conversation head beside it (fanzha.training.conversation's main)."""
+    return fit_conversation_head(
+        tiny_model_dir, tmp_path_factory.mktemp("conversation-model"), tiny_conversations
+    )
+
+
+@pytest.fixture
+def conversation_head_fitter():
+    """`fit_conversation_head`, for a test that fits its own head."""
+    return fit_conversation_head
 
 
 MEDIA = REPO / "tests" / "fixtures" / "media"

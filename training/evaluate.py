@@ -101,7 +101,7 @@ class EvalArguments:
     )
 
 
-class _ModelScorer:
+class DetectorScorer:
     """Scores (n, 5) from the Detector: fraud_score then label scores; flags use the Detector's rules."""
 
     def __init__(self, detector: Detector) -> None:
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         dtype=np.float32,
     )
     train_norm = [normalize(r["text"]).text for r in train]
-    systems = {"fanzha": (_ModelScorer(detector), thresholds, False)}  # the Detector normalises itself
+    systems = {"fanzha": (DetectorScorer(detector), thresholds, False)}  # the Detector normalises itself
     if args.baselines:
         systems["tfidf_lr"] = (
             TfidfLogReg(args.seed).fit(train_norm, y_train),

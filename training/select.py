@@ -17,44 +17,37 @@ from pathlib import Path
 import numpy as np
 
 from fanzha.datasets.corpus import load_corpus
-from fanzha.models import Detector, InputError, validate_text
+from fanzha.models import Detector, TextClassifier
 from fanzha.models.labels import FRAUD_HEAD, DecisionThresholds
+
+from .evaluate import DetectorScorer
 
 
 def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
     """Detector figures on `dev` at the export's own thresholds (never FANZHA_*_THRESHOLD: candidates are
-    compared as each was tuned); flagged = review or block; a text the Detector refuses counts as passed, as
-    in `evaluate`."""
-    probe = Detector.load(model_dir)
-    own = probe.classifier.thresholds
+    compared as each was tuned); flagged = review or block; texts scored as `evaluate` scores them (a text
+    the Detector refuses scores 0)."""
+    classifier = TextClassifier.load(model_dir)
+    own = classifier.thresholds
     review = own.get(FRAUD_HEAD, DecisionThresholds.review)
     block = max(own.get("block", DecisionThresholds.block), review)
-    detector = Detector(probe.classifier, DecisionThresholds(review=review, block=block))
-    readable = []
-    for r in dev:
-        try:
-            validate_text(r["text"])
-            readable.append(True)
-        except InputError:
-            readable.append(False)
-    scored = iter(detector.classify_texts([r["text"] for r, ok in zip(dev, readable, strict=True) if ok]))
-    decisions = [next(scored).decision if ok else "pass" for ok in readable]
+    scorer = DetectorScorer(Detector(classifier, DecisionThresholds(review=review, block=block)))
+    score = scorer.predict_proba([r["text"] for r in dev])[:, 0]  # fraud_score, what decisions are made on
     fraud = np.array([bool(r["labels"]) for r in dev])
     hard = np.array([bool(r.get("hard_negative")) for r in dev])
-    flagged = np.array([d != "pass" for d in decisions])
-    blocked = np.array([d == "block" for d in decisions])
+    flagged, blocked = score >= review, score >= block
     tp = int((flagged & fraud).sum())
     precision = tp / max(int(flagged.sum()), 1)
     recall = tp / max(int(fraud.sum()), 1)
     return {
-        "review": detector.thresholds.review,
-        "block": detector.thresholds.block,
+        "review": review,
+        "block": block,
         "f1": 2 * precision * recall / max(precision + recall, 1e-12),
         "precision": precision,
         "recall": recall,
         "hard_negatives_flagged": float(flagged[hard].mean()) if hard.any() else 0.0,
         "hard_negatives_blocked": float(blocked[hard].mean()) if hard.any() else 0.0,
-        "rejected": readable.count(False),
+        "rejected": scorer.rejected,
     }
 
 

@@ -16,6 +16,7 @@ The table is `fanzha.training.compare`'s; the model is chosen on dev (`best` in 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import subprocess
@@ -219,14 +220,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _option(argv: list[str], name: str) -> str | None:
-    """The value of `name` in an argument list (`--x v` or `--x=v`), the last one winning."""
-    value = None
-    for i, a in enumerate(argv):
-        if a == name and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif a.startswith(name + "="):
-            value = a.split("=", 1)[1]
-    return value
+    """The value of `name` in an argument list (`--x v` or `--x=v`; the last one wins)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(name)
+    return vars(parser.parse_known_args(argv)[0])[name.lstrip("-").replace("-", "_")]
 
 
 if __name__ == "__main__":

@@ -179,22 +179,11 @@ def test_choices_move_to_dev_when_the_encoder_learned_the_train_chats(tmp_path) 
         conversation.choice_set("test", tmp_path, corpus)
 
 
-def test_a_dev_only_fit_says_so_in_its_report_and_card(tiny_model_dir, tiny_conversations, tmp_path) -> None:
-    import shutil
-
-    for name in ("model.onnx", "tokenizer.json"):
-        shutil.copy(tiny_model_dir / name, tmp_path / name)
-    (tmp_path / "training_summary.json").write_text(json.dumps({"args": {"behaviour_weight": 0.5}}))
-    conversation.main(
-        conversation.ConversationArguments(
-            model_dir=str(tmp_path),
-            corpus=str(tiny_conversations),
-            cache_dir="",
-            c_grid="1",
-            folds=2,
-            threads=1,
-            report=str(tmp_path / "report.json"),
-        )
+def test_a_dev_only_fit_says_so_in_its_report_and_card(
+    conversation_head_fitter, tiny_model_dir, tiny_conversations, tmp_path
+) -> None:
+    conversation_head_fitter(
+        tiny_model_dir, tmp_path, tiny_conversations, {"args": {"behaviour_weight": 0.5}}
     )
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert report["choice_set"]["name"] == "dev"

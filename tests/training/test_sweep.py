@@ -26,6 +26,14 @@ def tiny_train(base, corpus, out, *extra: str):
     )
 
 
+def write_plan(tmp_path: Path, base: Path, corpus: Path, runs: list[dict]) -> Path:
+    """A sweep plan over the tiny base and corpus with the tiny one-epoch recipe."""
+    plan = {"base_models": {"2L": str(base)}, "common": ["--corpus", str(corpus), "--epochs", "1", *TINY]}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({**plan, "runs": runs}))
+    return path
+
+
 def test_torch_reader_scores_what_the_exported_graph_scores(
     tiny_trained, tiny_model_dir, tiny_corpus
 ) -> None:
@@ -95,18 +103,13 @@ def test_behaviour_loss_and_left_out_authors(tiny_base, tiny_corpus, tiny_conver
 
 def test_sweep_trains_evaluates_compares_and_resumes(tiny_base, tiny_corpus, tmp_path) -> None:
     author = load_corpus(tiny_corpus, splits=["train"])[0]["provenance"].split(":")[1]
-    plan = {
-        "base_models": {"2L": str(tiny_base)},
-        "common": ["--corpus", str(tiny_corpus), "--epochs", "1", *TINY],
-        "runs": [
-            {"id": "all", "name": "all data", "base": "2L"},
-            {"id": "less", "name": f"without {author}", "base": "2L", "args": ["--exclude_authors", author]},
-        ],
-    }
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    runs = [
+        {"id": "all", "name": "all data", "base": "2L"},
+        {"id": "less", "name": f"without {author}", "base": "2L", "args": ["--exclude_authors", author]},
+    ]
     args = [
         "--plan",
-        str(tmp_path / "plan.json"),
+        str(write_plan(tmp_path, tiny_base, tiny_corpus, runs)),
         "--output_dir",
         str(tmp_path / "sweep"),
         "--parallel",
@@ -150,19 +153,14 @@ def test_without_baselines_no_target_claims_to_beat_them() -> None:
 
 
 def test_sweep_exports_and_chooses_on_dev_without_evaluating(tiny_base, tiny_corpus, tmp_path) -> None:
-    plan = {
-        "base_models": {"2L": str(tiny_base)},
-        "common": ["--corpus", str(tiny_corpus), "--epochs", "1", *TINY],
-        "runs": [
-            {"id": "a", "name": "seed 13", "base": "2L"},
-            {"id": "b", "name": "seed 7", "base": "2L", "args": ["--seed", "7"]},
-        ],
-    }
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    runs = [
+        {"id": "a", "name": "seed 13", "base": "2L"},
+        {"id": "b", "name": "seed 7", "base": "2L", "args": ["--seed", "7"]},
+    ]
     result = sweep.main(
         [
             "--plan",
-            str(tmp_path / "plan.json"),
+            str(write_plan(tmp_path, tiny_base, tiny_corpus, runs)),
             "--output_dir",
             str(tmp_path / "sweep"),
             "--parallel",
