@@ -59,6 +59,7 @@ class ConversationBook:
         self.conversations = db.tables["conversations"]
         self.ids = db.tables["conversation_message_ids"]
         self._last_purge = 0.0
+        self._sql = _Statements(self.conversations, self.ids)
 
     def advance(
         self,
@@ -77,19 +78,18 @@ class ConversationBook:
             if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):  # ids are names: nothing unprintable
                 raise InputError(f"{name} must not contain control characters")
         scorer.text_check(message.text)
-        c = self.conversations
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # let the other writer finish
             now = self.clock()
-            with self.db.read() as conn:
-                row = conn.execute(sa.select(c).where(c.c.conversation_id == conversation_id)).first()
-                stored = None
-                if row is not None and now - row.updated_at <= self.idle_s:
-                    stored = ConversationState.from_json(row.state)  # None: written in another layout
-                expired = row is not None and stored is None  # idle too long, or unreadable: start afresh
-                if stored is not None and message.id is not None:
-                    self._refuse_duplicate(conn, conversation_id, message.id)
+            with self.db.read() as conn:  # the row and, in the same statement, whether the id was seen
+                row = conn.execute(self._sql.read, {"cid": conversation_id, "mid": message.id}).first()
+            stored = None
+            if row is not None and now - row.updated_at <= self.idle_s:
+                stored = ConversationState.from_json(row.state)  # None: written in another layout
+            expired = row is not None and stored is None  # idle too long, or unreadable: start afresh
+            if stored is not None and row.seen_idx is not None:
+                raise _duplicate(conversation_id, message.id, row.seen_idx)
             state = stored or ConversationState()
             before = state.count
             state, verdict = scorer.step(state, message)
@@ -103,64 +103,42 @@ class ConversationBook:
         )
 
     def _refuse_duplicate(self, conn, conversation_id: str, message_id: str) -> None:
-        seen = conn.execute(
-            sa.select(self.ids.c.idx).where(
-                self.ids.c.conversation_id == conversation_id, self.ids.c.message_id == message_id
-            )
-        ).first()
+        seen = conn.execute(self._sql.seen, {"cid": conversation_id, "mid": message_id}).first()
         if seen is not None:
-            raise DuplicateMessage(
-                f"message id {message_id!r} was already received in conversation {conversation_id!r} "
-                f"(as message {seen.idx}); it was not scored again"
-            )
+            raise _duplicate(conversation_id, message_id, seen.idx)
 
     def _store(
         self, conversation_id, row, expired, before, state, message, account_id, group_id, now
     ) -> bool:
         """Write the new state if the conversation still has `before` messages; False when another writer won."""
-        c = self.conversations
         values = {
+            "cid": conversation_id,
             "state": state.to_json(),
             "message_count": state.count,
             "trigger_index": state.trigger_index,
             "updated_at": now,
+            "account_id": account_id or None,
+            "group_id": group_id or None,
         }
-        if account_id:
-            values["account_id"] = account_id
-        if group_id:
-            values["group_id"] = group_id
+        sql = self._sql
         try:
             with self.db.write() as conn:
                 if row is None:
-                    conn.execute(
-                        c.insert(), {"conversation_id": conversation_id, "created_at": now, **values}
-                    )
+                    conn.execute(sql.insert, {**values, "created_at": now})
                 else:
                     if expired:
-                        conn.execute(sa.delete(self.ids).where(self.ids.c.conversation_id == conversation_id))
-                        values["created_at"] = now
+                        conn.execute(sql.forget_ids, {"cid": conversation_id})
+                    update = sql.restart if expired else sql.advance
                     done = conn.execute(
-                        sa.update(c)
-                        .where(
-                            c.c.conversation_id == conversation_id,
-                            c.c.message_count == row.message_count,
-                            c.c.updated_at == row.updated_at,
-                        )
-                        .values(**values)
+                        update,
+                        {**values, "created_at": now, "seen_count": row.message_count, "seen_at": row.updated_at},
                     )
                     if done.rowcount != 1:
                         raise _Lost
                 if message.id is not None:
-                    conn.execute(
-                        self.ids.insert(),
-                        {"conversation_id": conversation_id, "message_id": message.id, "idx": before},
-                    )
+                    conn.execute(sql.remember, {"cid": conversation_id, "mid": message.id, "idx": before})
                 if before >= SEEN_IDS and before % 100 == 0:  # forget the oldest ids: the table stays bounded
-                    conn.execute(
-                        sa.delete(self.ids).where(
-                            self.ids.c.conversation_id == conversation_id, self.ids.c.idx < before - SEEN_IDS
-                        )
-                    )
+                    conn.execute(sql.forget_old_ids, {"cid": conversation_id, "below": before - SEEN_IDS})
         except _Lost:
             return False
         except sa.exc.IntegrityError:
@@ -199,3 +177,55 @@ class ConversationBook:
 
 class _Lost(Exception):
     """Another writer advanced the conversation first."""
+
+
+def _duplicate(conversation_id: str, message_id: str, index: int) -> DuplicateMessage:
+    return DuplicateMessage(
+        f"message id {message_id!r} was already received in conversation {conversation_id!r} "
+        f"(as message {index}); it was not scored again"
+    )
+
+
+class _Statements:
+    """The store's per-message statements, built once: a message then only binds values (building and caching
+    a SQLAlchemy expression per call cost about as much as running it)."""
+
+    def __init__(self, c: sa.Table, ids: sa.Table) -> None:
+        cid, mid = sa.bindparam("cid"), sa.bindparam("mid")
+        seen_idx = (
+            sa.select(ids.c.idx)
+            .where(ids.c.conversation_id == cid, ids.c.message_id == mid)
+            .scalar_subquery()
+            .label("seen_idx")
+        )
+        self.read = sa.select(c.c.state, c.c.message_count, c.c.updated_at, seen_idx).where(
+            c.c.conversation_id == cid
+        )
+        self.seen = sa.select(ids.c.idx).where(ids.c.conversation_id == cid, ids.c.message_id == mid)
+        columns = ("state", "message_count", "trigger_index", "updated_at")
+        self.insert = c.insert().values(
+            conversation_id=cid,
+            created_at=sa.bindparam("created_at"),
+            account_id=sa.bindparam("account_id"),
+            group_id=sa.bindparam("group_id"),
+            **{k: sa.bindparam(k) for k in columns},
+        )
+        # compare-and-swap: only if nobody advanced the conversation since it was read; an id given now is kept,
+        # one left out keeps the stored one
+        kept = {
+            k: sa.func.coalesce(sa.bindparam(k), c.c[k]) for k in ("account_id", "group_id")
+        }
+        guarded = c.update().where(
+            c.c.conversation_id == cid,
+            c.c.message_count == sa.bindparam("seen_count"),
+            c.c.updated_at == sa.bindparam("seen_at"),
+        )
+        self.advance = guarded.values(**kept, **{k: sa.bindparam(k) for k in columns})
+        self.restart = guarded.values(
+            **kept, created_at=sa.bindparam("created_at"), **{k: sa.bindparam(k) for k in columns}
+        )
+        self.forget_ids = sa.delete(ids).where(ids.c.conversation_id == cid)
+        self.remember = ids.insert().values(conversation_id=cid, message_id=mid, idx=sa.bindparam("idx"))
+        self.forget_old_ids = sa.delete(ids).where(
+            ids.c.conversation_id == cid, ids.c.idx < sa.bindparam("below")
+        )
