@@ -55,6 +55,21 @@ class LocalServer:
     def rss_mb(self) -> float:
         return sum(self.rss_by_process_mb().values())
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far: a bench's load, measured as work
+        per request, is steadier on a shared machine than its latency."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
 
 @contextmanager
 def local_server(

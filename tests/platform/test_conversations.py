@@ -214,3 +214,21 @@ def test_a_state_in_another_layout_starts_the_conversation_afresh(platform) -> N
         )
     answer = platform.conversation_message("old", Message("a", "还在吗", id="1"))  # the old ids went too
     assert answer.restarted and answer.message.index == 0
+
+
+def test_a_conversation_keeps_its_account_and_group_until_a_message_names_others(platform) -> None:
+    book = platform.conversations
+    messages = chat(3)
+    platform.conversation_message("c-ids", messages[0], account_id="u1", group_id="g1")
+    platform.conversation_message("c-ids", messages[1])  # names neither: the stored ones stay
+
+    def stored() -> tuple:
+        with platform.database.read() as conn:
+            row = conn.execute(
+                book.conversations.select().where(book.conversations.c.conversation_id == "c-ids")
+            ).first()
+        return row.account_id, row.group_id, row.message_count
+
+    assert stored() == ("u1", "g1", 2)
+    platform.conversation_message("c-ids", messages[2], account_id="u9")
+    assert stored() == ("u9", "g1", 3)
