@@ -131,7 +131,12 @@ class ConversationBook:
                     update = sql.restart if expired else sql.advance
                     done = conn.execute(
                         update,
-                        {**values, "created_at": now, "seen_count": row.message_count, "seen_at": row.updated_at},
+                        {
+                            **values,
+                            "created_at": now,
+                            "seen_count": row.message_count,
+                            "seen_at": row.updated_at,
+                        },
                     )
                     if done.rowcount != 1:
                         raise _Lost
@@ -212,9 +217,7 @@ class _Statements:
         )
         # compare-and-swap: only if nobody advanced the conversation since it was read; an id given now is kept,
         # one left out keeps the stored one
-        kept = {
-            k: sa.func.coalesce(sa.bindparam(k), c.c[k]) for k in ("account_id", "group_id")
-        }
+        kept = {k: sa.func.coalesce(sa.bindparam(k), c.c[k]) for k in ("account_id", "group_id")}
         guarded = c.update().where(
             c.c.conversation_id == cid,
             c.c.message_count == sa.bindparam("seen_count"),
