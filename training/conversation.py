@@ -12,7 +12,7 @@ figures cannot move. The steps:
    train author, a head without them: its readings of that author are what a new author's chats look like;
 3. fit the funnel on those held-out readings (so it learns how far to trust an unseen author's reading);
 4. choose the regularisation and the review and block thresholds on dev plus the held-out train readings
-   (dev alone is one author, and nearly saturated);
+   (more authors than dev's two), or on dev alone when the encoder has learned the train chats (choice_set);
 5. write conversation.onnx beside the text model, then score test through the Detector (the runtime path)
    next to two baselines on the same conversations: each message alone, and the transcript as one text.
 """
@@ -643,8 +643,8 @@ def main(args: ConversationArguments) -> Path:
     log.info("choosing on %s (%s)", chosen_on, why)
 
     # 2–3. the head and the funnel for each regularisation strength; keep the best on the choice set: dev plus
-    #      the held-out readings of train (dev alone is one author, and nearly saturated), or dev alone when the
-    #      encoder has learned the train chats (choice_set)
+    #      the held-out readings of train (more authors than dev's two), or dev alone when the encoder has
+    #      learned the train chats (choice_set)
     best = None
     for c in [float(v) for v in args.c_grid.split(",")]:
         oof = out_of_fold_readings(train, reader, c, args.folds, args.seed)
