@@ -32,8 +32,10 @@ from .video import Sampling, read_video
 __all__ = ["Detector", "Verdict", "validate_text"]
 
 
-def validate_text(text: object, max_chars: int | None = None) -> str:
-    """The text, or InputError saying why it cannot be scored (`max_chars` default: FANZHA_MAX_TEXT_CHARS)."""
+def validate_text(text: object, max_chars: int | None = None, readable: bool = True) -> str:
+    """The text, or InputError saying why it cannot be scored (`max_chars` default: FANZHA_MAX_TEXT_CHARS).
+    `readable=False` accepts a text of emoji alone: a chat message such as 👍 is still a message (its reading
+    has no words, its context does), where a lone text of emoji has nothing to score."""
     max_chars = settings().limits.max_text_chars if max_chars is None else max_chars
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
@@ -43,7 +45,7 @@ def validate_text(text: object, max_chars: int | None = None) -> str:
         raise InputError(
             f"text has {len(text):,} characters; the limit is {max_chars:,} (FANZHA_MAX_TEXT_CHARS)"
         )
-    if not has_readable_text(text):
+    if readable and not has_readable_text(text):
         raise InputError("text has no readable characters (only emoji, zero-width or control characters)")
     return text
 
@@ -106,7 +108,10 @@ class Detector:
             head = ConversationHead(path, self.classifier)
             thresholds = DecisionThresholds(review=head.thresholds["review"], block=head.thresholds["block"])
             self._conversations = ConversationScorer(
-                self.classifier, head, thresholds.decide, lambda t: validate_text(t, self.max_chars)
+                self.classifier,
+                head,
+                thresholds.decide,
+                lambda t: validate_text(t, self.max_chars, readable=False),
             )
         return self._conversations
 

@@ -44,9 +44,9 @@ def decode_base64(data: str | None) -> bytes:
         raise InputError("`data` is not valid base64") from None
 
 
-def _checked_text(text: str) -> str:
+def _checked_text(text: str, readable: bool = True) -> str:
     try:
-        return validate_text(text)
+        return validate_text(text, readable=readable)
     except InputError as e:
         raise ValueError(str(e)) from None
 
@@ -251,8 +251,8 @@ class MessageItem(BaseModel):
 
     @field_validator("text")
     @classmethod
-    def _readable(cls, text: str) -> str:
-        return _checked_text(text)
+    def _text(cls, text: str) -> str:
+        return _checked_text(text, readable=False)  # 👍 alone is a chat message (validate_text says why)
 
     def message(self) -> Message:
         return Message(sender=self.sender, text=self.text, id=self.id, ts=self.ts)

@@ -68,10 +68,10 @@ class _Chat:
         if r.account_id:
             self.account_ids.add(r.account_id)
         self.group_id = self.group_id or r.group_id
-        if r.error is not None:
+        if r.text is None and r.error is not None:  # no text could be taken from the row
             self.warnings.append(f"{r.source}: {r.error} (not read)")
             return
-        try:
+        try:  # the chat's own check: 👍 alone is a chat message, though as a message row it has nothing to score
             scorer.text_check(r.text)
         except InputError as e:
             self.warnings.append(f"{r.source}: {e} (not read)")

@@ -111,32 +111,27 @@ class ConversationBook:
         self, conversation_id, row, expired, before, state, message, account_id, group_id, now
     ) -> bool:
         """Write the new state if the conversation still has `before` messages; False when another writer won."""
-        values = {
+        values = {  # bound as p_<column>: a key named like a column would add it to an UPDATE's SET clause
             "cid": conversation_id,
-            "state": state.to_json(),
-            "message_count": state.count,
-            "trigger_index": state.trigger_index,
-            "updated_at": now,
-            "account_id": account_id or None,
-            "group_id": group_id or None,
+            "p_state": state.to_json(),
+            "p_message_count": state.count,
+            "p_trigger_index": state.trigger_index,
+            "p_updated_at": now,
+            "p_account_id": account_id or None,
+            "p_group_id": group_id or None,
+            "p_created_at": now,  # used by the insert and by a restart only
         }
         sql = self._sql
         try:
             with self.db.write() as conn:
                 if row is None:
-                    conn.execute(sql.insert, {**values, "created_at": now})
+                    conn.execute(sql.insert, values)
                 else:
                     if expired:
                         conn.execute(sql.forget_ids, {"cid": conversation_id})
                     update = sql.restart if expired else sql.advance
                     done = conn.execute(
-                        update,
-                        {
-                            **values,
-                            "created_at": now,
-                            "seen_count": row.message_count,
-                            "seen_at": row.updated_at,
-                        },
+                        update, {**values, "seen_count": row.message_count, "seen_at": row.updated_at}
                     )
                     if done.rowcount != 1:
                         raise _Lost
@@ -208,25 +203,25 @@ class _Statements:
         )
         self.seen = sa.select(ids.c.idx).where(ids.c.conversation_id == cid, ids.c.message_id == mid)
         columns = ("state", "message_count", "trigger_index", "updated_at")
+        bound = {k: sa.bindparam(f"p_{k}") for k in columns}
+        created = sa.bindparam("p_created_at")
         self.insert = c.insert().values(
             conversation_id=cid,
-            created_at=sa.bindparam("created_at"),
-            account_id=sa.bindparam("account_id"),
-            group_id=sa.bindparam("group_id"),
-            **{k: sa.bindparam(k) for k in columns},
+            created_at=created,
+            account_id=sa.bindparam("p_account_id"),
+            group_id=sa.bindparam("p_group_id"),
+            **bound,
         )
         # compare-and-swap: only if nobody advanced the conversation since it was read; an id given now is kept,
         # one left out keeps the stored one
-        kept = {k: sa.func.coalesce(sa.bindparam(k), c.c[k]) for k in ("account_id", "group_id")}
+        kept = {k: sa.func.coalesce(sa.bindparam(f"p_{k}"), c.c[k]) for k in ("account_id", "group_id")}
         guarded = c.update().where(
             c.c.conversation_id == cid,
             c.c.message_count == sa.bindparam("seen_count"),
             c.c.updated_at == sa.bindparam("seen_at"),
         )
-        self.advance = guarded.values(**kept, **{k: sa.bindparam(k) for k in columns})
-        self.restart = guarded.values(
-            **kept, created_at=sa.bindparam("created_at"), **{k: sa.bindparam(k) for k in columns}
-        )
+        self.advance = guarded.values(**kept, **bound)
+        self.restart = guarded.values(**kept, created_at=created, **bound)  # an expired chat starts afresh
         self.forget_ids = sa.delete(ids).where(ids.c.conversation_id == cid)
         self.remember = ids.insert().values(conversation_id=cid, message_id=mid, idx=sa.bindparam("idx"))
         self.forget_old_ids = sa.delete(ids).where(

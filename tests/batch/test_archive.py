@@ -414,6 +414,12 @@ def test_rows_with_a_conversation_id_are_scored_as_conversations_too(
             "text": "登记先转29元认证费",
         },  # no sender, ts out of order
         {"id": "a4", "conversation_id": "chat-a", "sender": "小鹿", "text": ""},  # unreadable: named, skipped
+        {
+            "id": "a5",
+            "conversation_id": "chat-a",
+            "sender": "小鹿",
+            "text": "👍",
+        },  # a chat message, not a text
         {"id": "c1", "conversation_id": "chat-c", "sender": "x", "text": ""},  # nothing readable at all
         {
             "id": "a2",
@@ -432,7 +438,8 @@ def test_rows_with_a_conversation_id_are_scored_as_conversations_too(
     convs = {r["conversation_id"]: r for r in read_rows(tmp_path / "verdicts.conversations.jsonl")}
     assert list(convs) == ["chat-a", "chat-b", "chat-c"]
     a = convs["chat-a"]
-    assert [m["id"] for m in a["messages"]] == ["a1", "a2", "a3"]  # arrival (row) order, across chunks
+    assert [m["id"] for m in a["messages"]] == ["a1", "a2", "a3", "a5"]  # arrival (row) order, across chunks
+    assert "no readable characters" in message_rows[6]["error"]  # 👍 as a message row: nothing to score
     warnings = " | ".join(a["warnings"])
     assert "no sender" in warnings and "is empty (not read)" in warnings and "arrival order" in warnings
     assert "id 'a2' repeats" in warnings  # named, read once

@@ -121,6 +121,14 @@ def test_bad_conversations_are_refused_clearly(detector, messages, error, match)
         detector.classify_conversation(messages)
 
 
+def test_a_message_of_emoji_alone_is_read_in_its_chat(detector) -> None:
+    # 👍 has nothing to score as a text of its own (validate_text refuses it), but in a chat it is a message
+    with pytest.raises(InputError, match="no readable characters"):
+        detector.classify_text("👍")
+    verdict = detector.classify_conversation([Message("a", "周六去图书馆吗"), Message("b", "👍")])
+    assert verdict.message_count == 2 and [m.index for m in verdict.messages] == [0, 1]
+
+
 def test_out_of_order_timestamps_are_kept_in_arrival_order_and_named(detector) -> None:
     chat = [
         Message("a", "周末去图书馆吗", ts=300),

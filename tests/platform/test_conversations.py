@@ -216,19 +216,24 @@ def test_a_state_in_another_layout_starts_the_conversation_afresh(platform) -> N
     assert answer.restarted and answer.message.index == 0
 
 
-def test_a_conversation_keeps_its_account_and_group_until_a_message_names_others(platform) -> None:
-    book = platform.conversations
-    messages = chat(3)
-    platform.conversation_message("c-ids", messages[0], account_id="u1", group_id="g1")
-    platform.conversation_message("c-ids", messages[1])  # names neither: the stored ones stay
+def test_a_conversation_keeps_its_account_group_and_start_until_it_restarts(platform) -> None:
+    table = platform.conversations.conversations
+    clock = platform.test_clock
+    messages = chat(5)
 
     def stored() -> tuple:
         with platform.database.read() as conn:
-            row = conn.execute(
-                book.conversations.select().where(book.conversations.c.conversation_id == "c-ids")
-            ).first()
-        return row.account_id, row.group_id, row.message_count
+            row = conn.execute(table.select().where(table.c.conversation_id == "c-ids")).first()
+        return row.account_id, row.group_id, row.message_count, row.created_at
 
-    assert stored() == ("u1", "g1", 2)
+    started = clock.t
+    platform.conversation_message("c-ids", messages[0], account_id="u1", group_id="g1")
+    clock.t += 10
+    platform.conversation_message("c-ids", messages[1])  # names neither: the stored ones stay
+    assert stored() == ("u1", "g1", 2, started)  # created_at is the first message's, not the latest's
+    clock.t += 10
     platform.conversation_message("c-ids", messages[2], account_id="u9")
-    assert stored() == ("u9", "g1", 3)
+    assert stored() == ("u9", "g1", 3, started)
+    clock.t += platform.conversations.idle_s + 1  # idle: the next message starts the chat afresh
+    assert platform.conversation_message("c-ids", messages[3]).restarted
+    assert stored() == ("u9", "g1", 1, clock.t)

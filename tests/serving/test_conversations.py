@@ -72,6 +72,14 @@ def test_bad_conversations_get_a_clear_4xx(client, body, status, words) -> None:
     assert r.status_code == status and words in r.text
 
 
+def test_a_message_of_emoji_alone_is_part_of_the_chat(client) -> None:
+    r = client.post("/classify_text", json={"items": [{"text": "👍"}]})
+    assert r.status_code == 400 and "no readable characters" in r.text
+    m = {"sender": "b", "text": "👍👍", "id": "e-1"}
+    r = client.post("/conversation_message", json={"conversation_id": "live-emoji", "message": m})
+    assert r.status_code == 200 and r.json()["message_count"] == 1
+
+
 def test_a_repeated_stream_message_id_is_a_409(client) -> None:
     m = {"sender": "a", "text": "周末一起去图书馆吗", "id": "dup-1"}
     assert (
