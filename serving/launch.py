@@ -39,18 +39,23 @@ class LocalServer:
     ready_s: float  # from spawning `bentoml serve` to the first 200 from /readyz
     log: Path | None
 
-    def rss_by_process_mb(self) -> dict[str, float]:
-        """RSS of the server's processes (the arbiter and its workers), by pid and command."""
+    def _each_process(self, read):
+        """(process, read(process)) for the server's processes (the arbiter and its workers) that answer."""
         import psutil
 
         root = psutil.Process(self.process.pid)
-        out = {}
         for p in [root, *root.children(recursive=True)]:
             try:
-                out[f"{p.pid} {' '.join(p.cmdline()[-3:])[:60]}"] = round(p.memory_info().rss / 2**20, 1)
-            except psutil.Error:
+                yield p, read(p)
+            except psutil.Error:  # a worker that exited meanwhile
                 pass
-        return out
+
+    def rss_by_process_mb(self) -> dict[str, float]:
+        """RSS of the server's processes, by pid and command."""
+        return {
+            f"{p.pid} {' '.join(p.cmdline()[-3:])[:60]}": round(rss / 2**20, 1)
+            for p, rss in self._each_process(lambda p: p.memory_info().rss)
+        }
 
     def rss_mb(self) -> float:
         return sum(self.rss_by_process_mb().values())
@@ -58,17 +63,7 @@ class LocalServer:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server's processes have used so far: a bench's load, measured as work
         per request, is steadier on a shared machine than its latency."""
-        import psutil
-
-        root = psutil.Process(self.process.pid)
-        total = 0.0
-        for p in [root, *root.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
+        return sum(t.user + t.system for _, t in self._each_process(lambda p: p.cpu_times()))
 
 
 @contextmanager

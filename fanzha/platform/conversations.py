@@ -192,16 +192,11 @@ class _Statements:
 
     def __init__(self, c: sa.Table, ids: sa.Table) -> None:
         cid, mid = sa.bindparam("cid"), sa.bindparam("mid")
-        seen_idx = (
-            sa.select(ids.c.idx)
-            .where(ids.c.conversation_id == cid, ids.c.message_id == mid)
-            .scalar_subquery()
-            .label("seen_idx")
-        )
+        self.seen = sa.select(ids.c.idx).where(ids.c.conversation_id == cid, ids.c.message_id == mid)
+        seen_idx = self.seen.scalar_subquery().label("seen_idx")
         self.read = sa.select(c.c.state, c.c.message_count, c.c.updated_at, seen_idx).where(
             c.c.conversation_id == cid
         )
-        self.seen = sa.select(ids.c.idx).where(ids.c.conversation_id == cid, ids.c.message_id == mid)
         columns = ("state", "message_count", "trigger_index", "updated_at")
         bound = {k: sa.bindparam(f"p_{k}") for k in columns}
         created = sa.bindparam("p_created_at")

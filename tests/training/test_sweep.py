@@ -34,6 +34,12 @@ def write_plan(tmp_path: Path, base: Path, corpus: Path, runs: list[dict]) -> Pa
     return path
 
 
+def sweep_args(tmp_path: Path, base: Path, corpus: Path, runs: list[dict]) -> list[str]:
+    """The sweep's command line for those runs: the plan, the output under tmp_path/sweep, two at a time."""
+    plan = write_plan(tmp_path, base, corpus, runs)
+    return ["--plan", str(plan), "--output_dir", str(tmp_path / "sweep"), "--parallel", "2"]
+
+
 def test_torch_reader_scores_what_the_exported_graph_scores(
     tiny_trained, tiny_model_dir, tiny_corpus
 ) -> None:
@@ -108,12 +114,7 @@ def test_sweep_trains_evaluates_compares_and_resumes(tiny_base, tiny_corpus, tmp
         {"id": "less", "name": f"without {author}", "base": "2L", "args": ["--exclude_authors", author]},
     ]
     args = [
-        "--plan",
-        str(write_plan(tmp_path, tiny_base, tiny_corpus, runs)),
-        "--output_dir",
-        str(tmp_path / "sweep"),
-        "--parallel",
-        "2",
+        *sweep_args(tmp_path, tiny_base, tiny_corpus, runs),
         "--report",
         str(tmp_path / "table.md"),
         "--eval_extra",
@@ -159,12 +160,7 @@ def test_sweep_exports_and_chooses_on_dev_without_evaluating(tiny_base, tiny_cor
     ]
     result = sweep.main(
         [
-            "--plan",
-            str(write_plan(tmp_path, tiny_base, tiny_corpus, runs)),
-            "--output_dir",
-            str(tmp_path / "sweep"),
-            "--parallel",
-            "2",
+            *sweep_args(tmp_path, tiny_base, tiny_corpus, runs),
             "--evaluate",
             "false",
             "--export",
