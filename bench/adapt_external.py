@@ -62,6 +62,12 @@ def main() -> int:
         metavar="true|false",
         help="adapt's recall constraint per author of the check set (true, the default) or pooled (false)",
     )
+    p.add_argument(
+        "--max_recall_drop",
+        type=float,
+        default=AdaptArguments.__dataclass_fields__["max_recall_drop"].default,
+        help="adapt's allowed drop in labelled fraud recall (per author and overall)",
+    )
     p.add_argument("--only", default="", help="run only this traffic mix (e.g. label00+msgpass)")
     args = p.parse_args()
     root = corpora_dir(args.corpora_dir)
@@ -93,6 +99,7 @@ def main() -> int:
                     base_model=args.base_model,
                     held_out=0.5,
                     per_author=args.per_author,
+                    max_recall_drop=args.max_recall_drop,
                 )
             )
             results[name] = json.loads((out / "adapt_report.json").read_text())

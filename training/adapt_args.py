@@ -44,7 +44,7 @@ class AdaptArguments:
         },
     )
     traffic_weights: list[float] = field(
-        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0],
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
         metadata={
             "help": "candidate traffic weights: each is fitted without a validation slice of the traffic, and the one whose "
             "validation flag rate is lowest (at the dev-recall-preserving threshold) is refitted on all of it"
@@ -63,8 +63,14 @@ class AdaptArguments:
     per_author: bool = field(
         default=True,
         metadata={
-            "help": "hold recall for every author of the labelled check set, not only overall (each may lose "
+            "help": "hold recall for every author of the labelled check set (dev and train), not only overall (each may lose "
             "the allowed drop or one lure, whichever is more)"
+        },
+    )
+    check_folds: int = field(
+        default=5,
+        metadata={
+            "help": "folds of train authors for the recall check: each fold is read by a head fitted without it"
         },
     )
     max_traffic: int = field(default=200_000, metadata={"help": "read at most this many traffic messages"})

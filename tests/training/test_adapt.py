@@ -77,7 +77,8 @@ def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, t
     verdicts = Detector.load(adapted, threads=1).classify_texts(held)
     flagged = float(np.mean([v.decision != "pass" for v in verdicts]))
     assert abs(flagged - report["held_out_traffic"]["all"]["after"]["review_or_block"]) < 1e-3
-    assert [r["traffic_weight"] for r in report["traffic_weight_search"]] == [0.5, 1.0, 2.0, 4.0, 8.0]
+    searched = [r["traffic_weight"] for r in report["traffic_weight_search"]]
+    assert searched == AdaptArguments(traffic="t", output="o").traffic_weights == [0.5, 1, 2, 4, 8, 16, 32]
 
 
 def test_traffic_as_weighted_negatives_moves_the_boundary_off_the_traffic() -> None:
@@ -239,3 +240,21 @@ def test_per_author_flag_reads_true_and_false() -> None:
     assert parse_args(["--traffic", "t.jsonl", "--output", "o"]).per_author is True
     with pytest.raises(SystemExit):
         parse_args(["--traffic", "t.jsonl", "--output", "o", "--per_author", "maybe"])
+
+
+def test_author_folds_keep_each_author_whole_and_deal_every_fold() -> None:
+    from fanzha.training.adapt import author_folds
+
+    records = [{"text": f"t{i}", "provenance": f"authored:a{i % 12}"} for i in range(240)]
+    folds = author_folds(records, 5, seed=3)
+    by_author: dict[str, set[int]] = {}
+    for r, f in zip(records, folds, strict=True):
+        by_author.setdefault(r["provenance"], set()).add(int(f))
+    # an author's lures are never fitted and checked at once
+    assert all(len(f) == 1 for f in by_author.values())
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4]
+    assert max(np.bincount(folds)) <= 3 * 20  # 12 authors dealt round-robin: 2 or 3 authors per fold
+    assert (author_folds(records, 5, seed=3) == folds).all()  # deterministic
+    # without authors (a user's corpus with one provenance), messages are dealt instead
+    anonymous = [{"text": f"t{i}"} for i in range(50)]
+    assert len(set(author_folds(anonymous, 5, seed=3).tolist())) == 5
