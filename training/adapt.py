@@ -5,16 +5,17 @@ read from the ONNX graph.
 
 Why this design: the encoder already separates lures from the rest well (recall on real fraud is ~99 %);
 what differs between platforms is where the *boundary* lies (one platform's normal traffic is full of
-operator promotions, another's of game chat). The head is a linear layer on the mean-pooled sentence
-vector, so it can be re-fitted exactly and quickly on vectors the graph itself computes, on any CPU.
+operator promotions, another's of game chat). The head reads the mean-pooled sentence vector, so it can be
+re-fitted quickly on vectors the graph itself computes, on any CPU.
 
 Steps (`main`):
 1. read the unlabelled traffic sample (JSONL, JSONL.gz or Parquet; a `text` column), refuse bad input,
    hash it, and hold out a part of it (a fifth by default) (by hash of the text, so duplicates never straddle the split);
 2. give the base graph one more output: the base logits and the pooled vector side by side;
 3. read every window of the labelled corpus (train / dev / test), the traffic and the feedback;
-4. fit a new head by weighted logistic regression (Newton steps), starting from and regularised towards
-   the base head: the labelled corpus as it is, moderators' feedback with a higher weight, and the
+4. fit a new head by weighted logistic loss: the linear map regularised towards the base head plus a ReLU
+   layer added to it (`--hidden` units, L-BFGS; `--hidden 0`: the linear head alone, Newton steps), on
+   the labelled corpus as it is, moderators' feedback with a higher weight, and the
    traffic as down-weighted negatives (PU learning: traffic is mostly benign, and the few lures in it
    must not outvote the labelled positives);
 5. choose thresholds: the review threshold is the highest that keeps recall within `--max_recall_drop` of the
@@ -51,7 +52,7 @@ from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, FEATURES, TextClassifier
 
 from .adapt_args import AdaptArguments, parse_args
-from .graph import load_onnx, with_features_output, with_new_head
+from .graph import Head, load_onnx, with_features_output, with_new_head
 from .metrics import detector_score, targets, tune_block_threshold, tune_thresholds
 
 log = logging.getLogger("fanzha.adapt")
@@ -248,6 +249,76 @@ def fit_head(
     return theta[:d].astype(np.float32), theta[d].astype(np.float32)
 
 
+def fit_residual_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    anchor: Head,
+    l2: float,
+    hidden: int,
+    start: Head | None = None,
+    max_iter: int = 150,
+    seed: int = 0,
+) -> Head:
+    """Weighted logistic loss on the linear head plus a ReLU layer of `hidden` units, by L-BFGS.
+
+    Penalised by (λ/2)·‖(W, b) − (W0, b0)‖² towards `anchor` (the base head, as in fit_head) and by (λ/2)·‖(A, B)‖²,
+    with λ scaled by the data's total weight. `start` warm-starts the search (a fold's fit from the full fit's
+    head, a candidate from the one before), which is what keeps cross-fitting inside adapt's time budget.
+    Why a hidden layer: a linear head re-fitted on operator SMS as negatives moves one boundary for all text,
+    and pays for the traffic's flags in the lures' recall; a residual layer can bend around the traffic.
+    """
+    from scipy.optimize import minimize
+
+    n, d = x.shape
+    k = y.shape[1]
+    x32 = x.astype(np.float32)
+    lam = l2 * w.sum(axis=0) / 1000.0
+    mu = float(lam.mean())
+    if start is None or start.a is None:
+        rng = np.random.default_rng(seed)
+        a0 = rng.normal(0.0, 1.0 / np.sqrt(d), (d, hidden)).astype(np.float32)
+        start = Head(
+            (start or anchor).weight, (start or anchor).bias, a0, np.zeros(hidden), np.zeros((hidden, k))
+        )
+    shapes = [(d, k), (k,), (d, hidden), (hidden,), (hidden, k)]
+    cuts = np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1]
+
+    def unpack(theta: np.ndarray) -> list[np.ndarray]:
+        return [part.reshape(shape) for part, shape in zip(np.split(theta, cuts), shapes, strict=True)]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weight, bias, a, c, b = unpack(theta)
+        pre = (x32 @ a.astype(np.float32)).astype(np.float64) + c
+        h = np.maximum(pre, 0.0)
+        z = (x32 @ weight.astype(np.float32)).astype(np.float64) + bias + h @ b
+        loss = float(np.sum(w * (np.logaddexp(0.0, z) - y * z)))
+        loss += 0.5 * float(
+            np.sum(lam * (((weight - anchor.weight) ** 2).sum(0) + (bias - anchor.bias) ** 2))
+        )
+        loss += 0.5 * mu * float(np.sum(a**2) + np.sum(b**2))
+        dz = w * (0.5 * (1.0 + np.tanh(0.5 * z)) - y)
+        dpre = (dz @ b.T) * (pre > 0)
+        grads = (
+            (x32.T @ dz.astype(np.float32)).astype(np.float64) + lam * (weight - anchor.weight),
+            dz.sum(0) + lam * (bias - anchor.bias),
+            (x32.T @ dpre.astype(np.float32)).astype(np.float64) + mu * a,
+            dpre.sum(0),
+            h.T @ dz + mu * b,
+        )
+        return loss, np.concatenate([g.ravel() for g in grads])
+
+    theta0 = np.concatenate(
+        [
+            np.asarray(p, dtype=np.float64).ravel()
+            for p in (start.weight, start.bias, start.a, start.c, start.b)
+        ]
+    )
+    result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    weight, bias, a, c, b = (p.astype(np.float32) for p in unpack(result.x))
+    return Head(weight, bias, a, c, b)
+
+
 def base_head(f: Features) -> tuple[np.ndarray, np.ndarray]:
     """The base graph's head as an fp32 linear map, recovered by least squares from (pooled, logits) pairs.
 
@@ -378,7 +449,9 @@ def main(args: AdaptArguments) -> Path:
     authors = np.array([r.get("provenance", "") for r in split["dev"] + split["train"]])
     base_check = np.vstack([feats["dev"].text_probs(), feats["train"].text_probs()])
 
-    def fit(traffic_weight: float, fitted: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    anchor = Head(w0, b0)
+
+    def fit(traffic_weight: float, fitted: np.ndarray, train: np.ndarray, start: Head | None = None) -> Head:
         """A head on the train messages where `train`, the traffic where `fitted`, and the feedback."""
         corpus_windows = train[feats["train"].owner]
         windows = fitted[tr.owner]
@@ -392,19 +465,22 @@ def main(args: AdaptArguments) -> Path:
         if feedback_part:
             for parts, value in zip((x_parts, y_parts, w_parts), feedback_part, strict=True):
                 parts.append(value)
-        return fit_head(
-            np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64), w0, b0, args.l2
-        )
+        x_all, y_all, w_all = np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64)
+        if args.hidden:
+            return fit_residual_head(x_all, y_all, w_all, anchor, args.l2, args.hidden, start, seed=args.seed)
+        return Head(*fit_head(x_all, y_all, w_all, w0, b0, args.l2))
 
-    def fit_checked(traffic_weight: float, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def fit_checked(traffic_weight: float, fitted: np.ndarray, start: Head | None) -> tuple[Head, float]:
         """The head on all train authors, and its review threshold: the highest that keeps recall on dev and on
         the out-of-author train readings (one head per fold) within `--max_recall_drop` of the base model."""
-        weight, bias = fit(traffic_weight, fitted, np.ones(len(folds), dtype=bool))
+        head = fit(traffic_weight, fitted, np.ones(len(folds), dtype=bool), start)
         train_probs = np.zeros((len(folds), len(OUTPUTS)), dtype=np.float32)
         for f in np.unique(folds):
-            w_f, b_f = fit(traffic_weight, fitted, folds != f)
-            train_probs[folds == f] = feats["train"].text_probs(feats["train"].pooled @ w_f + b_f)[folds == f]
-        dev_probs = feats["dev"].text_probs(feats["dev"].pooled @ weight + bias)
+            fold_head = fit(traffic_weight, fitted, folds != f, head)
+            train_probs[folds == f] = feats["train"].text_probs(fold_head.logits(feats["train"].pooled))[
+                folds == f
+            ]
+        dev_probs = feats["dev"].text_probs(head.logits(feats["dev"].pooled))
         t = choose_review_threshold(
             detector_score(base_check),
             detector_score(np.vstack([dev_probs, train_probs])),
@@ -413,13 +489,14 @@ def main(args: AdaptArguments) -> Path:
             args.max_recall_drop,
             authors if args.per_author else None,
         )
-        return weight, bias, t
+        return head, t
 
     candidates = sorted(set(args.traffic_weights or [args.traffic_weight]))
-    search = []
+    search, heads, previous = [], {}, None
     for tw in tqdm(candidates, desc="choosing the traffic weight", disable=len(candidates) == 1):
-        weight, bias, t = fit_checked(tw, ~held & ~validation)
-        p_val = detector_score(tr.text_probs(tr.pooled @ weight + bias))[validation]
+        head, t = fit_checked(tw, ~held & ~validation, previous)
+        heads[tw], previous = head, head
+        p_val = detector_score(tr.text_probs(head.logits(tr.pooled)))[validation]
         search.append(
             {
                 "traffic_weight": tw,
@@ -435,11 +512,11 @@ def main(args: AdaptArguments) -> Path:
         ),
     )
     log.info("traffic weight search: %s → %s", search, best["traffic_weight"])
-    weight, bias, review = fit_checked(best["traffic_weight"], ~held)
+    head, review = fit_checked(best["traffic_weight"], ~held, heads[best["traffic_weight"]])
 
     # 5. thresholds: review keeps labelled recall (above), block is as precise on dev as at export, labels
     #    maximise dev F1
-    new_logits = {name: f.pooled @ weight + bias for name, f in feats.items()}
+    new_logits = {name: head.logits(f.pooled) for name, f in feats.items()}
     dev_new = feats["dev"].text_probs(new_logits["dev"])
     label_t = tune_thresholds(dev_new, y["dev"])
     thresholds = {
@@ -463,7 +540,7 @@ def main(args: AdaptArguments) -> Path:
         "fanzha.adapted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     out.mkdir(parents=True, exist_ok=True)
-    onnx.save(with_new_head(base_model, weight, bias, metadata), str(out / "model.onnx"))
+    onnx.save(with_new_head(base_model, head, metadata), str(out / "model.onnx"))
     shutil.copy2(base_dir / "tokenizer.json", out / "tokenizer.json")
     _check_written(out, split["dev"][:64], dev_new[:64])
     report = _report(

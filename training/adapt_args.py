@@ -57,6 +57,12 @@ class AdaptArguments:
         default=1.0,
         metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"},
     )
+    hidden: int = field(
+        default=32,
+        metadata={
+            "help": "units of the ReLU layer added to the re-fitted linear head (0: the linear head alone)"
+        },
+    )
     max_recall_drop: float = field(
         default=0.005, metadata={"help": "largest drop in dev fraud recall the review threshold may cost"}
     )

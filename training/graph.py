@@ -6,12 +6,31 @@ fits a new head on it and the conversation model reads context with it, without 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fanzha.models.errors import MissingExtra, ModelError
 from fanzha.models.text import FEATURES
+
+
+@dataclass
+class Head:
+    """The adapted head: the linear map, plus (when `hidden` units were asked for) one ReLU layer added to it:
+    logits = x·W + b + relu(x·A + c)·B. The residual layer starts at zero, so the head starts as the linear one."""
+
+    weight: np.ndarray  # (d, k)
+    bias: np.ndarray  # (k,)
+    a: np.ndarray | None = None  # (d, h)
+    c: np.ndarray | None = None  # (h,)
+    b: np.ndarray | None = None  # (h, k)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.weight + self.bias
+        if self.a is not None:
+            z = z + np.maximum(x @ self.a + self.c, 0.0) @ self.b
+        return z
 
 
 def add_features_output(path: str | Path) -> None:
@@ -79,8 +98,9 @@ def with_features_output(model):
     return m
 
 
-def with_new_head(model, weight: np.ndarray, bias: np.ndarray, metadata: dict[str, str]):
-    """The same encoder with a new fp32 linear head producing `logits`; the old head's nodes are pruned."""
+def with_new_head(model, head: Head, metadata: dict[str, str]):
+    """The same encoder with a new fp32 head producing `logits` (linear, plus its ReLU layer when it has one);
+    the old head's nodes are pruned."""
     onnx = load_onnx()
     from onnx import numpy_helper
 
@@ -91,28 +111,42 @@ def with_new_head(model, weight: np.ndarray, bias: np.ndarray, metadata: dict[st
     had_features = _drop_output(g, FEATURES)  # re-made below from the NEW logits
     for node in g.node:  # the old head's output becomes a dangling name, pruned below
         node.output[:] = ["fanzha_old_logits" if o == "logits" else o for o in node.output]
+    params = {"weight": head.weight, "bias": head.bias}
+    if head.a is not None:
+        params.update(hidden_weight=head.a, hidden_bias=head.c, hidden_out=head.b)
     g.initializer.extend(
-        [
-            numpy_helper.from_array(weight.astype(np.float32), "fanzha.adapted_head.weight"),
-            numpy_helper.from_array(bias.astype(np.float32), "fanzha.adapted_head.bias"),
-        ]
+        numpy_helper.from_array(np.asarray(v, dtype=np.float32), f"fanzha.adapted_head.{k}")
+        for k, v in params.items()
     )
+
+    def node(op: str, inputs: list[str], output: str):
+        return onnx.helper.make_node(op, inputs, [output], name=f"{output}_{op.lower()}")
+
+    linear_out = "logits" if head.a is None else "fanzha_adapted_linear"
     g.node.extend(
         [
-            onnx.helper.make_node(
-                "MatMul",
-                [pooled, "fanzha.adapted_head.weight"],
-                ["fanzha_adapted_matmul"],
-                name="fanzha_adapted_head_matmul",
-            ),
-            onnx.helper.make_node(
-                "Add",
-                ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"],
-                ["logits"],
-                name="fanzha_adapted_head_add",
-            ),
+            node("MatMul", [pooled, "fanzha.adapted_head.weight"], "fanzha_adapted_matmul"),
+            node("Add", ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"], linear_out),
         ]
     )
+    if head.a is not None:
+        g.node.extend(
+            [
+                node("MatMul", [pooled, "fanzha.adapted_head.hidden_weight"], "fanzha_adapted_hidden_mm"),
+                node(
+                    "Add",
+                    ["fanzha_adapted_hidden_mm", "fanzha.adapted_head.hidden_bias"],
+                    "fanzha_adapted_pre",
+                ),
+                node("Relu", ["fanzha_adapted_pre"], "fanzha_adapted_hidden"),
+                node(
+                    "MatMul",
+                    ["fanzha_adapted_hidden", "fanzha.adapted_head.hidden_out"],
+                    "fanzha_adapted_residual",
+                ),
+                node("Add", [linear_out, "fanzha_adapted_residual"], "logits"),
+            ]
+        )
     _prune(g)
     if had_features:
         m = with_features_output(m)

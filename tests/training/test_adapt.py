@@ -41,6 +41,8 @@ def adapted(tmp_path_factory, tiny_model_dir, tiny_corpus, traffic):
             base_model=str(tiny_model_dir),
             corpus=str(tiny_corpus),
             threads=1,
+            traffic_weights=[1.0, 8.0],  # two candidates and two author folds keep the fit quick
+            check_folds=2,
         )
     )
     return out
@@ -77,8 +79,35 @@ def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, t
     verdicts = Detector.load(adapted, threads=1).classify_texts(held)
     flagged = float(np.mean([v.decision != "pass" for v in verdicts]))
     assert abs(flagged - report["held_out_traffic"]["all"]["after"]["review_or_block"]) < 1e-3
-    searched = [r["traffic_weight"] for r in report["traffic_weight_search"]]
-    assert searched == AdaptArguments(traffic="t", output="o").traffic_weights == [0.5, 1, 2, 4, 8, 16, 32]
+    assert [r["traffic_weight"] for r in report["traffic_weight_search"]] == [1.0, 8.0]
+    assert AdaptArguments(traffic="t", output="o").traffic_weights == [0.5, 1, 2, 4, 8, 16, 32]
+
+
+def test_the_default_head_has_a_relu_layer(adapted, tiny_model_dir) -> None:
+    """(The written graph was checked against the numpy head before it was kept: `_check_written`.)"""
+    relus = [
+        sum(n.op_type == "Relu" for n in onnx.load(str(d / "model.onnx")).graph.node)
+        for d in (adapted, tiny_model_dir)
+    ]
+    assert relus[0] == relus[1] + 1
+
+
+def test_residual_head_fits_a_rule_no_linear_head_can() -> None:
+    """Lures at both ends of one axis, benign traffic in the middle (an XOR-like band): the linear head cannot
+    separate them, the ReLU layer on top of it can."""
+    from fanzha.training.graph import Head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 4)).astype(np.float32)
+    y = (np.abs(x[:, :1]) > 1.0).astype(np.float64)
+    w = np.ones_like(y)
+    anchor = Head(np.zeros((4, 1), np.float32), np.zeros(1, np.float32))
+    linear = Head(*adapt.fit_head(x, y, w, anchor.weight, anchor.bias, l2=0.01))
+    residual = adapt.fit_residual_head(x, y, w, anchor, l2=0.01, hidden=16, max_iter=300)
+    accuracy = {
+        h: ((head.logits(x) > 0) == (y > 0.5)).mean() for h, head in (("lin", linear), ("res", residual))
+    }
+    assert accuracy["lin"] < 0.75 < 0.95 < accuracy["res"]
 
 
 def test_traffic_as_weighted_negatives_moves_the_boundary_off_the_traffic() -> None:
@@ -178,9 +207,22 @@ def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(
             str(tiny_corpus),
             "--threads",
             "1",
+            "--traffic_weights",
+            "1",
+            "4",
+            "--check_folds",
+            "2",
+            "--hidden",
+            "0",
         ]
     )
     assert code == 0 and json.loads(capsys.readouterr().out)["model_dir"] == str(out)
+    # --hidden 0: the linear head alone, no ReLU added to the base graph's
+    relus = [
+        sum(n.op_type == "Relu" for n in onnx.load(str(d / "model.onnx")).graph.node)
+        for d in (out, tiny_model_dir)
+    ]
+    assert relus[0] == relus[1]
     assert TextClassifier.load(out, threads=1).version.startswith("tiny-test-adapted-")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
