@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from fanzha.datasets.corpus import load_corpus
 from fanzha.datasets.feedback import load_feedback
-from fanzha.models.errors import InputError
+from fanzha.models.errors import InputError, MissingExtra
 from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, FEATURES, TextClassifier
@@ -268,7 +268,12 @@ def fit_residual_head(
     Why a hidden layer: a linear head re-fitted on operator SMS as negatives moves one boundary for all text,
     and pays for the traffic's flags in the lures' recall; a residual layer can bend around the traffic.
     """
-    from scipy.optimize import minimize
+    try:
+        from scipy.optimize import minimize
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        raise MissingExtra(
+            "the ReLU head needs scipy: pip install 'fanzha[adapt]' (or --hidden 0 for the linear head)"
+        ) from None
 
     n, d = x.shape
     k = y.shape[1]
