@@ -413,6 +413,12 @@ def main(args: AdaptArguments) -> Path:
     # 3. features from the base graph
     base_model = onnx.load(str(base_dir / "model.onnx"))
     base_meta = {p.key: p.value for p in base_model.metadata_props}
+    if "fanzha.adapted_from" in base_meta:
+        # its head is no longer the linear map the fit starts from, and its graph already holds an adapted head
+        raise AdaptError(
+            f"{base_dir} is already adapted (from {base_meta['fanzha.adapted_from']}): adapt the model it came "
+            "from instead, on all the traffic"
+        )
     with tempfile.TemporaryDirectory(prefix="fanzha-adapt-") as tmp:
         graph_path = Path(tmp) / "model.onnx"
         onnx.save(with_features_output(base_model), str(graph_path))

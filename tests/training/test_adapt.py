@@ -83,6 +83,43 @@ def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, t
     assert AdaptArguments(traffic="t", output="o").traffic_weights == [0.5, 1, 2, 4, 8, 16, 32]
 
 
+def test_the_written_graph_computes_the_head_with_every_relu_unit_in_play(tiny_model_dir, tmp_path) -> None:
+    """A random Head whose hidden units are active on real pooled vectors: the graph's logits equal Head.logits."""
+    from fanzha.training.graph import Head, with_features_output, with_new_head
+
+    base = onnx.load(str(tiny_model_dir / "model.onnx"))
+    probe = tmp_path / "probe.onnx"
+    onnx.save(with_features_output(base), str(probe))
+    texts = ["免费领取签名照，加QQ群", "今晚开黑有人吗", "【某某银行】您的账单已出，回T退订"]
+    clf = TextClassifier(probe, tiny_model_dir / "tokenizer.json", threads=1, batch_size=1)
+    owner, out = clf.window_outputs(texts, FEATURES)
+    pooled = out[:, len(clf.outputs) :]
+    rng = np.random.default_rng(0)
+    d, k, h = pooled.shape[1], len(clf.outputs), 8
+    a = rng.normal(size=(d, h)).astype(np.float32)
+    head = Head(
+        rng.normal(size=(d, k)).astype(np.float32),
+        rng.normal(size=k).astype(np.float32),
+        a,
+        1.0 - (pooled @ a).min(axis=0),  # every unit active on every window
+        rng.normal(size=(h, k)).astype(np.float32),
+    )
+    assert (pooled @ head.a + head.c > 0).all()
+    written = tmp_path / "head.onnx"
+    metadata = {p.key: p.value for p in base.metadata_props}
+    onnx.save(with_new_head(base, head, metadata), str(written))
+    got = TextClassifier(written, tiny_model_dir / "tokenizer.json", threads=1, batch_size=1)
+    _, logits = got.window_outputs(texts, FEATURES)
+    assert np.abs(logits[:, :k] - head.logits(pooled)).max() < 1e-3
+
+
+def test_an_adapted_model_is_not_adapted_again(adapted, traffic, tmp_path) -> None:
+    with pytest.raises(adapt.AdaptError, match="already adapted"):
+        adapt.main(
+            AdaptArguments(traffic=str(traffic), output=str(tmp_path / "again"), base_model=str(adapted))
+        )
+
+
 def test_the_default_head_has_a_relu_layer(adapted, tiny_model_dir) -> None:
     """(The written graph was checked against the numpy head before it was kept: `_check_written`.)"""
     relus = [
