@@ -65,7 +65,7 @@ def main() -> int:
     p.add_argument(
         "--max_recall_drop",
         type=float,
-        default=AdaptArguments.__dataclass_fields__["max_recall_drop"].default,
+        default=AdaptArguments.max_recall_drop,
         help="adapt's allowed drop in labelled fraud recall (per author and overall)",
     )
     p.add_argument("--only", default="", help="run only this traffic mix (e.g. label00+msgpass)")

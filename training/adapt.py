@@ -280,12 +280,10 @@ def fit_residual_head(
     x32 = x.astype(np.float32)
     lam = l2 * w.sum(axis=0) / 1000.0
     mu = float(lam.mean())
-    if start is None or start.a is None:
-        rng = np.random.default_rng(seed)
-        a0 = rng.normal(0.0, 1.0 / np.sqrt(d), (d, hidden)).astype(np.float32)
-        start = Head(
-            (start or anchor).weight, (start or anchor).bias, a0, np.zeros(hidden), np.zeros((hidden, k))
-        )
+    start = start or anchor
+    if start.a is None:  # a linear start: the ReLU layer begins random in, zero out (adds nothing yet)
+        a0 = np.random.default_rng(seed).normal(0.0, 1.0 / np.sqrt(d), (d, hidden)).astype(np.float32)
+        start = Head(start.weight, start.bias, a0, np.zeros(hidden), np.zeros((hidden, k)))
     shapes = [(d, k), (k,), (d, hidden), (hidden,), (hidden, k)]
     cuts = np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1]
 

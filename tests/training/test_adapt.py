@@ -120,13 +120,13 @@ def test_an_adapted_model_is_not_adapted_again(adapted, traffic, tmp_path) -> No
         )
 
 
+def relu_count(model_dir) -> int:
+    return sum(n.op_type == "Relu" for n in onnx.load(str(model_dir / "model.onnx")).graph.node)
+
+
 def test_the_default_head_has_a_relu_layer(adapted, tiny_model_dir) -> None:
     """(The written graph was checked against the numpy head before it was kept: `_check_written`.)"""
-    relus = [
-        sum(n.op_type == "Relu" for n in onnx.load(str(d / "model.onnx")).graph.node)
-        for d in (adapted, tiny_model_dir)
-    ]
-    assert relus[0] == relus[1] + 1
+    assert relu_count(adapted) == relu_count(tiny_model_dir) + 1
 
 
 def test_residual_head_fits_a_rule_no_linear_head_can() -> None:
@@ -255,11 +255,7 @@ def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(
     )
     assert code == 0 and json.loads(capsys.readouterr().out)["model_dir"] == str(out)
     # --hidden 0: the linear head alone, no ReLU added to the base graph's
-    relus = [
-        sum(n.op_type == "Relu" for n in onnx.load(str(d / "model.onnx")).graph.node)
-        for d in (out, tiny_model_dir)
-    ]
-    assert relus[0] == relus[1]
+    assert relu_count(out) == relu_count(tiny_model_dir)
     assert TextClassifier.load(out, threads=1).version.startswith("tiny-test-adapted-")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
