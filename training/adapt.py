@@ -56,6 +56,9 @@ from .graph import Head, load_onnx, with_features_output, with_new_head
 from .metrics import detector_score, targets, tune_block_threshold, tune_thresholds
 
 log = logging.getLogger("fanzha.adapt")
+ALL_AUTHORS = (
+    -1
+)  # the key of the head fitted on every train author (the others are keyed by the fold left out)
 
 
 class AdaptError(InputError):
@@ -263,8 +266,8 @@ def fit_residual_head(
     """Weighted logistic loss on the linear head plus a ReLU layer of `hidden` units, by L-BFGS.
 
     Penalised by (λ/2)·‖(W, b) − (W0, b0)‖² towards `anchor` (the base head, as in fit_head) and by (λ/2)·‖(A, B)‖²,
-    with λ scaled by the data's total weight. `start` warm-starts the search (a fold's fit from the full fit's
-    head, a candidate from the one before), which is what keeps cross-fitting inside adapt's time budget.
+    with λ scaled by the data's total weight. `start` warm-starts the search (each head from the same head of
+    the traffic-weight candidate before), which is what keeps cross-fitting inside adapt's time budget.
     Why a hidden layer: a linear head re-fitted on operator SMS as negatives moves one boundary for all text,
     and pays for the traffic's flags in the lures' recall; a residual layer can bend around the traffic.
     """
@@ -479,17 +482,25 @@ def main(args: AdaptArguments) -> Path:
             return fit_residual_head(x_all, y_all, w_all, anchor, args.l2, args.hidden, start, seed=args.seed)
         return Head(*fit_head(x_all, y_all, w_all, w0, b0, args.l2))
 
-    def fit_checked(traffic_weight: float, fitted: np.ndarray, start: Head | None) -> tuple[Head, float]:
-        """The head on all train authors, and its review threshold: the highest that keeps recall on dev and on
-        the out-of-author train readings (one head per fold) within `--max_recall_drop` of the base model."""
-        head = fit(traffic_weight, fitted, np.ones(len(folds), dtype=bool), start)
+    def fit_checked(
+        traffic_weight: float, fitted: np.ndarray, start: dict[int, Head] | None
+    ) -> tuple[dict[int, Head], float]:
+        """Heads keyed by the fold they leave out (ALL_AUTHORS: the head on every train author), and the review
+        threshold: the highest that keeps recall on dev and on the out-of-author train readings within
+        `--max_recall_drop` of the base model. Each head warm-starts from the same head in `start` only, so a
+        fold's head never starts from a fit that saw its authors."""
+        start = start or {}
+        heads = {
+            ALL_AUTHORS: fit(traffic_weight, fitted, np.ones(len(folds), dtype=bool), start.get(ALL_AUTHORS))
+        }
         train_probs = np.zeros((len(folds), len(OUTPUTS)), dtype=np.float32)
-        for f in np.unique(folds):
-            fold_head = fit(traffic_weight, fitted, folds != f, head)
-            train_probs[folds == f] = feats["train"].text_probs(fold_head.logits(feats["train"].pooled))[
-                folds == f
+        for f in np.unique(folds).tolist():
+            heads[f] = fit(traffic_weight, fitted, folds != f, start.get(f))
+            left_out = folds == f
+            train_probs[left_out] = feats["train"].text_probs(heads[f].logits(feats["train"].pooled))[
+                left_out
             ]
-        dev_probs = feats["dev"].text_probs(head.logits(feats["dev"].pooled))
+        dev_probs = feats["dev"].text_probs(heads[ALL_AUTHORS].logits(feats["dev"].pooled))
         t = choose_review_threshold(
             detector_score(base_check),
             detector_score(np.vstack([dev_probs, train_probs])),
@@ -498,14 +509,14 @@ def main(args: AdaptArguments) -> Path:
             args.max_recall_drop,
             authors if args.per_author else None,
         )
-        return head, t
+        return heads, t
 
     candidates = sorted(set(args.traffic_weights or [args.traffic_weight]))
     search, heads, previous = [], {}, None
     for tw in tqdm(candidates, desc="choosing the traffic weight", disable=len(candidates) == 1):
-        head, t = fit_checked(tw, ~held & ~validation, previous)
-        heads[tw], previous = head, head
-        p_val = detector_score(tr.text_probs(head.logits(tr.pooled)))[validation]
+        heads[tw], t = fit_checked(tw, ~held & ~validation, previous)
+        previous = heads[tw]
+        p_val = detector_score(tr.text_probs(heads[tw][ALL_AUTHORS].logits(tr.pooled)))[validation]
         search.append(
             {
                 "traffic_weight": tw,
@@ -521,7 +532,8 @@ def main(args: AdaptArguments) -> Path:
         ),
     )
     log.info("traffic weight search: %s → %s", search, best["traffic_weight"])
-    head, review = fit_checked(best["traffic_weight"], ~held, heads[best["traffic_weight"]])
+    final, review = fit_checked(best["traffic_weight"], ~held, heads[best["traffic_weight"]])
+    head = final[ALL_AUTHORS]
 
     # 5. thresholds: review keeps labelled recall (above), block is as precise on dev as at export, labels
     #    maximise dev F1

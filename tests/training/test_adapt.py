@@ -333,3 +333,39 @@ def test_author_folds_keep_each_author_whole_and_deal_every_fold() -> None:
     # without authors (a user's corpus with one provenance), messages are dealt instead
     anonymous = [{"text": f"t{i}"} for i in range(50)]
     assert len(set(author_folds(anonymous, 5, seed=3).tolist())) == 5
+
+
+def test_no_head_warm_starts_from_a_fit_that_saw_rows_it_leaves_out(
+    tiny_model_dir, tiny_corpus, traffic, tmp_path, monkeypatch
+) -> None:
+    """The out-of-author check reads each fold by a head that never saw its authors: not even through the head
+    its search started from (a start fitted on the left-out authors would read them as easy)."""
+    fitted_rows: dict[int, frozenset] = {}  # id of a head → the rows it was fitted on
+    heads = []  # every head stays alive, so that no id is reused
+    starts: list[tuple[frozenset, frozenset]] = []  # (rows of the start's fit, rows of this fit)
+    real_fit = adapt.fit_residual_head
+
+    def spy(x, y, w, anchor, l2, hidden, start=None, **kwargs):
+        rows = frozenset(row.tobytes() for row in x)
+        head = real_fit(x, y, w, anchor, l2, hidden, start, **kwargs)
+        if start is not None:
+            starts.append((fitted_rows[id(start)], rows))
+        fitted_rows[id(head)] = rows
+        heads.append(head)
+        return head
+
+    monkeypatch.setattr(adapt, "fit_residual_head", spy)
+    adapt.main(
+        AdaptArguments(
+            traffic=str(traffic),
+            output=str(tmp_path / "model"),
+            base_model=str(tiny_model_dir),
+            corpus=str(tiny_corpus),
+            threads=1,
+            traffic_weights=[1.0, 8.0],
+            check_folds=2,
+        )
+    )
+    # 2 candidates and the final fit, each 1 head on all authors + 2 fold heads; all but the first 3 warm-start
+    assert all(seen <= rows for seen, rows in starts)
+    assert len(fitted_rows) == 9 and len(starts) == 6
