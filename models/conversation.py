@@ -12,11 +12,12 @@ fanzha.training.conversation on the authored conversation corpus):
 1. The text model's encoder reads the message once, alone: its FEATURES output gives the label logits and the
    pooled sentence vector (a MessageReading). The state keeps the readings of the last CONTEXT_MESSAGES - 1
    messages, so a message never re-reads its context: it costs one encoder run, like /classify_text.
-2. A linear head on [mean vector of the messages before | this message's vector | their highest and this
-   message's label probabilities | speaker flags] gives the message's stage (bait, channel_move,
-   payment_demand …), the conversation's labels as of this message, and a local score: P(this chat is a scam,
-   as shown by now). Read after what came before, 交校服费 in a class group and the parent's warning that
-   quotes 激活费 are cleared; 登记一下地址 after a prize is not.
+2. A head on [mean vector of the messages before | this message's vector | their highest and this message's
+   label probabilities | speaker flags] gives the message's stage (bait, channel_move, payment_demand …), the
+   conversation's labels as of this message, and a local score: P(this chat is a scam, as shown by now). It is
+   linear, plus (when the trainer chose one) a ReLU layer on the label and local logits, so that the context can
+   change what a message means instead of only adding to it. Read after what came before, 交校服费 in a class
+   group and the parent's warning that quotes 激活费 are cleared; 登记一下地址 after a prize is not.
 3. The funnel: running maxima of the stage probabilities and scores (a state of fixed size, so a streamed
    conversation costs the same per message however long it grows) feed a logistic layer that gives the
    conversation's score after each message. The conversation's fraud_score is the highest so far, and its

@@ -159,6 +159,7 @@ def fit_conversation_head(text_model: Path, out: Path, corpus: Path, summary: di
             corpus=str(corpus),
             cache_dir="",
             c_grid="1",
+            hidden_grid="0,4",  # the linear head and a small ReLU layer: both paths, quickly
             folds=2,
             threads=1,
             report=str(out / "report.json"),

@@ -8,10 +8,11 @@ No torch: the encoder is the shipped int8 ONNX text model, read through its FEAT
 figures cannot move. The steps:
 1. read every message once and build its input row from the readings before it (ContextReader, the runtime's
    fold), cached by layout, encoder version and corpus;
-2. fit the head on train (stage: softmax regression; labels and the local score: logistic), and, for each
-   train author, a head without them: its readings of that author are what a new author's chats look like;
+2. fit the head on train (stage: softmax regression; labels and the local score: logistic, plus a layer of
+   ReLU units added to them, --hidden_grid), and, for each train author, a head without them: its readings of
+   that author are what a new author's chats look like;
 3. fit the funnel on those held-out readings (so it learns how far to trust an unseen author's reading);
-4. choose the regularisation and the review and block thresholds on dev plus the held-out train readings
+4. choose the regularisation, the ReLU layer's width and the review and block thresholds on dev plus the held-out train readings
    (more authors than dev's two), or on dev alone when the encoder has learned the train chats (choice_set);
 5. write conversation.onnx beside the text model, then score test through the Detector (the runtime path)
    next to two baselines on the same conversations: each message alone, and the transcript as one text.
@@ -52,7 +53,9 @@ from fanzha.models.labels import LABELS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
 
-from .graph import load_onnx
+from .adapt import fit_residual_head
+from .graph import Head as GraphHead
+from .graph import head_nodes, load_onnx
 from .metrics import tune_block_threshold
 
 log = logging.getLogger("fanzha.training.conversation")
@@ -77,6 +80,20 @@ class ConversationArguments:
         default="0.03,0.1,0.3,1",
         metadata={
             "help": "inverse regularisation strengths tried for the head (chosen on dev + held-out train)"
+        },
+    )
+    hidden_grid: str = field(
+        default="0,32",
+        metadata={
+            "help": "widths of the ReLU layer added to the label and local logits, tried like C (0 = the linear "
+            "head alone). Why: a linear head adds the context's evidence to the message's, so the context cannot "
+            "clear a message (a parent quoting 激活费) without also clearing the scams that share that context"
+        },
+    )
+    relu_l2: float = field(
+        default=1.0,
+        metadata={
+            "help": "the ReLU layer's L2 penalty, and its pull of the linear part towards the linear fit"
         },
     )
     folds: int = field(
@@ -207,14 +224,12 @@ def _cached_features(reader: ContextReader, records: list[dict], cache: Path | N
 
 
 @dataclass
-class Head:
-    """The linear head as one matrix: [stage logits | label logits | local logit] = x @ weight + bias."""
-
-    weight: np.ndarray  # (features, len(STAGES) + len(LABELS) + 1)
-    bias: np.ndarray
+class Head(GraphHead):
+    """The head as one map: [stage logits | label logits | local logit] = x·W + b, plus (when it has one) a ReLU
+    layer's residual relu(x·A + c)·B on the label and local columns (B's stage columns are zero)."""
 
     def readings(self, x: np.ndarray, reader: ContextReader) -> list[Reading]:
-        z = x.astype(np.float64) @ self.weight + self.bias
+        z = self.logits(x.astype(np.float64))
         s, k = len(STAGES), len(LABELS)
         out = []
         for row, zi in zip(x, z, strict=True):
@@ -262,6 +277,31 @@ def fit_head(train: Split, c: float, seed: int) -> Head:
     return Head(weight, bias)
 
 
+def with_relu_layer(head: Head, train: Split, hidden: int, l2: float, seed: int) -> Head:
+    """`head` (linear) with a ReLU layer of `hidden` units added to its label and local logits, fitted with them
+    by L-BFGS from the linear fit (fit_residual_head: the same weighted logistic losses as fit_head, balanced
+    per column, the decisive message weighted); the stage columns stay linear. hidden = 0: `head` itself."""
+    if hidden == 0:
+        return head
+    s = len(STAGES)
+    y = np.hstack([train.labels, train.local[:, None]])
+    positives = np.clip(y.sum(axis=0), 1, len(y) - 1)
+    w = np.where(y > 0.5, len(y) / (2 * positives), len(y) / (2 * (len(y) - positives)))  # "balanced"
+    if train.weight is not None:
+        w[:, -1] *= train.weight
+    anchor = GraphHead(head.weight[:, s:], head.bias[s:])
+    fit = fit_residual_head(train.x, y, w, anchor, l2, hidden, seed=seed)
+    b = np.zeros((hidden, head.weight.shape[1]))
+    b[:, s:] = fit.b
+    return Head(
+        np.hstack([head.weight[:, :s], fit.weight]),
+        np.concatenate([head.bias[:s], fit.bias]),
+        fit.a,
+        fit.c,
+        b,
+    )
+
+
 # -------------------------------------------------------------------------------------------------- funnel
 
 
@@ -290,17 +330,23 @@ def fold_assignment(records: list[dict], folds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, folds or 5, size=len(records))
 
 
-def out_of_fold_readings(
-    train: Split, reader: ContextReader, c: float, folds: int, seed: int
-) -> list[Reading]:
-    """Head readings of every train message from a head fit on the other folds' conversations."""
+def fold_heads(train: Split, c: float, folds: int, seed: int) -> list[tuple[np.ndarray, Head]]:
+    """Per fold: the train messages it holds out, and the linear head fit on the other folds' conversations."""
     fold_of = fold_assignment(train.records, folds, seed)[train.conv]
-    readings: list[Reading | None] = [None] * len(train.conv)
+    heads = []
     for f in np.unique(fold_of):
         held = fold_of == f
-        if not held.any():
-            continue
-        head = fit_head(_subset(train, ~held), c, seed)
+        if held.any():
+            heads.append((held, fit_head(_subset(train, ~held), c, seed)))
+    return heads
+
+
+def out_of_fold_readings(
+    train: Split, reader: ContextReader, heads: list[tuple[np.ndarray, Head]]
+) -> list[Reading]:
+    """Head readings of every train message from the head that held it out (fold_heads)."""
+    readings: list[Reading | None] = [None] * len(train.conv)
+    for held, head in heads:
         for i, reading in zip(np.flatnonzero(held), head.readings(train.x[held], reader), strict=True):
             readings[i] = reading
     return readings  # type: ignore[return-value]
@@ -416,18 +462,18 @@ def choose_review_threshold(scored: Scored, max_hard_benign: float) -> float:
 
 
 def write_head(path: Path, head: Head, funnel: tuple[np.ndarray, float], metadata: dict[str, str]) -> None:
-    """conversation.onnx: features → MatMul + Add → [stage | label | local] logits, the funnel in metadata."""
+    """conversation.onnx: features → MatMul + Add (+ the ReLU layer's residual) → [stage | label | local]
+    logits, the funnel in metadata."""
     onnx = load_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     s, k = len(STAGES), len(LABELS)
-    nodes = [
-        helper.make_node("MatMul", ["features", "head.weight"], ["head.z0"]),
-        helper.make_node("Add", ["head.z0", "head.bias"], ["head.z"]),
+    nodes, initializers = head_nodes(head, "features", "head.z", "head")
+    nodes.append(
         helper.make_node(
             "Split", ["head.z", "head.split"], ["stage_logits", "label_logits", "local_logit"], axis=1
-        ),
-    ]
+        )
+    )
     graph = helper.make_graph(
         nodes,
         "fanzha_conversation_head",
@@ -437,11 +483,7 @@ def write_head(path: Path, head: Head, funnel: tuple[np.ndarray, float], metadat
             helper.make_tensor_value_info("label_logits", TensorProto.FLOAT, ["batch", k]),
             helper.make_tensor_value_info("local_logit", TensorProto.FLOAT, ["batch", 1]),
         ],
-        [
-            numpy_helper.from_array(head.weight.astype(np.float32), "head.weight"),
-            numpy_helper.from_array(head.bias.astype(np.float32), "head.bias"),
-            numpy_helper.from_array(np.array([s, k, 1], dtype=np.int64), "head.split"),
-        ],
+        [*initializers, numpy_helper.from_array(np.array([s, k, 1], dtype=np.int64), "head.split")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fanzha")
     model.ir_version = 8
@@ -571,8 +613,14 @@ def model_card(report: dict) -> str:
         f"A head on the text model `{report['encoder_version']}` (unchanged: its message figures stay exactly as "
         "they are). The encoder reads each message once, alone, through its `fanzha_features` output (pooled "
         f"vector and label probabilities); the state keeps the readings of the {CONTEXT_MESSAGES - 1} messages "
-        "before it, so a streamed message costs one encoder run. A linear head on [mean vector of those messages "
-        "| this message's vector | their highest and this message's probabilities | speaker flags] gives "
+        "before it, so a streamed message costs one encoder run. A head on [mean vector of those messages "
+        "| this message's vector | their highest and this message's probabilities | speaker flags] "
+        + (
+            f"(linear, plus {report['hidden']} ReLU units added to its label and local logits) "
+            if report.get("hidden")
+            else "(linear) "
+        )
+        + "gives "
         f"the message's stage ({', '.join(STAGES)}), the conversation's labels as of this message and a local "
         "score; a logistic funnel over running maxima of those (a fixed-size state) gives the conversation's "
         "score after each message. fp32 weights in a small ONNX graph; the funnel in its metadata.\n\n"
@@ -581,10 +629,12 @@ def model_card(report: dict) -> str:
         "separate authors). Targets per message: its stage; from the conversation's decisive "
         "message on, its labels; the local target is 1 on the decisive message and on each later scam move "
         f"(not on the replies around them), the decisive message weighted ×{args.get('decisive_weight', 1.0):g}. Softmax and logistic regressions on standardised "
-        f"features, regularisation C chosen from {args['c_grid']} (chose {report['regularisation']}); the funnel "
+        f"features, regularisation C chosen from {args['c_grid']} (chose {report['regularisation']}); ReLU units "
+        f"chosen from {args.get('hidden_grid', '0')} (chose {report.get('hidden', 0)}; fitted with the label and "
+        f"local regressions by L-BFGS from their linear fit, L2 {args.get('relu_l2', 1.0):g}); the funnel "
         "fit on out-of-fold head readings of train ("
         + ("one fold per author" if not args["folds"] else f"{args['folds']} random folds")
-        + f"); C and the thresholds chosen on {_choice_words(report)} "
+        + f"); C, the width and the thresholds chosen on {_choice_words(report)} "
         f"(review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign chats). "
         f"Wall time: {report['fit_seconds'] / 60:.1f} min on 2 CPU cores (no torch).\n\n"
         "## Evaluation\n\n" + render(report).split("\n", 2)[2]
@@ -642,29 +692,38 @@ def main(args: ConversationArguments) -> Path:
     chosen_on, why = choice_set(args.choose_on, model_dir, args.corpus)
     log.info("choosing on %s (%s)", chosen_on, why)
 
-    # 2–3. the head and the funnel for each regularisation strength; keep the best on the choice set: dev plus
-    #      the held-out readings of train (more authors than dev's two), or dev alone when the encoder has
-    #      learned the train chats (choice_set)
-    best = None
+    # 2–3. the head and the funnel for each regularisation strength and ReLU width; keep the best on the choice
+    #      set: dev plus the held-out readings of train (more authors than dev's two), or dev alone when the
+    #      encoder has learned the train chats (choice_set)
+    best, search = None, []
     for c in [float(v) for v in args.c_grid.split(",")]:
-        oof = out_of_fold_readings(train, reader, c, args.folds, args.seed)
-        # the funnel learns the head's target too: it rises on the moves, and the running max keeps the chat
-        # flagged after them (fit to "scam from the decisive message on" instead, it scored F1 0.9715 and 3.0 %
-        # hard benign on dev + held-out train, against 0.9726 and 2.8 %)
-        funnel = fit_funnel(funnel_rows(train, oof), train.local, args.seed, train.weight)
-        head = fit_head(train, c, args.seed)
-        dev_scored = score_split(dev, head.readings(dev.x, reader), *funnel)
-        choice = dev_scored if chosen_on == "dev" else pooled(dev_scored, score_split(train, oof, *funnel))
-        review = choose_review_threshold(choice, args.max_hard_benign_flagged)
-        m = conversation_metrics(choice.split.records, choice.final, review)
-        log.info("C=%g: %s %s at review %.2f", c, chosen_on, m, review)
-        key = (m["f1"], -(m["hard_benign_flagged"] or 0.0))
-        if best is None or key > best[0]:
-            best = (key, c, head, funnel, dev_scored, choice, review, m)
-    _, c, head, funnel, dev_scored, choice, review, choice_m = best
+        linear, linear_folds = fit_head(train, c, args.seed), fold_heads(train, c, args.folds, args.seed)
+        for hidden in [int(v) for v in args.hidden_grid.split(",")]:
+            folds = [
+                (held, with_relu_layer(h, _subset(train, ~held), hidden, args.relu_l2, args.seed))
+                for held, h in tqdm(linear_folds, desc=f"C={c:g}, {hidden} ReLU units", disable=not hidden)
+            ]
+            oof = out_of_fold_readings(train, reader, folds)
+            # the funnel learns the head's target too: it rises on the moves, and the running max keeps the chat
+            # flagged after them (fit to "scam from the decisive message on" instead, it scored F1 0.9715 and
+            # 3.0 % hard benign on dev + held-out train, against 0.9726 and 2.8 %)
+            funnel = fit_funnel(funnel_rows(train, oof), train.local, args.seed, train.weight)
+            head = with_relu_layer(linear, train, hidden, args.relu_l2, args.seed)
+            dev_scored = score_split(dev, head.readings(dev.x, reader), *funnel)
+            choice = (
+                dev_scored if chosen_on == "dev" else pooled(dev_scored, score_split(train, oof, *funnel))
+            )
+            review = choose_review_threshold(choice, args.max_hard_benign_flagged)
+            m = conversation_metrics(choice.split.records, choice.final, review)
+            log.info("C=%g, %d ReLU units: %s %s at review %.2f", c, hidden, chosen_on, m, review)
+            search.append({"c": c, "hidden": hidden, "review": review, **m})
+            key = (m["f1"], -(m["hard_benign_flagged"] or 0.0))
+            if best is None or key > best[0]:
+                best = (key, c, hidden, head, funnel, dev_scored, choice, review, m)
+    _, c, hidden, head, funnel, dev_scored, choice, review, choice_m = best
     dev_m = conversation_metrics(dev.records, dev_scored.final, review)
     block = max(review, tune_block_threshold(choice.final, choice.split.is_scam))
-    log.info("chosen C=%g, review %.2f, block %.2f; dev %s", c, review, block, dev_m)
+    log.info("chosen C=%g, %d ReLU units, review %.2f, block %.2f; dev %s", c, hidden, review, block, dev_m)
 
     # 4–5. write, then evaluate test through the runtime
     version = args.version or f"fanzha-conv-{dt.date.today():%Y%m%d}"
@@ -679,6 +738,7 @@ def main(args: ConversationArguments) -> Path:
             "fanzha.context": CONTEXT_LAYOUT,
             "fanzha.thresholds": json.dumps({"review": review, "block": block, **dict.fromkeys(LABELS, 0.5)}),
             "fanzha.regularisation": str(c),
+            "fanzha.hidden": str(hidden),
         },
     )
     fit_seconds = time.time() - started
@@ -687,6 +747,8 @@ def main(args: ConversationArguments) -> Path:
         "encoder_version": encoder.version,
         "thresholds": {"review": review, "block": block},
         "regularisation": c,
+        "hidden": hidden,
+        "search": search,
         "fit_seconds": round(fit_seconds, 1),
         "corpus": {k: len(v.records) for k, v in splits.items()},
         "dev": dev_m,

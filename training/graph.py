@@ -98,12 +98,42 @@ def with_features_output(model):
     return m
 
 
+def head_nodes(head: Head, x: str, out: str, prefix: str) -> tuple[list, list]:
+    """ONNX nodes and initialisers that compute `out` = head.logits(`x`) (names prefixed by `prefix`): the
+    adapted text head and the conversation head are written by this one function."""
+    onnx = load_onnx()
+    from onnx import numpy_helper
+
+    params = {"weight": head.weight, "bias": head.bias}
+    if head.a is not None:
+        params.update(hidden_weight=head.a, hidden_bias=head.c, hidden_out=head.b)
+    initializers = [
+        numpy_helper.from_array(np.asarray(v, dtype=np.float32), f"{prefix}.{k}") for k, v in params.items()
+    ]
+
+    def node(op: str, inputs: list[str], output: str):
+        return onnx.helper.make_node(op, inputs, [output], name=f"{output}_{op.lower()}")
+
+    linear_out = out if head.a is None else f"{prefix}_linear"
+    nodes = [
+        node("MatMul", [x, f"{prefix}.weight"], f"{prefix}_matmul"),
+        node("Add", [f"{prefix}_matmul", f"{prefix}.bias"], linear_out),
+    ]
+    if head.a is not None:
+        nodes += [
+            node("MatMul", [x, f"{prefix}.hidden_weight"], f"{prefix}_hidden_mm"),
+            node("Add", [f"{prefix}_hidden_mm", f"{prefix}.hidden_bias"], f"{prefix}_pre"),
+            node("Relu", [f"{prefix}_pre"], f"{prefix}_hidden"),
+            node("MatMul", [f"{prefix}_hidden", f"{prefix}.hidden_out"], f"{prefix}_residual"),
+            node("Add", [linear_out, f"{prefix}_residual"], out),
+        ]
+    return nodes, initializers
+
+
 def with_new_head(model, head: Head, metadata: dict[str, str]):
     """The same encoder with a new fp32 head producing `logits` (linear, plus its ReLU layer when it has one);
     the old head's nodes are pruned."""
     onnx = load_onnx()
-    from onnx import numpy_helper
-
     pooled = pooled_tensor(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -111,42 +141,9 @@ def with_new_head(model, head: Head, metadata: dict[str, str]):
     had_features = _drop_output(g, FEATURES)  # re-made below from the NEW logits
     for node in g.node:  # the old head's output becomes a dangling name, pruned below
         node.output[:] = ["fanzha_old_logits" if o == "logits" else o for o in node.output]
-    params = {"weight": head.weight, "bias": head.bias}
-    if head.a is not None:
-        params.update(hidden_weight=head.a, hidden_bias=head.c, hidden_out=head.b)
-    g.initializer.extend(
-        numpy_helper.from_array(np.asarray(v, dtype=np.float32), f"fanzha.adapted_head.{k}")
-        for k, v in params.items()
-    )
-
-    def node(op: str, inputs: list[str], output: str):
-        return onnx.helper.make_node(op, inputs, [output], name=f"{output}_{op.lower()}")
-
-    linear_out = "logits" if head.a is None else "fanzha_adapted_linear"
-    g.node.extend(
-        [
-            node("MatMul", [pooled, "fanzha.adapted_head.weight"], "fanzha_adapted_matmul"),
-            node("Add", ["fanzha_adapted_matmul", "fanzha.adapted_head.bias"], linear_out),
-        ]
-    )
-    if head.a is not None:
-        g.node.extend(
-            [
-                node("MatMul", [pooled, "fanzha.adapted_head.hidden_weight"], "fanzha_adapted_hidden_mm"),
-                node(
-                    "Add",
-                    ["fanzha_adapted_hidden_mm", "fanzha.adapted_head.hidden_bias"],
-                    "fanzha_adapted_pre",
-                ),
-                node("Relu", ["fanzha_adapted_pre"], "fanzha_adapted_hidden"),
-                node(
-                    "MatMul",
-                    ["fanzha_adapted_hidden", "fanzha.adapted_head.hidden_out"],
-                    "fanzha_adapted_residual",
-                ),
-                node("Add", [linear_out, "fanzha_adapted_residual"], "logits"),
-            ]
-        )
+    nodes, initializers = head_nodes(head, pooled, "logits", "fanzha.adapted_head")
+    g.initializer.extend(initializers)
+    g.node.extend(nodes)
     _prune(g)
     if had_features:
         m = with_features_output(m)

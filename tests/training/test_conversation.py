@@ -191,3 +191,57 @@ def test_a_dev_only_fit_says_so_in_its_report_and_card(
     assert report["choice_set"]["f1"] == report["dev"]["f1"]
     assert "thresholds chosen on dev:" in (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "chosen on dev (review" in (tmp_path / conversation.CARD).read_text(encoding="utf-8")
+
+
+def test_the_search_tries_each_width_and_the_graph_carries_the_chosen_one(tiny_conversation_model) -> None:
+    report = json.loads((tiny_conversation_model / "report.json").read_text(encoding="utf-8"))
+    assert [(r["c"], r["hidden"]) for r in report["search"]] == [(1.0, 0), (1.0, 4)]
+    relus = [n for n in onnx.load(str(tiny_conversation_model / HEAD_FILE)).graph.node if n.op_type == "Relu"]
+    assert len(relus) == (1 if report["hidden"] else 0)
+
+
+def test_the_written_head_computes_head_logits_with_its_relu_layer(tmp_path) -> None:
+    """write_head's graph gives what Head.logits gives, ReLU units active, and keeps the stage columns linear."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    d, h, k = 12, 5, len(STAGES) + len(LABELS) + 1
+    b = rng.normal(size=(h, k))
+    b[:, : len(STAGES)] = 0.0
+    head = conversation.Head(
+        rng.normal(size=(d, k)), rng.normal(size=k), rng.normal(size=(d, h)), np.full(h, 0.5), b
+    )
+    conversation.write_head(tmp_path / HEAD_FILE, head, (np.zeros(len(FUNNEL_FEATURES)), 0.0), {})
+    x = rng.normal(size=(9, d)).astype(np.float32)
+    assert (x @ head.a + head.c > 0).any(axis=0).all()  # every unit plays a part
+    session = ort.InferenceSession(str(tmp_path / HEAD_FILE), providers=["CPUExecutionProvider"])
+    stage, labels, local = session.run(None, {"features": x})
+    expected = head.logits(x.astype(np.float64))
+    assert np.allclose(np.hstack([stage, labels, local]), expected, atol=1e-4)
+    assert np.allclose(stage, x @ head.weight[:, : len(STAGES)] + head.bias[: len(STAGES)], atol=1e-4)
+
+
+def test_a_relu_layer_fits_an_interaction_no_linear_head_can() -> None:
+    """A local target that is the XOR of two features (the context changes what the message means): no linear
+    head fits it, the ReLU layer that with_relu_layer adds does, and the stage columns stay as they were."""
+    rng = np.random.default_rng(1)
+    n = 400
+    fee, warning = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    x = np.column_stack([fee, warning, np.ones(n)]).astype(np.float32) + rng.normal(0, 0.05, (n, 3))
+    local = (fee != warning).astype(float)
+    split = conversation.Split(
+        [],
+        x,
+        np.arange(n),
+        rng.integers(0, 2, n),
+        local,
+        np.zeros((n, len(LABELS))),
+        np.ones(n),
+    )
+    linear = conversation.fit_head(split, 1.0, seed=0)
+    relu = conversation.with_relu_layer(linear, split, hidden=8, l2=0.01, seed=0)
+    z_linear, z_relu = linear.logits(x)[:, -1], relu.logits(x)[:, -1]
+    accuracy = lambda z: float(((z > 0) == (local > 0.5)).mean())  # noqa: E731
+    assert accuracy(z_relu) > 0.97 and accuracy(z_linear) < 0.8
+    assert np.array_equal(relu.weight[:, : len(STAGES)], linear.weight[:, : len(STAGES)])
+    assert conversation.with_relu_layer(linear, split, hidden=0, l2=1.0, seed=0) is linear
