@@ -56,9 +56,8 @@ from .graph import Head, load_onnx, with_features_output, with_new_head
 from .metrics import detector_score, targets, tune_block_threshold, tune_thresholds
 
 log = logging.getLogger("fanzha.adapt")
-ALL_AUTHORS = (
-    -1
-)  # the key of the head fitted on every train author (the others are keyed by the fold left out)
+# the key of the head fitted on every train author (the others are keyed by the fold they leave out)
+ALL_AUTHORS = -1
 
 
 class AdaptError(InputError):

@@ -277,6 +277,14 @@ def fit_head(train: Split, c: float, seed: int) -> Head:
     return Head(weight, bias)
 
 
+def balanced_weights(y: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Per message and column: class_weight="balanced" as fit_head's LogisticRegression computes it with sample
+    weights (each class weighs total / (2 · its own total)), times the message's own weight."""
+    total, positive = sample.sum(axis=0), (sample * (y > 0.5)).sum(axis=0)
+    positive = np.clip(positive, 1e-9, total - 1e-9)
+    return sample * np.where(y > 0.5, total / (2 * positive), total / (2 * (total - positive)))
+
+
 def with_relu_layer(head: Head, train: Split, hidden: int, l2: float, seed: int) -> Head:
     """`head` (linear) with a ReLU layer of `hidden` units added to its label and local logits, fitted with them
     by L-BFGS from the linear fit (fit_residual_head: the same weighted logistic losses as fit_head, balanced
@@ -285,10 +293,10 @@ def with_relu_layer(head: Head, train: Split, hidden: int, l2: float, seed: int)
         return head
     s = len(STAGES)
     y = np.hstack([train.labels, train.local[:, None]])
-    positives = np.clip(y.sum(axis=0), 1, len(y) - 1)
-    w = np.where(y > 0.5, len(y) / (2 * positives), len(y) / (2 * (len(y) - positives)))  # "balanced"
+    sample = np.ones_like(y)
     if train.weight is not None:
-        w[:, -1] *= train.weight
+        sample[:, -1] = train.weight
+    w = balanced_weights(y, sample)
     anchor = GraphHead(head.weight[:, s:], head.bias[s:])
     fit = fit_residual_head(train.x, y, w, anchor, l2, hidden, seed=seed)
     b = np.zeros((hidden, head.weight.shape[1]))

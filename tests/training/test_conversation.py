@@ -245,3 +245,19 @@ def test_a_relu_layer_fits_an_interaction_no_linear_head_can() -> None:
     assert accuracy(z_relu) > 0.97 and accuracy(z_linear) < 0.8
     assert np.array_equal(relu.weight[:, : len(STAGES)], linear.weight[:, : len(STAGES)])
     assert conversation.with_relu_layer(linear, split, hidden=0, l2=1.0, seed=0) is linear
+
+
+def test_the_relu_fit_balances_classes_as_the_linear_fit_does() -> None:
+    """The local column carries the decisive message's weight: its classes are balanced on weighted totals,
+    as LogisticRegression(class_weight="balanced") balances them when given sample weights."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0.0] * 90 + [1.0] * 10)[:, None]
+    sample = np.ones_like(y)
+    sample[90:93] = 3.0
+    w = conversation.balanced_weights(y, sample)
+    negative, positive = compute_class_weight(
+        "balanced", classes=np.array([0.0, 1.0]), y=y[:, 0], sample_weight=sample[:, 0]
+    )
+    assert np.allclose(w[:90, 0], negative) and np.allclose(w[93:, 0], positive)
+    assert np.allclose(w[90:93, 0], 3.0 * positive)
