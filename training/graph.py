@@ -17,8 +17,9 @@ from fanzha.models.text import FEATURES
 
 @dataclass
 class Head:
-    """The adapted head: the linear map, plus (when `hidden` units were asked for) one ReLU layer added to it:
-    logits = x·W + b + relu(x·A + c)·B. The residual layer starts at zero, so the head starts as the linear one."""
+    """A head on a feature vector (adapt's text head, the conversation head): the linear map, plus (when it has
+    `hidden` units) one ReLU layer added to it: logits = x·W + b + relu(x·A + c)·B. fit_residual_head starts
+    the layer at zero, so a fit starts as the linear head; head_nodes writes it into a graph."""
 
     weight: np.ndarray  # (d, k)
     bias: np.ndarray  # (k,)
