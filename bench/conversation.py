@@ -9,6 +9,8 @@ What it measures, against one server (2 workers × 1 onnxruntime thread, the def
 - /classify_text at 8 clients on the same messages, one per request — p50/p99 (the same server, same run);
 - cost against length: one client streams one 400-message conversation; the median latency of messages
   1–50 next to that of messages 351–400 (a bounded state means no growth).
+Both loads run in `--rounds` rounds (6), alternating which goes first, each on fresh connections; the
+latencies of all rounds are pooled, and each round's p50 is printed beside them.
 Requests are bounded in count and time; clients run in this process on the same cores as the server, so the
 figures are conservative. The server's CPU time per request (its processes' user + system time over each load;
 a worker that restarts mid-load loses its share) is printed too: on a shared machine it moves less than
@@ -27,7 +29,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from serve_load import Client, load, text_body
+from serve_load import Client, load, summary, text_body, timed_load
 
 from fanzha.datasets.conversation_corpus import load_conversations
 from fanzha.serving.launch import local_server
@@ -46,8 +48,11 @@ def stream_body(conversation_id: str, index: int, message: dict) -> tuple[str, b
     return "/conversation_message", json.dumps(body, ensure_ascii=False).encode(), "application/json"
 
 
-def stream(client: Client, conversations: list[dict], clients: int, max_seconds: float) -> dict:
-    """Each worker streams whole conversations in order; latency of every message request."""
+def stream(
+    client: Client, conversations: list[dict], clients: int, max_seconds: float
+) -> tuple[list[tuple[int, float]], float]:
+    """Each worker streams whole conversations in order (fresh ids each call); (status, seconds) of every
+    message request, and the wall time."""
     deadline = time.perf_counter() + max_seconds
     run = uuid.uuid4().hex[:8]
 
@@ -62,20 +67,39 @@ def stream(client: Client, conversations: list[dict], clients: int, max_seconds:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(one, conversations) for r in rs]
-    wall = time.perf_counter() - t0
-    return _stats(results, clients, wall)
+    return results, time.perf_counter() - t0
 
 
-def _stats(results: list[tuple[int, float]], clients: int, wall: float) -> dict:
-    latencies = sorted(lat for _, lat in results)
-    return {
-        "clients": clients,
-        "requests": len(results),
-        "errors": sum(status != 200 for status, _ in results),
-        "throughput_rps": round(len(results) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(latencies), 1),
-        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+def interleaved(server, client: Client, conversations: list[dict], args) -> dict:
+    """`args.rounds` rounds of both loads, in alternating order, each on fresh connections; the latencies of
+    all rounds pooled per endpoint, and each round's p50. Why rounds: the kernel hands each worker the
+    connections it happens to accept first, so one short load can land 6 of 8 clients on one worker (its
+    p50 then doubles), and the machine's other tenants come and go; rounds spread both over the two
+    endpoints alike."""
+    bodies = [text_body(m["text"]) for c in conversations for m in c["messages"]]
+    loads = {
+        "conversation_message": lambda: stream(client, conversations, args.clients, args.max_seconds),
+        "classify_text": lambda: timed_load(client, bodies, args.clients, args.max_seconds)[:2],
     }
+    pooled = {name: {"results": [], "wall": 0.0, "cpu": 0.0, "round_p50_ms": []} for name in loads}
+    for r in range(args.rounds):
+        for name in list(loads) if r % 2 == 0 else list(loads)[::-1]:
+            cpu0 = server.cpu_seconds()
+            results, wall = loads[name]()
+            row = pooled[name]
+            row["cpu"] += server.cpu_seconds() - cpu0
+            row["wall"] += wall
+            row["results"] += results
+            row["round_p50_ms"].append(summary(results, args.clients, wall)["p50_ms"])
+    out = {}
+    for name, row in pooled.items():
+        out[name] = {
+            **summary(row["results"], args.clients, row["wall"]),
+            "rounds": args.rounds,
+            "round_p50_ms": row["round_p50_ms"],
+            "server_cpu_ms_per_request": round(1000 * row["cpu"] / max(1, len(row["results"])), 2),
+        }
+    return out
 
 
 def long_conversation(client: Client, messages: list[dict], length: int) -> dict:
@@ -107,7 +131,10 @@ def main() -> None:
         help="whose dev chats are streamed (c5: the set every earlier run streamed; '' = all dev authors)",
     )
     parser.add_argument("--long", type=int, default=400, help="length of the one long conversation")
-    parser.add_argument("--max-seconds", type=float, default=120, help="time bound for each load level")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="rounds of both loads, alternating which goes first"
+    )
+    parser.add_argument("--max-seconds", type=float, default=120, help="time bound for each load of a round")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -131,25 +158,20 @@ def main() -> None:
         client = Client("127.0.0.1", server.port)
         stream(client, conversations[:10], args.clients, 30)  # warm-up: both workers, their caches
         load(client, [text_body(m["text"]) for m in messages[:40]], args.clients, 30)
-        cpu0 = server.cpu_seconds()
-        streamed = stream(client, conversations, args.clients, args.max_seconds)
-        cpu1 = server.cpu_seconds()
-        texts = load(client, [text_body(m["text"]) for m in messages], args.clients, args.max_seconds)
-        cpu2 = server.cpu_seconds()
-        streamed["server_cpu_ms_per_request"] = round(1000 * (cpu1 - cpu0) / max(1, streamed["requests"]), 2)
-        texts["server_cpu_ms_per_request"] = round(1000 * (cpu2 - cpu1) / max(1, texts["requests"]), 2)
+        result = interleaved(server, client, conversations, args)
         long = long_conversation(client, messages, args.long)
-    result = {"conversation_message": streamed, "classify_text": texts, "long_conversation": long}
+    result["long_conversation"] = long
+    streamed, texts = result["conversation_message"], result["classify_text"]
     print(
         f"| endpoint ({args.clients} clients, {args.workers} workers × {args.threads} thread) | requests | errors "
-        "| req/s | p50 ms | p99 ms | server CPU ms/request |"
+        "| req/s | p50 ms | p99 ms | p50 of each round, ms | server CPU ms/request |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
     for name in ("conversation_message", "classify_text"):
         r = result[name]
         print(
             f"| /{name} | {r['requests']} | {r['errors']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} "
-            f"| {r['server_cpu_ms_per_request']} |"
+            f"| {' · '.join(str(x) for x in r['round_p50_ms'])} | {r['server_cpu_ms_per_request']} |"
         )
     ratio = streamed["p50_ms"] / texts["p50_ms"] if texts["p50_ms"] else float("nan")
     print(f"\n/conversation_message p50 is {ratio:.2f}× /classify_text's in the same run.")

@@ -60,8 +60,15 @@ class Client:
 
 
 def load(client: Client, bodies: list[tuple[str, bytes, str]], concurrency: int, max_seconds: float) -> dict:
+    results, wall, client_cpu = timed_load(client, bodies, concurrency, max_seconds)
+    return {**summary(results, concurrency, wall), "client_cpu_cores": round(client_cpu, 2)}
+
+
+def timed_load(
+    client: Client, bodies: list[tuple[str, bytes, str]], concurrency: int, max_seconds: float
+) -> tuple[list[tuple[int, float]], float, float]:
+    """(status, seconds) of each request, the wall time, and the cores the load generator itself used."""
     deadline = time.perf_counter() + max_seconds
-    results: list[tuple[int, float]] = []
 
     def one(item):
         if time.perf_counter() > deadline:
@@ -72,15 +79,16 @@ def load(client: Client, bodies: list[tuple[str, bytes, str]], concurrency: int,
     with ThreadPoolExecutor(concurrency) as pool:
         results = [r for r in pool.map(one, bodies) if r is not None]
     wall = time.perf_counter() - t0
-    client_cpu = (time.process_time() - cpu0) / wall  # cores the load generator itself used
+    return results, wall, (time.process_time() - cpu0) / wall
+
+
+def summary(results: list[tuple[int, float]], clients: int, wall: float) -> dict:
     latencies = sorted(lat for _, lat in results)
-    errors = sum(status != 200 for status, _ in results)
     return {
-        "clients": concurrency,
+        "clients": clients,
         "requests": len(results),
-        "errors": errors,
+        "errors": sum(status != 200 for status, _ in results),
         "throughput_rps": round(len(results) / wall, 1),
-        "client_cpu_cores": round(client_cpu, 2),
         "p50_ms": round(1000 * statistics.median(latencies), 1),
         "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
     }

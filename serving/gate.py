@@ -378,7 +378,8 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def configure_logging(level: str | None = None) -> None:
-    """fanzha's own loggers write JSON lines to stderr (BentoML keeps its own access log)."""
+    """fanzha's own loggers write JSON lines to stderr; the gate's "request" line is the access log (BentoML's
+    own is turned off in service.py)."""
     root = logging.getLogger("fanzha")
     if not any(isinstance(h.formatter, JsonLogFormatter) for h in root.handlers):
         handler = logging.StreamHandler()

@@ -1,0 +1,51 @@
+"""Database.driver: compiled statements on the driver's own connection, with SQLAlchemy's errors and
+all-or-nothing transactions, on SQLite and PostgreSQL alike."""
+
+import pytest
+import sqlalchemy as sa
+
+from fanzha.platform.database import Database
+
+from .db_fixtures import db_url  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def db(db_url):  # noqa: F811
+    database = Database(db_url)
+    yield database
+    database.close()
+
+
+def statements(db: Database) -> dict:
+    ids = db.tables["conversation_message_ids"]
+    cid, mid = sa.bindparam("cid"), sa.bindparam("mid")
+    return {
+        "remember": db.compile(
+            ids.insert().values(conversation_id=cid, message_id=mid, idx=sa.bindparam("idx"))
+        ),
+        "seen": db.compile(
+            sa.select(ids.c.idx, ids.c.message_id).where(ids.c.conversation_id == cid).order_by(ids.c.idx)
+        ),
+    }
+
+
+def test_rows_come_back_by_column_name(db) -> None:
+    sql = statements(db)
+    with db.driver(write=True) as cur:
+        cur.execute(sql["remember"], {"cid": "c1", "mid": "m1", "idx": 7, "unused": "ignored"})
+    with db.driver() as cur:
+        row = cur.execute(sql["seen"], {"cid": "c1"}).first()
+        assert (row.idx, row.message_id) == (7, "m1")
+        assert cur.execute(sql["seen"], {"cid": "nobody"}).first() is None
+
+
+def test_a_failed_statement_undoes_the_whole_transaction_and_raises_sqlalchemys_error(db) -> None:
+    sql = statements(db)
+    with pytest.raises(sa.exc.IntegrityError):
+        with db.driver(write=True) as cur:
+            cur.execute(sql["remember"], {"cid": "c1", "mid": "m1", "idx": 0})
+            cur.execute(sql["remember"], {"cid": "c1", "mid": "m1", "idx": 1})  # the same id twice
+    with db.driver() as cur:
+        assert cur.execute(sql["seen"], {"cid": "c1"}).first() is None  # the first insert was rolled back
+    with db.driver(write=True) as cur:  # and the connection went back to the pool usable
+        assert cur.execute(sql["remember"], {"cid": "c1", "mid": "m1", "idx": 0}).rowcount == 1
