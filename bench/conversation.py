@@ -79,15 +79,19 @@ def interleaved(server, client: Client, conversations: list[dict], args) -> dict
     bodies = [text_body(m["text"]) for c in conversations for m in c["messages"]]
     loads = {
         "conversation_message": lambda: stream(client, conversations, args.clients, args.max_seconds),
-        "classify_text": lambda: timed_load(client, bodies, args.clients, args.max_seconds)[:2],
+        "classify_text": lambda: timed_load(client, bodies, args.clients, args.max_seconds),
     }
-    pooled = {name: {"results": [], "wall": 0.0, "cpu": 0.0, "round_p50_ms": []} for name in loads}
+    pooled = {
+        name: {"results": [], "wall": 0.0, "cpu": 0.0, "client_cpu": 0.0, "round_p50_ms": []}
+        for name in loads
+    }
     for r in range(args.rounds):
         for name in list(loads) if r % 2 == 0 else list(loads)[::-1]:
             cpu0 = server.cpu_seconds()
-            results, wall = loads[name]()
+            results, wall, *client_cpu = loads[name]()
             row = pooled[name]
             row["cpu"] += server.cpu_seconds() - cpu0
+            row["client_cpu"] += (client_cpu[0] if client_cpu else 0.0) * wall
             row["wall"] += wall
             row["results"] += results
             row["round_p50_ms"].append(summary(results, args.clients, wall)["p50_ms"])
@@ -97,6 +101,7 @@ def interleaved(server, client: Client, conversations: list[dict], args) -> dict
             **summary(row["results"], args.clients, row["wall"]),
             "rounds": args.rounds,
             "round_p50_ms": row["round_p50_ms"],
+            **({"client_cpu_cores": round(row["client_cpu"] / row["wall"], 2)} if row["client_cpu"] else {}),
             "server_cpu_ms_per_request": round(1000 * row["cpu"] / max(1, len(row["results"])), 2),
         }
     return out
@@ -137,6 +142,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound for each load of a round")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     dev = load_conversations(splits=["dev"])
     conversations = [c for c in dev if not args.author or c["provenance"] == f"authored:{args.author}"]

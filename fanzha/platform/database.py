@@ -513,20 +513,25 @@ class Database:
         if lock is not None:
             lock.acquire()
         try:
-            raw = self.engine.raw_connection()
-            try:
-                cursor = raw.cursor()
-                with _nul_is_input(), _as_sqlalchemy_errors(self.engine.dialect.loaded_dbapi):
+            with _nul_is_input(), _as_sqlalchemy_errors(self.engine.dialect.loaded_dbapi):
+                raw = self.engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
                     try:
                         if self.is_sqlite and write:  # a lone read needs no transaction in WAL mode
                             cursor.execute("BEGIN IMMEDIATE")
                         yield DriverCursor(cursor)
                         raw.commit()
                     except BaseException:
-                        raw.rollback()
+                        try:
+                            raw.rollback()
+                        except Exception:  # a broken connection: the pool drops it; the first error is the one
+                            log.warning("rollback failed after an error", exc_info=True)
                         raise
-            finally:
-                raw.close()  # back to the pool
+                    finally:
+                        cursor.close()  # a half-read SELECT must not keep its snapshot on the pooled connection
+                finally:
+                    raw.close()  # back to the pool
         finally:
             if lock is not None:
                 lock.release()
@@ -540,14 +545,17 @@ class Database:
 
 class Compiled:
     """A statement compiled once for the database's dialect, run on a `Database.driver` cursor with its bound
-    values by name (as SQLAlchemy would bind them; the columns it is used on need no type conversion)."""
+    values by name. SQLAlchemy's type conversions are not applied: use it on columns whose Python values the
+    driver takes as they are (text, integers, floats)."""
 
     def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = compiled.positiontup  # the order of `?` (SQLite); None for named styles (psycopg)
+        self.literals = {k: v for k, v in compiled.params.items() if v is not None}  # values inside the statement
 
     def params(self, values: dict) -> list | dict:
+        values = {**self.literals, **values} if self.literals else values
         return [values[n] for n in self.names] if self.names is not None else values
 
 

@@ -49,3 +49,36 @@ def test_a_failed_statement_undoes_the_whole_transaction_and_raises_sqlalchemys_
         assert cur.execute(sql["seen"], {"cid": "c1"}).first() is None  # the first insert was rolled back
     with db.driver(write=True) as cur:  # and the connection went back to the pool usable
         assert cur.execute(sql["remember"], {"cid": "c1", "mid": "m1", "idx": 0}).rowcount == 1
+
+
+def test_a_half_read_query_does_not_hold_the_database(db, db_url) -> None:  # noqa: F811
+    """`first()` of a query with several rows, then another process writes, then this one: no 'database is
+    locked' (SQLite keeps an unfinished SELECT's snapshot on the connection until its cursor is closed)."""
+    sql = statements(db)
+    with db.driver(write=True) as cur:
+        for i in range(3):
+            cur.execute(sql["remember"], {"cid": "c1", "mid": f"m{i}", "idx": i})
+    with db.driver() as reader:  # `reader` stays referenced: only closing its cursor ends the SELECT
+        assert reader.execute(sql["seen"], {"cid": "c1"}).first().idx == 0  # two rows left unread
+    other = Database(db_url)
+    try:
+        with other.driver(write=True) as writer:
+            writer.execute(statements(other)["remember"], {"cid": "c2", "mid": "m0", "idx": 0})
+    finally:
+        other.close()
+    with db.driver(write=True) as cur:
+        assert cur.execute(sql["remember"], {"cid": "c1", "mid": "m3", "idx": 3}).rowcount == 1
+    del reader  # alive until here on purpose
+
+
+def test_a_value_written_into_the_statement_is_bound_too(db) -> None:
+    ids = db.tables["conversation_message_ids"]
+    count = db.compile(
+        sa.select(sa.func.count()).where(ids.c.conversation_id == sa.bindparam("cid"), ids.c.idx >= 1)
+    )
+    sql = statements(db)
+    with db.driver(write=True) as cur:
+        for i in range(3):
+            cur.execute(sql["remember"], {"cid": "c1", "mid": f"m{i}", "idx": i})
+    with db.driver() as cur:
+        assert cur.execute(count, {"cid": "c1"}).cursor.fetchone()[0] == 2
