@@ -525,7 +525,9 @@ class Database:
                     except BaseException:
                         try:
                             raw.rollback()
-                        except Exception:  # a broken connection: the pool drops it; the first error is the one
+                        except (
+                            Exception
+                        ):  # a broken connection: the pool drops it; the first error is the one
                             log.warning("rollback failed after an error", exc_info=True)
                         raise
                     finally:
@@ -552,7 +554,9 @@ class Compiled:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = compiled.positiontup  # the order of `?` (SQLite); None for named styles (psycopg)
-        self.literals = {k: v for k, v in compiled.params.items() if v is not None}  # values inside the statement
+        self.literals = {
+            k: v for k, v in compiled.params.items() if v is not None
+        }  # values inside the statement
 
     def params(self, values: dict) -> list | dict:
         values = {**self.literals, **values} if self.literals else values
