@@ -50,6 +50,52 @@ def fraud_recall(
     return out
 
 
+def tables(results: dict) -> str:
+    """The three tables of a run (or of runs merged: one result per traffic mix), as Markdown."""
+    out: list[str] = []
+    out.append("")
+    out.append("| traffic | group | held-out n | review+block before | after | block before | after |")
+    out.append("|---|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        for g, v in r["held_out_traffic"].items():
+            b, a = v["before"], v["after"]
+            out.append(
+                f"| {name} | {g} | {b['n']:,} | {adapt._pct(b['review_or_block'])} | {adapt._pct(a['review_or_block'])} "
+                f"| {adapt._pct(b['block'])} | {adapt._pct(a['block'])} |"
+            )
+    out.append("")
+    out.append(
+        "| traffic | split | fraud recall before | after | benign flag rate before | after | wall time |"
+    )
+    out.append("|---|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        for split, v in r["labelled"].items():
+            out.append(
+                f"| {name} | {split} | {adapt._pct(v['recall_before'])} | {adapt._pct(v['recall_after'])} "
+                f"| {adapt._pct(v['benign_flag_rate_before'])} | {adapt._pct(v['benign_flag_rate_after'])} | {r['wall_time_s']:.0f} s |"
+            )
+    out.append("")
+    out.append("| traffic | telecom fraud set (never in the traffic) | recall before | after |")
+    out.append("|---|---|---:|---:|")
+    for name, r in results.items():
+        for cls, v in r["external_fraud_recall"].items():
+            out.append(f"| {name} | {cls} | {adapt._pct(v['before'])} | {adapt._pct(v['after'])} |")
+    out += [
+        "",
+        "| traffic | head chosen | candidates (width:L2 × traffic weight → validation flag rate) |",
+        "|---|---|---|",
+    ]
+    for name, r in results.items():
+        if "search" not in r:  # a report written before the head search
+            continue
+        tried = ", ".join(
+            f"{c['hidden']}:{c['l2']:g} × {c['traffic_weight']:g} → {adapt._pct(c['validation_flag_rate'])}"
+            for c in r["search"]
+        )
+        out.append(f"| {name} | {adapt._head_words(r['head'])} | {tried} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpora_dir", default=None)
@@ -104,31 +150,7 @@ def main() -> int:
             )
             results[name] = json.loads((out / "adapt_report.json").read_text())
             results[name]["external_fraud_recall"] = fraud_recall(telecom, args.base_model, out)
-    print()
-    print("| traffic | group | held-out n | review+block before | after | block before | after |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        for g, v in r["held_out_traffic"].items():
-            b, a = v["before"], v["after"]
-            print(
-                f"| {name} | {g} | {b['n']:,} | {adapt._pct(b['review_or_block'])} | {adapt._pct(a['review_or_block'])} "
-                f"| {adapt._pct(b['block'])} | {adapt._pct(a['block'])} |"
-            )
-    print()
-    print("| traffic | split | fraud recall before | after | benign flag rate before | after | wall time |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        for split, v in r["labelled"].items():
-            print(
-                f"| {name} | {split} | {adapt._pct(v['recall_before'])} | {adapt._pct(v['recall_after'])} "
-                f"| {adapt._pct(v['benign_flag_rate_before'])} | {adapt._pct(v['benign_flag_rate_after'])} | {r['wall_time_s']:.0f} s |"
-            )
-    print()
-    print("| traffic | telecom fraud set (never in the traffic) | recall before | after |")
-    print("|---|---|---:|---:|")
-    for name, r in results.items():
-        for cls, v in r["external_fraud_recall"].items():
-            print(f"| {name} | {cls} | {adapt._pct(v['before'])} | {adapt._pct(v['after'])} |")
+    print(tables(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=2))
     return 0

@@ -14,10 +14,12 @@ Steps (`main`):
 2. give the base graph one more output: the base logits and the pooled vector side by side;
 3. read every window of the labelled corpus (train / dev / test), the traffic and the feedback;
 4. fit a new head by weighted logistic loss: the linear map regularised towards the base head plus a ReLU
-   layer added to it (`--hidden` units, L-BFGS; `--hidden 0`: the linear head alone, Newton steps), on
+   layer added to it (L-BFGS; a width of 0: the linear head alone, Newton steps), on
    the labelled corpus as it is, moderators' feedback with a higher weight, and the
    traffic as down-weighted negatives (PU learning: traffic is mostly benign, and the few lures in it
-   must not outvote the labelled positives);
+   must not outvote the labelled positives); the head's width and pull (`--heads`) and the traffic's weight
+   (`--traffic_weights`) are chosen together, by the fewest flags on a validation slice of the fitted
+   traffic at the threshold that keeps recall (step 5);
 5. choose thresholds: the review threshold is the highest that keeps recall within `--max_recall_drop` of the
    base model's on dev and on every train author read by a head fitted without them (cross-fitting by
    author), for every author with enough lures as well as overall; label thresholds maximise dev F1;
@@ -51,7 +53,7 @@ from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, FEATURES, TextClassifier
 
-from .adapt_args import AdaptArguments, parse_args
+from .adapt_args import AdaptArguments, head_settings, parse_args
 from .graph import Head, load_onnx, with_features_output, with_new_head
 from .metrics import detector_score, targets, tune_block_threshold, tune_thresholds
 
@@ -274,7 +276,7 @@ def fit_residual_head(
         from scipy.optimize import minimize
     except ImportError:  # pragma: no cover - depends on the installed extras
         raise MissingExtra(
-            "the ReLU head needs scipy: pip install 'fanzha[adapt]' (or --hidden 0 for the linear head)"
+            "the ReLU head needs scipy: pip install 'fanzha[adapt]' (or --heads 0:1 for the linear head)"
         ) from None
 
     n, d = x.shape
@@ -394,6 +396,11 @@ def main(args: AdaptArguments) -> Path:
     out = _check_output(Path(args.output), base_dir)
     onnx = load_onnx()
 
+    try:
+        settings = head_settings(args.heads)
+    except ValueError as e:
+        raise AdaptError(str(e)) from None
+
     # 1. traffic
     texts, groups, digest = read_traffic(args.traffic, args.text_field, args.group_field, args.max_traffic)
     held = held_out_mask(texts, args.held_out, args.seed)
@@ -462,8 +469,15 @@ def main(args: AdaptArguments) -> Path:
 
     anchor = Head(w0, b0)
 
-    def fit(traffic_weight: float, fitted: np.ndarray, train: np.ndarray, start: Head | None = None) -> Head:
-        """A head on the train messages where `train`, the traffic where `fitted`, and the feedback."""
+    def fit(
+        traffic_weight: float,
+        setting: tuple[int, float],
+        fitted: np.ndarray,
+        train: np.ndarray,
+        start: Head | None = None,
+    ) -> Head:
+        """A head (`setting`: ReLU units, L2) on the train messages where `train`, the traffic where `fitted`,
+        and the feedback."""
         corpus_windows = train[feats["train"].owner]
         windows = fitted[tr.owner]
         n = int(windows.sum())
@@ -477,12 +491,13 @@ def main(args: AdaptArguments) -> Path:
             for parts, value in zip((x_parts, y_parts, w_parts), feedback_part, strict=True):
                 parts.append(value)
         x_all, y_all, w_all = np.vstack(x_parts), np.vstack(y_parts), np.vstack(w_parts).astype(np.float64)
-        if args.hidden:
-            return fit_residual_head(x_all, y_all, w_all, anchor, args.l2, args.hidden, start, seed=args.seed)
-        return Head(*fit_head(x_all, y_all, w_all, w0, b0, args.l2))
+        hidden, l2 = setting
+        if hidden:
+            return fit_residual_head(x_all, y_all, w_all, anchor, l2, hidden, start, seed=args.seed)
+        return Head(*fit_head(x_all, y_all, w_all, w0, b0, l2))
 
     def fit_checked(
-        traffic_weight: float, fitted: np.ndarray, start: dict[int, Head] | None
+        traffic_weight: float, setting: tuple[int, float], fitted: np.ndarray, start: dict[int, Head] | None
     ) -> tuple[dict[int, Head], float]:
         """Heads keyed by the fold they leave out (ALL_AUTHORS: the head on every train author), and the review
         threshold: the highest that keeps recall on dev and on the out-of-author train readings within
@@ -490,11 +505,13 @@ def main(args: AdaptArguments) -> Path:
         fold's head never starts from a fit that saw its authors."""
         start = start or {}
         heads = {
-            ALL_AUTHORS: fit(traffic_weight, fitted, np.ones(len(folds), dtype=bool), start.get(ALL_AUTHORS))
+            ALL_AUTHORS: fit(
+                traffic_weight, setting, fitted, np.ones(len(folds), dtype=bool), start.get(ALL_AUTHORS)
+            )
         }
         train_probs = np.zeros((len(folds), len(OUTPUTS)), dtype=np.float32)
         for f in np.unique(folds).tolist():
-            heads[f] = fit(traffic_weight, fitted, folds != f, start.get(f))
+            heads[f] = fit(traffic_weight, setting, fitted, folds != f, start.get(f))
             left_out = folds == f
             train_probs[left_out] = feats["train"].text_probs(heads[f].logits(feats["train"].pooled))[
                 left_out
@@ -510,28 +527,36 @@ def main(args: AdaptArguments) -> Path:
         )
         return heads, t
 
-    candidates = sorted(set(args.traffic_weights or [args.traffic_weight]))
-    search, heads, previous = [], {}, None
-    for tw in tqdm(candidates, desc="choosing the traffic weight", disable=len(candidates) == 1):
-        heads[tw], t = fit_checked(tw, ~held & ~validation, previous)
-        previous = heads[tw]
-        p_val = detector_score(tr.text_probs(heads[tw][ALL_AUTHORS].logits(tr.pooled)))[validation]
+    # candidates: each head setting with each traffic weight; a setting's heads warm-start along its weights
+    weights = sorted(set(args.traffic_weights or [args.traffic_weight]))
+    candidates = [(setting, tw) for setting in settings for tw in weights]
+    search, heads, previous = [], {}, (None, None)
+    for setting, tw in tqdm(candidates, desc="choosing the head", disable=len(candidates) == 1):
+        start = previous[1] if previous[0] == setting else None
+        heads[setting, tw], t = fit_checked(tw, setting, ~held & ~validation, start)
+        previous = (setting, heads[setting, tw])
+        p_val = detector_score(tr.text_probs(heads[setting, tw][ALL_AUTHORS].logits(tr.pooled)))[validation]
         search.append(
             {
+                "hidden": setting[0],
+                "l2": setting[1],
                 "traffic_weight": tw,
                 "review_threshold": t,
                 "validation_flag_rate": round(float((p_val >= t).mean()), 4) if len(p_val) else None,
             }
         )
-    best = min(
+    best = min(  # the fewest validation flags; among equals the smaller head, then the lighter traffic weight
         search,
         key=lambda r: (
             r["validation_flag_rate"] if r["validation_flag_rate"] is not None else 1.0,
+            r["hidden"],
+            -r["l2"],
             r["traffic_weight"],
         ),
     )
-    log.info("traffic weight search: %s → %s", search, best["traffic_weight"])
-    final, review = fit_checked(best["traffic_weight"], ~held, heads[best["traffic_weight"]])
+    chosen = ((best["hidden"], best["l2"]), best["traffic_weight"])
+    log.info("head search: %s → %s", search, chosen)
+    final, review = fit_checked(chosen[1], chosen[0], ~held, heads[chosen])
     head = final[ALL_AUTHORS]
 
     # 5. thresholds: review keeps labelled recall (above), block is as precise on dev as at export, labels
@@ -577,6 +602,7 @@ def main(args: AdaptArguments) -> Path:
         len(texts),
         time.time() - started,
         search,
+        {"hidden": chosen[0][0], "l2": chosen[0][1], "traffic_weight": chosen[1]},
     )
     (out / "adapt_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "ADAPT_REPORT.md").write_text(render(report), encoding="utf-8")
@@ -626,7 +652,7 @@ def _rates(probs: np.ndarray, review: float, block: float) -> dict[str, float]:
 
 
 def _report(
-    args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall, search
+    args, feats, new_logits, y, held, groups, base_t, new_t, version, metadata, n_traffic, wall, search, head
 ) -> dict:
     from fanzha.models.labels import DecisionThresholds
 
@@ -665,7 +691,8 @@ def _report(
         },
         "thresholds": {"before": base_t, "after": new_t},
         "held_out_traffic": traffic,
-        "traffic_weight_search": search,
+        "head": head,
+        "search": search,
         "labelled": labelled,
         "wall_time_s": round(wall, 1),
     }
@@ -678,9 +705,9 @@ def render(r: dict) -> str:
         f"Base model `{r['adapted_from']}`; traffic `{r['traffic']['path']}` ({r['traffic']['size']:,} messages, "
         f"sha256 `{r['traffic']['sha256'][:16]}…`); {r['traffic']['held_out']:,} held out and never fitted on. "
         f"Review threshold {r['thresholds']['before']['fraud']} → {r['thresholds']['after']['fraud']}; block "
-        f"{r['thresholds']['before'].get('block', 0.9)} → {r['thresholds']['after']['block']}; traffic weight "
-        f"{min(r['traffic_weight_search'], key=lambda x: x['validation_flag_rate'] or 1.0)['traffic_weight']} "
-        f"(searched {[x['traffic_weight'] for x in r['traffic_weight_search']]} on labelled recall (dev + every train author read by a head fitted without them) and a validation slice of the fitted traffic). "
+        f"{r['thresholds']['before'].get('block', 0.9)} → {r['thresholds']['after']['block']}; head: "
+        f"{_head_words(r['head'])}, chosen among {len(r['search'])} (head, traffic weight) candidates on labelled recall "
+        "(dev + every train author read by a head fitted without them) and a validation slice of the fitted traffic. "
         f"Wall time {r['wall_time_s'] / 60:.1f} min.",
         "",
         "## Flag rate on held-out traffic",
@@ -706,6 +733,11 @@ def render(r: dict) -> str:
         )
     lines += ["", "PR curves (test split, fraud output, before and after): `pr_curves.png`.", ""]
     return "\n".join(lines)
+
+
+def _head_words(head: dict) -> str:
+    units = f"{head['hidden']} ReLU units" if head["hidden"] else "linear"
+    return f"{units}, L2 {head['l2']:g}, traffic weight {head['traffic_weight']:g}"
 
 
 def _pct(v: float | None) -> str:

@@ -44,7 +44,7 @@ class AdaptArguments:
         },
     )
     traffic_weights: list[float] = field(
-        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+        default_factory=lambda: [2.0, 8.0],
         metadata={
             "help": "candidate traffic weights: each is fitted without a validation slice of the traffic, and the one whose "
             "validation flag rate is lowest (at the dev-recall-preserving threshold) is refitted on all of it"
@@ -53,14 +53,12 @@ class AdaptArguments:
     feedback_weight: float = field(
         default=3.0, metadata={"help": "weight of one moderated feedback record (a corpus record weighs 1)"}
     )
-    l2: float = field(
-        default=1.0,
-        metadata={"help": "pull of the new head towards the base head (per 1,000 weighted examples)"},
-    )
-    hidden: int = field(
-        default=32,
+    heads: list[str] = field(
+        default_factory=lambda: ["32:1", "128:0.3"],
         metadata={
-            "help": "units of the ReLU layer added to the re-fitted linear head (0: the linear head alone)"
+            "help": "candidate heads, each WIDTH:L2 — the units of the ReLU layer added to the re-fitted linear head "
+            "(0: the linear head alone) and its pull towards the base head (per 1,000 weighted examples); searched "
+            "with the traffic weights, on the same validation slice"
         },
     )
     max_recall_drop: float = field(
@@ -121,3 +119,22 @@ def flag(value: str) -> bool:
 
 def arguments_from(ns: argparse.Namespace) -> AdaptArguments:
     return AdaptArguments(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(AdaptArguments)})
+
+
+def head_settings(heads: list[str]) -> list[tuple[int, float]]:
+    """`--heads` as (ReLU units, L2) pairs, in the order given; ValueError naming the entry that is not WIDTH:L2."""
+    out = []
+    for entry in heads:
+        width, sep, l2 = entry.partition(":")
+        try:
+            setting = (int(width), float(l2))
+        except ValueError:
+            setting = None
+        if not sep or setting is None or setting[0] < 0 or not setting[1] > 0:
+            raise ValueError(
+                f"--heads entry {entry!r} is not WIDTH:L2 (ReLU units ≥ 0, L2 > 0), e.g. 32:1 or 0:1 for the linear head"
+            )
+        out.append(setting)
+    if not out:
+        raise ValueError("--heads needs at least one WIDTH:L2 entry")
+    return list(dict.fromkeys(out))

@@ -41,7 +41,8 @@ def adapted(tmp_path_factory, tiny_model_dir, tiny_corpus, traffic):
             base_model=str(tiny_model_dir),
             corpus=str(tiny_corpus),
             threads=1,
-            traffic_weights=[1.0, 8.0],  # two candidates and two author folds keep the fit quick
+            traffic_weights=[1.0, 8.0],  # two weights, two small heads and two author folds keep it quick
+            heads=["8:1", "16:0.3"],
             check_folds=2,
         )
     )
@@ -79,8 +80,17 @@ def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, t
     verdicts = Detector.load(adapted, threads=1).classify_texts(held)
     flagged = float(np.mean([v.decision != "pass" for v in verdicts]))
     assert abs(flagged - report["held_out_traffic"]["all"]["after"]["review_or_block"]) < 1e-3
-    assert [r["traffic_weight"] for r in report["traffic_weight_search"]] == [1.0, 8.0]
-    assert AdaptArguments(traffic="t", output="o").traffic_weights == [0.5, 1, 2, 4, 8, 16, 32]
+    searched = [(r["hidden"], r["l2"], r["traffic_weight"]) for r in report["search"]]
+    assert searched == [(8, 1.0, 1.0), (8, 1.0, 8.0), (16, 0.3, 1.0), (16, 0.3, 8.0)]
+    fewest = min(r["validation_flag_rate"] for r in report["search"])
+    chosen = next(
+        r
+        for r in report["search"]
+        if (r["hidden"], r["l2"], r["traffic_weight"]) == tuple(report["head"].values())
+    )
+    assert chosen["validation_flag_rate"] == fewest
+    defaults = AdaptArguments(traffic="t", output="o")
+    assert (defaults.traffic_weights, defaults.heads) == ([2, 8], ["32:1", "128:0.3"])
 
 
 def test_the_written_graph_computes_the_head_with_every_relu_unit_in_play(tiny_model_dir, tmp_path) -> None:
@@ -212,6 +222,13 @@ def test_bad_traffic_is_refused_with_the_line(tmp_path, content, message) -> Non
         adapt.read_traffic(path)
 
 
+@pytest.mark.parametrize("heads", [["32"], ["x:1"], ["32:0"], ["-1:1"], []])
+def test_a_head_that_is_not_width_and_l2_is_refused_before_any_work(heads, traffic, tmp_path) -> None:
+    with pytest.raises(adapt.AdaptError, match="WIDTH:L2"):
+        adapt.main(AdaptArguments(traffic=str(traffic), output=str(tmp_path / "m"), heads=heads))
+    assert not (tmp_path / "m").exists()
+
+
 def test_never_overwrites_the_base_model_or_a_full_directory(tiny_model_dir, traffic, tmp_path) -> None:
     with pytest.raises(adapt.AdaptError, match="overwrite the base model"):
         adapt.main(
@@ -249,12 +266,12 @@ def test_cli_adapt_writes_a_model_and_refuses_an_empty_sample(
             "4",
             "--check_folds",
             "2",
-            "--hidden",
-            "0",
+            "--heads",
+            "0:1",
         ]
     )
     assert code == 0 and json.loads(capsys.readouterr().out)["model_dir"] == str(out)
-    # --hidden 0: the linear head alone, no ReLU added to the base graph's
+    # --heads 0:1: the linear head alone, no ReLU added to the base graph's
     assert relu_count(out) == relu_count(tiny_model_dir)
     assert TextClassifier.load(out, threads=1).version.startswith("tiny-test-adapted-")
     empty = tmp_path / "empty.jsonl"
@@ -339,18 +356,19 @@ def test_no_head_warm_starts_from_a_fit_that_saw_rows_it_leaves_out(
     tiny_model_dir, tiny_corpus, traffic, tmp_path, monkeypatch
 ) -> None:
     """The out-of-author check reads each fold by a head that never saw its authors: not even through the head
-    its search started from (a start fitted on the left-out authors would read them as easy)."""
-    fitted_rows: dict[int, frozenset] = {}  # id of a head → the rows it was fitted on
+    its search started from (a start fitted on the left-out authors would read them as easy). A head starts
+    only from a head of its own setting (width and L2)."""
+    fitted: dict[int, tuple[frozenset, int, float]] = {}  # id of a head → (rows it was fitted on, width, L2)
     heads = []  # every head stays alive, so that no id is reused
-    starts: list[tuple[frozenset, frozenset]] = []  # (rows of the start's fit, rows of this fit)
+    starts: list[tuple[tuple, tuple]] = []  # (the start's fit, this fit)
     real_fit = adapt.fit_residual_head
 
     def spy(x, y, w, anchor, l2, hidden, start=None, **kwargs):
-        rows = frozenset(row.tobytes() for row in x)
+        this = (frozenset(row.tobytes() for row in x), hidden, l2)
         head = real_fit(x, y, w, anchor, l2, hidden, start, **kwargs)
         if start is not None:
-            starts.append((fitted_rows[id(start)], rows))
-        fitted_rows[id(head)] = rows
+            starts.append((fitted[id(start)], this))
+        fitted[id(head)] = this
         heads.append(head)
         return head
 
@@ -363,9 +381,11 @@ def test_no_head_warm_starts_from_a_fit_that_saw_rows_it_leaves_out(
             corpus=str(tiny_corpus),
             threads=1,
             traffic_weights=[1.0, 8.0],
+            heads=["4:1", "8:0.3"],
             check_folds=2,
         )
     )
-    # 2 candidates and the final fit, each 1 head on all authors + 2 fold heads; all but the first 3 warm-start
-    assert all(seen <= rows for seen, rows in starts)
-    assert len(fitted_rows) == 9 and len(starts) == 6
+    # 2 settings × 2 weights and the final fit, each 1 head on all authors + 2 fold heads; the first weight of
+    # each setting starts afresh, the rest warm-start
+    assert len(fitted) == 15 and len(starts) == 9
+    assert all(before[0] <= now[0] and before[1:] == now[1:] for before, now in starts)
