@@ -442,9 +442,9 @@ def main(args: AdaptArguments) -> Path:
         del clf
     y = {name: targets(records) for name, records in split.items() if records}
 
-    # 4. fit: the traffic's weight is chosen on labelled recall (dev, and every train author read by a head
-    #    fitted without them) and on a validation slice of the fitted traffic; the held-out part is never
-    #    looked at until the report
+    # 4. fit: the head's setting and the traffic's weight are chosen on labelled recall (dev, and every train
+    #    author read by a head fitted without them) and on a validation slice of the fitted traffic; the
+    #    held-out part is never looked at until the report
     w0, b0 = base_head(feats["train"])
     yt = window_targets(feats["train"], y["train"])
     pos = yt.sum(0)
@@ -542,13 +542,14 @@ def main(args: AdaptArguments) -> Path:
                 "l2": setting[1],
                 "traffic_weight": tw,
                 "review_threshold": t,
+                "validation_flags": int((p_val >= t).sum()),  # every candidate reads the same slice
                 "validation_flag_rate": round(float((p_val >= t).mean()), 4) if len(p_val) else None,
             }
         )
-    best = min(  # the fewest validation flags; among equals the smaller head, then the lighter traffic weight
+    best = min(  # the fewest validation flags; among equals the smaller head, the stronger pull, the lighter weight
         search,
         key=lambda r: (
-            r["validation_flag_rate"] if r["validation_flag_rate"] is not None else 1.0,
+            r["validation_flags"],
             r["hidden"],
             -r["l2"],
             r["traffic_weight"],
@@ -581,6 +582,9 @@ def main(args: AdaptArguments) -> Path:
         "fanzha.traffic_size": str(len(texts)),
         "fanzha.adapt": json.dumps(
             {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output",)}, ensure_ascii=False
+        ),
+        "fanzha.adapt_head": json.dumps(
+            {"hidden": chosen[0][0], "l2": chosen[0][1], "traffic_weight": chosen[1]}
         ),
         "fanzha.adapted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

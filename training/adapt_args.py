@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -130,9 +131,10 @@ def head_settings(heads: list[str]) -> list[tuple[int, float]]:
             setting = (int(width), float(l2))
         except ValueError:
             setting = None
-        if not sep or setting is None or setting[0] < 0 or not setting[1] > 0:
+        if not sep or setting is None or not 0 <= setting[0] <= 4096 or not 0 < setting[1] < math.inf:
             raise ValueError(
-                f"--heads entry {entry!r} is not WIDTH:L2 (ReLU units ≥ 0, L2 > 0), e.g. 32:1 or 0:1 for the linear head"
+                f"--heads entry {entry!r} is not WIDTH:L2 (0–4096 ReLU units, a finite L2 > 0), e.g. 32:1 or 0:1 for "
+                "the linear head"
             )
         out.append(setting)
     if not out:

@@ -89,6 +89,7 @@ def test_the_report_matches_the_written_model_on_the_held_out_traffic(adapted, t
         if (r["hidden"], r["l2"], r["traffic_weight"]) == tuple(report["head"].values())
     )
     assert chosen["validation_flag_rate"] == fewest
+    assert json.loads(meta_of(adapted)["fanzha.adapt_head"]) == report["head"]
     defaults = AdaptArguments(traffic="t", output="o")
     assert (defaults.traffic_weights, defaults.heads) == ([2, 8], ["32:1", "128:0.3"])
 
@@ -128,6 +129,10 @@ def test_an_adapted_model_is_not_adapted_again(adapted, traffic, tmp_path) -> No
         adapt.main(
             AdaptArguments(traffic=str(traffic), output=str(tmp_path / "again"), base_model=str(adapted))
         )
+
+
+def meta_of(model_dir) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(model_dir / "model.onnx")).metadata_props}
 
 
 def relu_count(model_dir) -> int:
@@ -222,7 +227,9 @@ def test_bad_traffic_is_refused_with_the_line(tmp_path, content, message) -> Non
         adapt.read_traffic(path)
 
 
-@pytest.mark.parametrize("heads", [["32"], ["x:1"], ["32:0"], ["-1:1"], []])
+@pytest.mark.parametrize(
+    "heads", [["32"], ["x:1"], ["32:0"], ["-1:1"], ["32:inf"], ["32:nan"], ["99999:1"], []]
+)
 def test_a_head_that_is_not_width_and_l2_is_refused_before_any_work(heads, traffic, tmp_path) -> None:
     with pytest.raises(adapt.AdaptError, match="WIDTH:L2"):
         adapt.main(AdaptArguments(traffic=str(traffic), output=str(tmp_path / "m"), heads=heads))
