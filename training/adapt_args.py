@@ -47,8 +47,9 @@ class AdaptArguments:
     traffic_weights: list[float] = field(
         default_factory=lambda: [2.0, 8.0],
         metadata={
-            "help": "candidate traffic weights: each is fitted without a validation slice of the traffic, and the one whose "
-            "validation flag rate is lowest (at the dev-recall-preserving threshold) is refitted on all of it"
+            "help": "candidate traffic weights, tried with each of --heads: each candidate is fitted without a validation "
+            "slice of the traffic, and the one whose validation flag rate is lowest (at the recall-keeping threshold) is "
+            "refitted on all of it"
         },
     )
     feedback_weight: float = field(

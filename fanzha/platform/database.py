@@ -523,11 +523,11 @@ class Database:
                         yield DriverCursor(cursor)
                         raw.commit()
                     except BaseException:
+                        # a rollback that fails too (a broken connection, which the pool drops) must not hide
+                        # the first error
                         try:
                             raw.rollback()
-                        except (
-                            Exception
-                        ):  # a broken connection: the pool drops it; the first error is the one
+                        except Exception:
                             log.warning("rollback failed after an error", exc_info=True)
                         raise
                     finally:
@@ -554,9 +554,8 @@ class Compiled:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = compiled.positiontup  # the order of `?` (SQLite); None for named styles (psycopg)
-        self.literals = {
-            k: v for k, v in compiled.params.items() if v is not None
-        }  # values inside the statement
+        # values written into the statement itself (`col >= 1`), bound with the caller's
+        self.literals = {k: v for k, v in compiled.params.items() if v is not None}
 
     def params(self, values: dict) -> list | dict:
         values = {**self.literals, **values} if self.literals else values
