@@ -11,10 +11,12 @@ limits and request ids).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated
 
+import anyio.to_thread
 import bentoml
 from pydantic import Field
 
@@ -58,6 +60,10 @@ MODEL_TAG = SETTINGS.model_tag or f"{MODEL_NAME}:latest"
 MAX_SYNC_VIDEO_SECONDS = SETTINGS.max_sync_video_seconds  # longer: use the task
 # adaptive batching: up to 64 texts per model call, waiting at most a few ms to fill a batch
 MAX_BATCH_SIZE, MAX_LATENCY_MS = 64, SETTINGS.max_latency_ms
+# a streamed message up to this long (most chat lines) is scored on the worker's event loop: a few ms, and handing
+# it to BentoML's thread and back cost a fifth of the endpoint's throughput at 8 clients (bench/conversation.py);
+# a longer one (up to FANZHA_MAX_TEXT_CHARS) goes to a thread, so it never stalls the worker's other requests
+INLINE_MESSAGE_CHARS = SETTINGS.stream_inline_chars  # FANZHA_STREAM_INLINE_CHARS
 
 _LIMITS = (
     SETTINGS.body_limits()
@@ -142,7 +148,7 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         return self._conversation_answer(scored, "classify_conversation")
 
     @bentoml.api
-    def conversation_message(
+    async def conversation_message(
         self,
         conversation_id: Id,
         message: StreamMessage,
@@ -152,10 +158,18 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         """One more message of a live conversation: the conversation's verdict after it. The store keeps each
         conversation's recent window (FANZHA_CONVERSATION_IDLE_S); the message that tips it carries `alert`."""
         self._conversations_available()
+        advance = functools.partial(
+            self.platform.conversation_message,
+            conversation_id,
+            message.message(),
+            account_id=account_id,
+            group_id=group_id,
+        )
         with http_errors():
-            scored = self.platform.conversation_message(
-                conversation_id, message.message(), account_id=account_id, group_id=group_id
-            )
+            if len(message.text) <= INLINE_MESSAGE_CHARS:
+                scored = advance()
+            else:
+                scored = await anyio.to_thread.run_sync(advance)
         return self._conversation_answer(scored, "conversation_message")
 
     # -- media ----------------------------------------------------------------------------------------------

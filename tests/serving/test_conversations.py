@@ -109,3 +109,29 @@ def test_out_of_order_times_are_kept_and_said(client) -> None:
         r = client.post("/conversation_message", json={"conversation_id": "live-ooo", "message": m})
         assert r.status_code == 200 and r.json()["message"]["index"] == expect
     assert "arrival order" in r.json()["warnings"][0]
+
+
+def test_a_long_stream_message_is_scored_off_the_event_loop(client, monkeypatch) -> None:
+    """Chat lines are scored on the worker's event loop (cheaper than a thread hand-off); a long message goes to a
+    thread, so it cannot stall the worker's other requests. Both answer the same way."""
+    import anyio.to_thread
+
+    from fanzha.serving import service
+
+    handed_off = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def spy(func, *args, **kwargs):
+        if getattr(getattr(func, "func", None), "__name__", "") == "conversation_message":
+            handed_off.append(func.args[1].text)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", spy)
+    short = "周末去图书馆吗"
+    long = "我们班周五下午在图书馆三楼自习室复习，带好练习册和错题本。" * 20
+    assert len(short) <= service.INLINE_MESSAGE_CHARS < len(long)
+    for i, text in enumerate((short, long)):
+        m = {"sender": "班长", "text": text, "id": f"len-{i}"}
+        r = client.post("/conversation_message", json={"conversation_id": "live-length", "message": m})
+        assert r.status_code == 200 and r.json()["message"]["index"] == i
+    assert handed_off == [long]
