@@ -638,8 +638,8 @@ def model_card(report: dict) -> str:
         "message on, its labels; the local target is 1 on the decisive message and on each later scam move "
         f"(not on the replies around them), the decisive message weighted ×{args.get('decisive_weight', 1.0):g}. Softmax and logistic regressions on standardised "
         f"features, regularisation C chosen from {args['c_grid']} (chose {report['regularisation']}); ReLU units "
-        f"chosen from {args.get('hidden_grid', '0')} (chose {report.get('hidden', 0)}; fitted with the label and "
-        f"local regressions by L-BFGS from their linear fit, L2 {args.get('relu_l2', 1.0):g}); the funnel "
+        f"chosen from {args.get('hidden_grid', '0')} (chose {report.get('hidden', 0)}; a layer is fitted with the "
+        f"label and local regressions by L-BFGS from their linear fit, L2 {args.get('relu_l2', 1.0):g}); the funnel "
         "fit on out-of-fold head readings of train ("
         + ("one fold per author" if not args["folds"] else f"{args['folds']} random folds")
         + f"); C, the width and the thresholds chosen on {_choice_words(report)} "
