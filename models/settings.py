@@ -91,9 +91,10 @@ class Settings:
     )
     # conversations streamed message by message (POST /conversation_message)
     conversation_idle_s: float = 86400.0  # FANZHA_CONVERSATION_IDLE_S: a conversation this idle starts afresh
-    # FANZHA_STREAM_INLINE_CHARS: a streamed message up to this long is scored on the worker's event loop, a longer
-    # one in a thread (0: every one in a thread, e.g. for a database far enough away that its waits matter)
-    stream_inline_chars: int = 512
+    # FANZHA_STREAM_INLINE_CHARS: a streamed message up to this long (normalised) is scored on the worker's event
+    # loop, a longer one in a thread; unset: 128 on SQLite, 0 (every one in a thread) on another database, whose
+    # round trips would hold the loop
+    stream_inline_chars: int | None = None
     # training and evaluation
     corpora: str | None = None  # FANZHA_CORPORA: the external corpora directory
 
@@ -130,7 +131,7 @@ class Settings:
             log_level=read.text("LOG_LEVEL") or "INFO",
             database_url=read.text("DATABASE_URL"),
             conversation_idle_s=read.number("CONVERSATION_IDLE_S", 86400.0),
-            stream_inline_chars=read.integer("STREAM_INLINE_CHARS", 512),
+            stream_inline_chars=read.integer("STREAM_INLINE_CHARS", None),
             data_dir=_default_data_dir(read.text("DATA_DIR"), env.get("XDG_DATA_HOME")),
             risk_half_life_hours=read.number("RISK_HALF_LIFE_HOURS", 24.0),
             alert_window_hours=read.number("ALERT_WINDOW_HOURS", 24.0),

@@ -16,14 +16,16 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import anyio.to_thread
 import bentoml
 from pydantic import Field
 
 from fanzha.models import Detector, DurationExceeded, InputError, ModelError
-from fanzha.models.conversation import MAX_MESSAGES
+from fanzha.models.conversation import MAX_MESSAGES, Message
+from fanzha.models.normalize import normalize
 from fanzha.models.settings import settings
-from fanzha.platform import ItemRef, Platform, Scored
+from fanzha.platform import Contended, ItemRef, Platform, Scored
 
 from .console import create_app as create_console
 from .errors import Unavailable, http_errors
@@ -60,10 +62,11 @@ MODEL_TAG = SETTINGS.model_tag or f"{MODEL_NAME}:latest"
 MAX_SYNC_VIDEO_SECONDS = SETTINGS.max_sync_video_seconds  # longer: use the task
 # adaptive batching: up to 64 texts per model call, waiting at most a few ms to fill a batch
 MAX_BATCH_SIZE, MAX_LATENCY_MS = 64, SETTINGS.max_latency_ms
-# a streamed message up to this long (most chat lines) is scored on the worker's event loop: a few ms, and handing
-# it to BentoML's thread and back cost a fifth of the endpoint's throughput at 8 clients (bench/conversation.py);
-# a longer one (up to FANZHA_MAX_TEXT_CHARS) goes to a thread, so it never stalls the worker's other requests
-INLINE_MESSAGE_CHARS = SETTINGS.stream_inline_chars  # FANZHA_STREAM_INLINE_CHARS
+# a streamed chat line (up to this many characters once normalised: one or two encoder windows, a few ms) is scored
+# on the worker's event loop: handing it to BentoML's thread and back cost a fifth of the endpoint's throughput at
+# 8 clients (bench/conversation.py). Anything that may wait goes to a thread: a longer text, a lost
+# compare-and-swap, what a tipping message sets off, the store's purge. FANZHA_STREAM_INLINE_CHARS overrides it.
+INLINE_MESSAGE_CHARS = 128
 
 _LIMITS = (
     SETTINGS.body_limits()
@@ -109,6 +112,11 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
             logger.warning(self.no_conversations)
         # risk state and reports: FANZHA_DATABASE_URL or the default SQLite file, migrated on open
         self.platform = Platform.from_settings(self.detector, model_tag=self.tag)
+        # a database across a network would hold the event loop for its round trips: then every message in a thread
+        self.inline_chars = SETTINGS.stream_inline_chars
+        if self.inline_chars is None:
+            self.inline_chars = INLINE_MESSAGE_CHARS if self.platform.database.is_sqlite else 0
+        self._stream_threads: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         logger.info(
             "fanzha model %s (%s), %d onnxruntime threads", self.tag, self.detector.model_version, THREADS
         )
@@ -158,18 +166,10 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         """One more message of a live conversation: the conversation's verdict after it. The store keeps each
         conversation's recent window (FANZHA_CONVERSATION_IDLE_S); the message that tips it carries `alert`."""
         self._conversations_available()
-        advance = functools.partial(
-            self.platform.conversation_message,
-            conversation_id,
-            message.message(),
-            account_id=account_id,
-            group_id=group_id,
-        )
         with http_errors():
-            if len(message.text) <= INLINE_MESSAGE_CHARS:
-                scored = advance()
-            else:
-                scored = await anyio.to_thread.run_sync(advance)
+            scored, step = await self._read_message(conversation_id, message.message(), account_id, group_id)
+            if self.platform.after_message_waits(step):
+                await self._in_thread(self.platform.after_conversation_message, scored, step)
         return self._conversation_answer(scored, "conversation_message")
 
     # -- media ----------------------------------------------------------------------------------------------
@@ -224,6 +224,25 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         body = ConversationBody.of(scored, self.tag)
         count_verdict(endpoint, body.decision, body.labels)
         return body
+
+    async def _read_message(self, conversation_id: str, message: Message, account_id, group_id):
+        """A chat line on the event loop (one try at the store), anything longer or contended in a thread."""
+        read = functools.partial(
+            self.platform.read_conversation_message, conversation_id, message, account_id, group_id
+        )
+        norm = normalize(message.text) if len(message.text) <= self.inline_chars else None
+        if norm is not None and len(norm.text) <= self.inline_chars:
+            try:
+                return read(normalized=norm, attempts=1)
+            except Contended:
+                pass  # another worker wrote this conversation meanwhile: the retries pause, so not here
+        return await self._in_thread(functools.partial(read, normalized=norm))
+
+    async def _in_thread(self, func, *args):
+        """Run blocking work in this worker's one thread for it (anyio's default pool also serves the probes)."""
+        if self._stream_threads is None:
+            self._stream_threads = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._stream_threads)
 
     def _texts(self, items: list[TextItem], endpoint: str) -> list[VerdictBody]:
         refs = [ItemRef(**item.model_dump(exclude={"text"})) for item in items]

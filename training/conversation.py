@@ -57,6 +57,7 @@ from .adapt import fit_residual_head
 from .graph import Head as GraphHead
 from .graph import head_nodes, load_onnx
 from .metrics import tune_block_threshold
+from .select import choose
 
 log = logging.getLogger("fanzha.training.conversation")
 
@@ -109,6 +110,13 @@ class ConversationArguments:
         metadata={
             "help": "weight of a scam's decisive message in the local score's and the funnel's fit (the alert "
             "should come at the move that decides the chat, not after it)"
+        },
+    )
+    tie: float = field(
+        default=0.001,
+        metadata={
+            "help": "the head: the best F1 on the choice set; among those within this much of it, the one "
+            "flagging the fewest hard benign chats (the rule fanzha.training.select applies to text models)"
         },
     )
     max_hard_benign_flagged: float = field(
@@ -643,7 +651,9 @@ def model_card(report: dict) -> str:
         "fit on out-of-fold head readings of train ("
         + ("one fold per author" if not args["folds"] else f"{args['folds']} random folds")
         + f"); C, the width and the thresholds chosen on {_choice_words(report)} "
-        f"(review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign chats). "
+        f"(C and the width: the best F1, and within {args.get('tie', 0.0):g} of it the fewest hard benign chats "
+        f"flagged; review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign "
+        "chats). "
         f"Wall time: {report['fit_seconds'] / 60:.1f} min on 2 CPU cores (no torch).\n\n"
         "## Evaluation\n\n" + render(report).split("\n", 2)[2]
     )
@@ -703,7 +713,7 @@ def main(args: ConversationArguments) -> Path:
     # 2–3. the head and the funnel for each regularisation strength and ReLU width; keep the best on the choice
     #      set: dev plus the held-out readings of train (more authors than dev's two), or dev alone when the
     #      encoder has learned the train chats (choice_set)
-    best, search = None, []
+    candidates, search = {}, []
     for c in [float(v) for v in args.c_grid.split(",")]:
         linear, linear_folds = fit_head(train, c, args.seed), fold_heads(train, c, args.folds, args.seed)
         for hidden in [int(v) for v in args.hidden_grid.split(",")]:
@@ -725,10 +735,13 @@ def main(args: ConversationArguments) -> Path:
             m = conversation_metrics(choice.split.records, choice.final, review)
             log.info("C=%g, %d ReLU units: %s %s at review %.2f", c, hidden, chosen_on, m, review)
             search.append({"c": c, "hidden": hidden, "review": review, **m})
-            key = (m["f1"], -(m["hard_benign_flagged"] or 0.0))
-            if best is None or key > best[0]:
-                best = (key, c, hidden, head, funnel, dev_scored, choice, review, m)
-    _, c, hidden, head, funnel, dev_scored, choice, review, choice_m = best
+            candidates[c, hidden] = (head, funnel, dev_scored, choice, review, m)
+    figures = {
+        key: {"f1": m["f1"], "hard_negatives_flagged": m["hard_benign_flagged"] or 0.0}
+        for key, (*_, m) in candidates.items()
+    }
+    c, hidden = choose(figures, args.tie)  # among exact equals the first tried: the smaller C, then width
+    head, funnel, dev_scored, choice, review, choice_m = candidates[c, hidden]
     dev_m = conversation_metrics(dev.records, dev_scored.final, review)
     block = max(review, tune_block_threshold(choice.final, choice.split.is_scam))
     log.info("chosen C=%g, %d ReLU units, review %.2f, block %.2f; dev %s", c, hidden, review, block, dev_m)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Hashable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +23,8 @@ from fanzha.models import Detector, TextClassifier
 from fanzha.models.labels import FRAUD_HEAD, DecisionThresholds
 
 from .evaluate import DetectorScorer
+
+K = TypeVar("K", bound=Hashable)  # a candidate's name
 
 
 def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
@@ -51,8 +55,9 @@ def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
     }
 
 
-def choose(figures: dict[str, dict[str, float]], tie: float = 0.001) -> str:
-    """The dev F1 leader; among those within `tie` of it, the one flagging the fewest hard negatives."""
+def choose(figures: dict[K, dict[str, float]], tie: float = 0.001) -> K:
+    """The dev F1 leader; among those within `tie` of it, the one flagging the fewest hard negatives (among exact
+    equals, the first given). Also the conversation head's rule (fanzha.training.conversation)."""
     if not figures:
         raise ValueError("no candidates to choose from")
     top = max(f["f1"] for f in figures.values())

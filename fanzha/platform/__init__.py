@@ -4,6 +4,7 @@
 `Platform` (facade.py) is the one door: the service's endpoints and the command line both call it.
 """
 
+from .conversations import Contended
 from .database import Database
 from .facade import Intake, ItemRef, Platform, Scored, ScoredConversation, open_tracker
 from .reports import InvalidTransition, NewReport, ReportBook, UnknownReport
@@ -13,6 +14,7 @@ from .webhook import AlertWebhook
 __all__ = [
     "Alert",
     "AlertWebhook",
+    "Contended",
     "Database",
     "Intake",
     "InvalidTransition",

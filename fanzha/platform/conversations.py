@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from fanzha.models.conversation import ConversationScorer, ConversationState, Message
 from fanzha.models.errors import Busy, Conflict, InputError
+from fanzha.models.normalize import Normalized, normalize
 from fanzha.models.settings import settings
 from fanzha.models.verdict import ConversationVerdict, MessageVerdict
 
@@ -40,6 +41,10 @@ SEEN_IDS = 1000  # message ids remembered per conversation (older ones are forgo
 
 class DuplicateMessage(Conflict):
     """A message id the conversation has already received."""
+
+
+class Contended(Busy):
+    """Another writer advanced the conversation first, every attempt: nothing was stored (HTTP 503)."""
 
 
 @dataclass
@@ -68,8 +73,13 @@ class ConversationBook:
         scorer: ConversationScorer,
         account_id: str | None = None,
         group_id: str | None = None,
+        *,
+        attempts: int = ATTEMPTS,
+        normalized: Normalized | None = None,
     ) -> Step:
-        """Score one more message of a conversation and store its new state."""
+        """Score one more message of a conversation and store its new state (`attempts`: compare-and-swaps
+        before Contended; `normalized`: the message's text already normalised by the caller). The store's
+        periodic purge is the caller's (purge_now_and_then): a caller on an event loop runs it elsewhere."""
         if not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= MAX_ID_CHARS:
             raise InputError(f"conversation_id must be 1–{MAX_ID_CHARS} characters")
         if message.id is not None and len(message.id) > MAX_ID_CHARS:
@@ -78,7 +88,8 @@ class ConversationBook:
             if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):  # ids are names: nothing unprintable
                 raise InputError(f"{name} must not contain control characters")
         scorer.text_check(message.text)
-        for attempt in range(ATTEMPTS):
+        prepared = None
+        for attempt in range(attempts):
             if attempt:
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # let the other writer finish
             now = self.clock()
@@ -92,13 +103,15 @@ class ConversationBook:
                 raise _duplicate(conversation_id, message.id, row.seen_idx)
             state = stored or ConversationState()
             before = state.count
-            state, verdict = scorer.step(state, message)
+            if prepared is None:  # the encoder reads the message once, however many attempts it takes
+                norm = normalized or normalize(message.text)
+                prepared = (norm, scorer.reader.read([norm.text])[0])
+            state, verdict = scorer.step(state, message, prepared=prepared)
             tipped = state.trigger_index == verdict.index
             if self._store(conversation_id, row, expired, before, state, message, account_id, group_id, now):
-                self._purge_now_and_then()  # after: this conversation's own expiry is reported as a restart
                 return Step(scorer.verdict(state), verdict, tipped, restarted=expired, state=state)
-        raise Busy(
-            f"conversation {conversation_id!r} received other messages while this one was scored, {ATTEMPTS} "
+        raise Contended(
+            f"conversation {conversation_id!r} received other messages while this one was scored, {attempts} "
             "times over; it was not stored: send it again"
         )
 
@@ -168,7 +181,12 @@ class ConversationBook:
             conn.execute(sa.delete(self.ids).where(self.ids.c.conversation_id.in_(stale)))
             return conn.execute(sa.delete(c).where(c.c.updated_at < cutoff)).rowcount
 
-    def _purge_now_and_then(self) -> None:
+    def purge_due(self) -> bool:
+        return self.clock() - self._last_purge >= PURGE_EVERY_S
+
+    def purge_now_and_then(self) -> None:
+        """purge() at most every PURGE_EVERY_S (after a message is stored: its own expiry is then reported to it
+        as a restart, not deleted under it)."""
         now = self.clock()
         if now - self._last_purge >= PURGE_EVERY_S:
             self._last_purge = now

@@ -29,12 +29,13 @@ from typing import Any
 
 from fanzha.models.conversation import Message
 from fanzha.models.errors import Conflict, InputError, SettingsError
+from fanzha.models.normalize import Normalized
 from fanzha.models.settings import settings
 from fanzha.models.verdict import ConversationVerdict, MessageVerdict, Verdict
 
 from .actions import ActionBook
 from .audit import Audit
-from .conversations import ConversationBook
+from .conversations import ATTEMPTS, ConversationBook, Step
 from .database import Database
 from .reports import InvalidTransition, NewReport, ReportBook
 from .review import (
@@ -321,16 +322,51 @@ class Platform:
     ) -> ScoredConversation:
         """One more message of a streamed conversation: the conversation's verdict after it. The message that
         tips the conversation carries the alert, feeds the account's and group's risk, and opens a case."""
-        scorer = self.detector.conversations
-        step = self.conversations.advance(conversation_id, message, scorer, account_id, group_id)
+        scored, step = self.read_conversation_message(conversation_id, message, account_id, group_id)
+        self.after_conversation_message(scored, step)
+        return scored
+
+    def read_conversation_message(
+        self,
+        conversation_id: str,
+        message: Message,
+        account_id: str | None = None,
+        group_id: str | None = None,
+        *,
+        attempts: int = ATTEMPTS,
+        normalized: Normalized | None = None,
+    ) -> tuple[ScoredConversation, Step]:
+        """conversation_message's first half: score the message in its conversation and store the new state (the
+        encoder, one read, one write; Contended when another writer won `attempts` times). The service runs it on
+        its event loop; after_conversation_message, which may wait on other work, must follow it."""
+        step = self.conversations.advance(
+            conversation_id,
+            message,
+            self.detector.conversations,
+            account_id,
+            group_id,
+            attempts=attempts,
+            normalized=normalized,
+        )
         ref = ItemRef(id=conversation_id, account_id=account_id, group_id=group_id, source="conversation")
         scored = ScoredConversation(
             ref, step.verdict, message=step.message, tipped=step.tipped, restarted=step.restarted
         )
+        return scored, step
+
+    def after_conversation_message(self, scored: ScoredConversation, step: Step) -> None:
+        """conversation_message's second half: a tipping message feeds its account's and group's risk and opens a
+        case (filled into `scored`); and now and then the store's idle conversations are purged."""
         if step.tipped:
-            scored.alerts = self._track_conversation(step.verdict, ref, message.id)
-            scored.case_id = self._keep_conversation(scored, scorer.transcript(step.state))
-        return scored
+            scored.alerts = self._track_conversation(step.verdict, scored.ref, step.message.id)
+            scored.case_id = self._keep_conversation(
+                scored, self.detector.conversations.transcript(step.state)
+            )
+        self.conversations.purge_now_and_then()
+
+    def after_message_waits(self, step: Step) -> bool:
+        """Whether after_conversation_message has work to do (else a caller on an event loop may skip it)."""
+        return step.tipped or self.conversations.purge_due()
 
     def _track_conversation(
         self, verdict: ConversationVerdict, ref: ItemRef, message_id: str | None

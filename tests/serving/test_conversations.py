@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 SEED_CHAT = [
@@ -111,27 +113,91 @@ def test_out_of_order_times_are_kept_and_said(client) -> None:
     assert "arrival order" in r.json()["warnings"][0]
 
 
-def test_a_long_stream_message_is_scored_off_the_event_loop(client, monkeypatch) -> None:
-    """Chat lines are scored on the worker's event loop (cheaper than a thread hand-off); a long message goes to a
-    thread, so it cannot stall the worker's other requests. Both answer the same way."""
+@pytest.fixture
+def hand_offs(client, monkeypatch):
+    """The serving instance, and the names of what its stream handler hands to a thread (the store's purge is
+    held off, so that only the messages decide)."""
     import anyio.to_thread
+    import bentoml
 
-    from fanzha.serving import service
-
-    handed_off = []
-    run_sync = anyio.to_thread.run_sync
+    instance = bentoml.get_current_service()
+    monkeypatch.setattr(instance.platform.conversations, "purge_due", lambda: False)
+    names, run_sync = [], anyio.to_thread.run_sync
 
     async def spy(func, *args, **kwargs):
-        if getattr(getattr(func, "func", None), "__name__", "") == "conversation_message":
-            handed_off.append(func.args[1].text)
+        inner = func
+        while isinstance(inner, functools.partial):
+            inner = inner.func
+        names.append(inner.__name__)
         return await run_sync(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", spy)
-    short = "周末去图书馆吗"
-    long = "我们班周五下午在图书馆三楼自习室复习，带好练习册和错题本。" * 20
-    assert len(short) <= service.INLINE_MESSAGE_CHARS < len(long)
-    for i, text in enumerate((short, long)):
-        m = {"sender": "班长", "text": text, "id": f"len-{i}"}
-        r = client.post("/conversation_message", json={"conversation_id": "live-length", "message": m})
-        assert r.status_code == 200 and r.json()["message"]["index"] == i
-    assert handed_off == [long]
+    return instance, names
+
+
+def stream(client, conversation_id: str, messages: list[dict]) -> list[dict]:
+    answers = []
+    for m in messages:
+        r = client.post("/conversation_message", json={"conversation_id": conversation_id, "message": m})
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    return answers
+
+
+def test_chat_lines_are_scored_on_the_event_loop_and_the_rest_in_a_thread(client, hand_offs) -> None:
+    """A line up to inline_chars (normalised) is read on the worker's event loop; a longer one, or one that grows
+    past it when normalised (﷽ is 18 letters in NFKC), goes to a thread; so does what a tipping message sets off."""
+    instance, names = hand_offs
+    n = instance.inline_chars
+    assert n == 128  # the default on SQLite
+    texts = ["周末去图书馆吗", "图" * n, "书" * (n + 1), "\ufdfa" * 8]
+    stream(
+        client, "live-length", [{"sender": "班长", "text": t, "id": f"len-{i}"} for i, t in enumerate(texts)]
+    )
+    assert names == ["read_conversation_message"] * 2  # the n + 1 line and the one that grew
+    names.clear()
+    answers = stream(client, "live-tip", SEED_CHAT)
+    tip = next(i for i, a in enumerate(answers) if a["alert"] is not None)
+    assert names == ["after_conversation_message"] and answers[tip]["alerts"] is not None
+
+
+def test_both_paths_answer_alike(client, hand_offs, monkeypatch) -> None:
+    instance, names = hand_offs
+    inline = stream(client, "live-inline", SEED_CHAT)
+    monkeypatch.setattr(
+        instance, "inline_chars", 0
+    )  # FANZHA_STREAM_INLINE_CHARS=0: every message in a thread
+    threaded = stream(client, "live-threaded", SEED_CHAT)
+    assert names.count("read_conversation_message") == len(SEED_CHAT)
+    verdict = (
+        "fraud_score",
+        "scores",
+        "labels",
+        "decision",
+        "trigger_index",
+        "evidence",
+        "messages",
+        "message",
+    )
+    assert [{k: a[k] for k in verdict} for a in inline] == [{k: a[k] for k in verdict} for a in threaded]
+    assert [a["alert"] is None for a in inline] == [a["alert"] is None for a in threaded]
+
+
+def test_a_lost_compare_and_swap_on_the_loop_is_retried_in_a_thread(client, hand_offs, monkeypatch) -> None:
+    from fanzha.platform import Contended
+    from fanzha.platform.conversations import ATTEMPTS
+
+    instance, names = hand_offs
+    real = instance.platform.read_conversation_message
+    tries = []
+
+    def another_writer_wins_once(*args, attempts=ATTEMPTS, **kwargs):
+        tries.append(attempts)
+        if len(tries) == 1:
+            raise Contended("another worker wrote it first")
+        return real(*args, attempts=attempts, **kwargs)
+
+    monkeypatch.setattr(instance.platform, "read_conversation_message", another_writer_wins_once)
+    (answer,) = stream(client, "live-contended", [{"sender": "a", "text": "几点集合", "id": "c-1"}])
+    assert answer["message_count"] == 1 and names == ["another_writer_wins_once"]  # the retry, in a thread
+    assert tries == [1, ATTEMPTS]  # one try on the loop, then the store's retries (with pauses) off it

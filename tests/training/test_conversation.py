@@ -190,7 +190,32 @@ def test_a_dev_only_fit_says_so_in_its_report_and_card(
     # chosen on dev alone, the choice set's figures are dev's
     assert report["choice_set"]["f1"] == report["dev"]["f1"]
     assert "thresholds chosen on dev:" in (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "chosen on dev (review" in (tmp_path / conversation.CARD).read_text(encoding="utf-8")
+    assert "chosen on dev (C and the width" in (tmp_path / conversation.CARD).read_text(encoding="utf-8")
+
+
+def test_the_head_is_chosen_by_the_rule_text_models_are_chosen_by(
+    conversation_head_fitter, tiny_model_dir, tiny_conversations, tmp_path, monkeypatch
+) -> None:
+    """Every candidate's choice-set F1 and hard benign share go to training.select's rule, and its pick ships."""
+    seen = []
+
+    def last_candidate(figures, tie):
+        seen.append((figures, tie))
+        return list(figures)[-1]  # not what the rule would pick on every fit: the wiring is what is checked
+
+    monkeypatch.setattr(conversation, "choose", last_candidate)
+    conversation_head_fitter(tiny_model_dir, tmp_path, tiny_conversations)
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    ((figures, tie),) = seen
+    assert tie == 0.001 and list(figures) == [(r["c"], r["hidden"]) for r in report["search"]]
+    for r in report["search"]:
+        assert figures[r["c"], r["hidden"]] == {
+            "f1": r["f1"],
+            "hard_negatives_flagged": r["hard_benign_flagged"] or 0.0,
+        }
+    assert (report["regularisation"], report["hidden"]) == (1.0, 4)
+    relus = [n for n in onnx.load(str(tmp_path / HEAD_FILE)).graph.node if n.op_type == "Relu"]
+    assert len(relus) == 1
 
 
 def test_the_search_tries_each_width_and_the_graph_carries_the_chosen_one(tiny_conversation_model) -> None:
