@@ -168,8 +168,10 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         self._conversations_available()
         with http_errors():
             scored, step = await self._read_message(conversation_id, message.message(), account_id, group_id)
-            if self.platform.after_message_waits(step):
+            if self.platform.after_message_waits(scored, step):
                 await self._in_thread(self.platform.after_conversation_message, scored, step)
+            else:  # nothing, or a tip's case written to the local store: a thread would only add GIL waits
+                self.platform.after_conversation_message(scored, step)
         return self._conversation_answer(scored, "conversation_message")
 
     # -- media ----------------------------------------------------------------------------------------------

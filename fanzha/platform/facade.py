@@ -364,9 +364,14 @@ class Platform:
             )
         self.conversations.purge_now_and_then()
 
-    def after_message_waits(self, step: Step) -> bool:
-        """Whether after_conversation_message has work to do (else a caller on an event loop may skip it)."""
-        return step.tipped or self.conversations.purge_due()
+    def after_message_waits(self, scored: ScoredConversation, step: Step) -> bool:
+        """Whether after_conversation_message may wait on something (a caller on an event loop then runs it in a
+        thread): the store's purge; for a tipping message, the risk state (locks, pruning, alert webhooks) when
+        the chat names an account or group, and the review queue's hourly purge. Otherwise it is a few local
+        writes, or nothing."""
+        if self.conversations.purge_due():
+            return True
+        return step.tipped and (scored.ref.tracked or self.review.purge_due())
 
     def _track_conversation(
         self, verdict: ConversationVerdict, ref: ItemRef, message_id: str | None

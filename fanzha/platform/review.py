@@ -53,6 +53,7 @@ MAX_TTL_S = 24 * 3600.0
 SNIPPET_CHARS = 120
 MAX_KEYFRAMES = 6
 DAY = 86400.0
+PURGE_EVERY_S = 3600.0  # keep() purges expired content at most this often
 
 # wording aimed at minors (schoolchildren, parents' money, minors' game accounts): raises a case's priority
 MINOR_WORDS = tuple(
@@ -235,6 +236,10 @@ class ReviewBook:
         self._last_purge = 0.0
 
     # -- capture ------------------------------------------------------------------------------------------------
+    def purge_due(self) -> bool:
+        """Whether the next keep() also purges expired content (hourly; it may delete many folders)."""
+        return self.clock() - self._last_purge > PURGE_EVERY_S
+
     def keep(
         self, captures: list[Capture], report_counts: Mapping[tuple[str, str], int] | None = None
     ) -> list[str]:
@@ -298,7 +303,7 @@ class ReviewBook:
                     "group_id": cap.group_id,
                 }
                 out.append(self._insert(conn, row, now, prefix=cap.queue))
-        if now - self._last_purge > 3600:
+        if now - self._last_purge > PURGE_EVERY_S:
             self._last_purge = now
             try:
                 self.purge(retention_s=None)
