@@ -76,8 +76,8 @@ class PlatformEndpoints:
     @bentoml.api
     def clusters(
         self,
-        min_accounts: Annotated[int, Field(ge=2, le=100_000)] = 2,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        min_accounts: Annotated[int, Field(ge=2, le=100_000, strict=True)] = 2,
+        limit: Annotated[int, Field(ge=1, le=500, strict=True)] = 50,
     ) -> list[Cluster]:
         """Campaign clusters: accounts linked by handles they pushed in flagged items, largest first."""
         return [Cluster(**c) for c in self.platform.clusters(min_accounts=min_accounts, limit=limit)]
@@ -85,8 +85,8 @@ class PlatformEndpoints:
     @bentoml.api
     def alerts(
         self,
-        after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID)] = 0,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+        after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID, strict=True)] = 0,
+        limit: Annotated[int, Field(ge=1, le=1000, strict=True)] = 100,
         rule: Rule | None = None,
         account_id: OptionalId = None,
         group_id: OptionalId = None,
@@ -150,7 +150,7 @@ class PlatformEndpoints:
     def reports(
         self,
         status: Literal["received", "in_review", "confirmed", "rejected"] | None = None,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        limit: Annotated[int, Field(ge=1, le=500, strict=True)] = 50,
         after: Annotated[ReportId | None, Field(default=None)] = None,
         reporter_id: OptionalId = None,
         account_id: OptionalId = None,
@@ -194,8 +194,8 @@ class PlatformEndpoints:
     @bentoml.api
     def actions(
         self,
-        after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID)] = 0,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+        after_id: Annotated[int, Field(ge=0, le=MAX_ALERT_ID, strict=True)] = 0,
+        limit: Annotated[int, Field(ge=1, le=1000, strict=True)] = 100,
         account_id: OptionalId = None,
         group_id: OptionalId = None,
     ) -> list[Action]:
@@ -247,7 +247,7 @@ class PlatformEndpoints:
     @bentoml.api
     def lift_action(
         self,
-        action_id: Annotated[int, Field(ge=1, le=MAX_ALERT_ID)],
+        action_id: Annotated[int, Field(ge=1, le=MAX_ALERT_ID, strict=True)],
         moderator_id: Id,
         reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)],
     ) -> Action:

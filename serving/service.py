@@ -25,7 +25,7 @@ from fanzha.models import Detector, DurationExceeded, InputError, ModelError
 from fanzha.models.conversation import MAX_MESSAGES, Message
 from fanzha.models.normalize import normalize
 from fanzha.models.settings import settings
-from fanzha.platform import Contended, ItemRef, Platform, Scored
+from fanzha.platform import Contended, ItemRef, Platform, Scored, ScoredConversation
 
 from .console import create_app as create_console
 from .errors import Unavailable, http_errors
@@ -112,10 +112,11 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
             logger.warning(self.no_conversations)
         # risk state and reports: FANZHA_DATABASE_URL or the default SQLite file, migrated on open
         self.platform = Platform.from_settings(self.detector, model_tag=self.tag)
-        # a database across a network would hold the event loop for its round trips: then every message in a thread
+        # a database across a network would hold the event loop for its round trips (and an in-memory SQLite
+        # database is one connection for every thread): then every message in a thread
         self.inline_chars = SETTINGS.stream_inline_chars
         if self.inline_chars is None:
-            self.inline_chars = INLINE_MESSAGE_CHARS if self.platform.database.is_sqlite else 0
+            self.inline_chars = INLINE_MESSAGE_CHARS if self.platform.database.is_sqlite_file else 0
         self._stream_threads: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         logger.info(
             "fanzha model %s (%s), %d onnxruntime threads", self.tag, self.detector.model_version, THREADS
@@ -167,11 +168,7 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         conversation's recent window (FANZHA_CONVERSATION_IDLE_S); the message that tips it carries `alert`."""
         self._conversations_available()
         with http_errors():
-            scored, step = await self._read_message(conversation_id, message.message(), account_id, group_id)
-            if self.platform.after_message_waits(scored, step):
-                await self._in_thread(self.platform.after_conversation_message, scored, step)
-            else:  # nothing, or a tip's case written to the local store: a thread would only add GIL waits
-                self.platform.after_conversation_message(scored, step)
+            scored = await self._stream(conversation_id, message.message(), account_id, group_id)
         return self._conversation_answer(scored, "conversation_message")
 
     # -- media ----------------------------------------------------------------------------------------------
@@ -227,18 +224,38 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
         count_verdict(endpoint, body.decision, body.labels)
         return body
 
-    async def _read_message(self, conversation_id: str, message: Message, account_id, group_id):
-        """A chat line on the event loop (one try at the store), anything longer or contended in a thread."""
+    async def _stream(
+        self, conversation_id: str, message: Message, account_id: str | None, group_id: str | None
+    ) -> ScoredConversation:
+        """Platform.conversation_message, with a chat line read and stored on the event loop by one try that
+        never waits; a longer text, a try that would wait, and the follow-up that may wait run in this
+        worker's thread (the follow-up of a message read there, in the same call)."""
+        platform = self.platform
         read = functools.partial(
-            self.platform.read_conversation_message, conversation_id, message, account_id, group_id
+            platform.read_conversation_message, conversation_id, message, account_id, group_id
         )
+        prepared = None
         norm = normalize(message.text) if len(message.text) <= self.inline_chars else None
         if norm is not None and len(norm.text) <= self.inline_chars:
             try:
-                return read(normalized=norm, attempts=1)
-            except Contended:
-                pass  # another worker wrote this conversation meanwhile: the retries pause, so not here
-        return await self._in_thread(functools.partial(read, normalized=norm))
+                scored, step = read(normalized=norm, wait=False)
+            except Contended as e:  # another writer (thread or worker) holds the lock or won the swap
+                prepared = e.prepared
+            else:
+                purge = platform.conversations.purge_due()  # decided once: the follow-up gets the same answer
+                if not platform.after_message_waits(scored, step, purge):
+                    platform.after_conversation_message(scored, step, purge)  # nothing, or a tip's local case
+                    return scored
+                with anyio.CancelScope(shield=True):  # the message is stored: its follow-up must happen
+                    await self._in_thread(platform.after_conversation_message, scored, step, purge)
+                return scored
+
+        def read_and_follow_up() -> ScoredConversation:
+            scored, step = read(normalized=norm, prepared=prepared)
+            platform.after_conversation_message(scored, step)
+            return scored
+
+        return await self._in_thread(read_and_follow_up)
 
     async def _in_thread(self, func, *args):
         """Run blocking work in this worker's one thread for it (anyio's default pool also serves the probes)."""

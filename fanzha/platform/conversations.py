@@ -8,30 +8,35 @@ A conversation's row holds a ConversationState (the recent context window, runni
 fixed-size summary, so a message costs the same however long its conversation has grown. The ids of its
 last SEEN_IDS messages are kept: a repeated one is refused with Conflict (HTTP 409), never scored twice.
 A conversation idle for FANZHA_CONVERSATION_IDLE_S starts afresh with its next message (`restarted`); its
-row and ids are deleted once it has been idle twice that long.
+row and ids are deleted once it has been idle twice that long (purge_now_and_then, which the caller runs
+after a message: Platform.conversation_message does).
 
 The model runs outside any transaction (two workers never hold the database's write lock through
 inference): the state is read, the message is scored, and the new state is written only if nobody wrote the
 conversation meanwhile (compare-and-swap on its message count); otherwise the message is scored again on the
 newer state. If that keeps happening (ATTEMPTS times, with a growing random pause), the message is
-refused with Busy (HTTP 503): nothing was stored, and the client sends it again.
+refused with Contended, a Busy (HTTP 503): nothing was stored, and the client sends it again. A caller on an
+event loop asks for one try that never waits (`wait=False`) and retries in a thread on Contended.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from fanzha.models.conversation import ConversationScorer, ConversationState, Message
+from fanzha.models.conversation import ConversationScorer, ConversationState, Message, MessageReading
 from fanzha.models.errors import Busy, Conflict, InputError
 from fanzha.models.normalize import Normalized, normalize
 from fanzha.models.settings import settings
 from fanzha.models.verdict import ConversationVerdict, MessageVerdict
 
-from .database import Database
+from .database import Database, WriteBusy
+
+log = logging.getLogger("fanzha.platform.conversations")
 
 MAX_ID_CHARS = 256
 ATTEMPTS = 8  # compare-and-swap retries when several messages of one conversation arrive at once
@@ -44,7 +49,12 @@ class DuplicateMessage(Conflict):
 
 
 class Contended(Busy):
-    """Another writer advanced the conversation first, every attempt: nothing was stored (HTTP 503)."""
+    """Another writer advanced the conversation first, every attempt, or (not waiting) held the write lock:
+    nothing was stored (HTTP 503). `prepared`: the message's reading, for a caller that tries again."""
+
+    def __init__(self, message: str, prepared: tuple[Normalized, MessageReading] | None = None) -> None:
+        super().__init__(message)
+        self.prepared = prepared
 
 
 @dataclass
@@ -74,12 +84,15 @@ class ConversationBook:
         account_id: str | None = None,
         group_id: str | None = None,
         *,
-        attempts: int = ATTEMPTS,
+        wait: bool = True,
         normalized: Normalized | None = None,
+        prepared: tuple[Normalized, MessageReading] | None = None,
     ) -> Step:
-        """Score one more message of a conversation and store its new state (`attempts`: compare-and-swaps
-        before Contended; `normalized`: the message's text already normalised by the caller). The store's
-        periodic purge is the caller's (purge_now_and_then): a caller on an event loop runs it elsewhere."""
+        """Score one more message of a conversation and store its new state. `wait=False` (a caller on an event
+        loop): one try that never waits, Contended when another writer wins the swap or holds the write lock;
+        else up to ATTEMPTS tries with growing pauses. `normalized` (normalize(message.text)) or `prepared`
+        (that and the encoder's reading, from an earlier Contended) spare the work. The store's periodic
+        purge is the caller's (purge_now_and_then)."""
         if not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= MAX_ID_CHARS:
             raise InputError(f"conversation_id must be 1–{MAX_ID_CHARS} characters")
         if message.id is not None and len(message.id) > MAX_ID_CHARS:
@@ -88,7 +101,7 @@ class ConversationBook:
             if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):  # ids are names: nothing unprintable
                 raise InputError(f"{name} must not contain control characters")
         scorer.text_check(message.text)
-        prepared = None
+        attempts = ATTEMPTS if wait else 1
         for attempt in range(attempts):
             if attempt:
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # let the other writer finish
@@ -108,11 +121,18 @@ class ConversationBook:
                 prepared = (norm, scorer.reader.read([norm.text])[0])
             state, verdict = scorer.step(state, message, prepared=prepared)
             tipped = state.trigger_index == verdict.index
-            if self._store(conversation_id, row, expired, before, state, message, account_id, group_id, now):
+            try:
+                stored_now = self._store(
+                    conversation_id, row, expired, before, state, message, account_id, group_id, now, wait
+                )
+            except WriteBusy as e:
+                raise Contended(f"conversation {conversation_id!r} not stored: {e}", prepared) from None
+            if stored_now:
                 return Step(scorer.verdict(state), verdict, tipped, restarted=expired, state=state)
         raise Contended(
             f"conversation {conversation_id!r} received other messages while this one was scored, {attempts} "
-            "times over; it was not stored: send it again"
+            "times over; it was not stored: send it again",
+            prepared,
         )
 
     def _refuse_duplicate(self, cur, conversation_id: str, message_id: str) -> None:
@@ -121,7 +141,7 @@ class ConversationBook:
             raise _duplicate(conversation_id, message_id, seen.idx)
 
     def _store(
-        self, conversation_id, row, expired, before, state, message, account_id, group_id, now
+        self, conversation_id, row, expired, before, state, message, account_id, group_id, now, wait=True
     ) -> bool:
         """Write the new state if the conversation still has `before` messages; False when another writer won."""
         values = {  # bound as p_<column>: a key named like a column would add it to an UPDATE's SET clause
@@ -136,7 +156,7 @@ class ConversationBook:
         }
         sql = self._sql
         try:
-            with self.db.driver(write=True) as cur:
+            with self.db.driver(write=True, wait=wait) as cur:
                 if row is None:
                     cur.execute(sql.insert, values)
                 else:
@@ -182,15 +202,19 @@ class ConversationBook:
             return conn.execute(sa.delete(c).where(c.c.updated_at < cutoff)).rowcount
 
     def purge_due(self) -> bool:
+        """Whether purge_now_and_then would purge now."""
         return self.clock() - self._last_purge >= PURGE_EVERY_S
 
     def purge_now_and_then(self) -> None:
-        """purge() at most every PURGE_EVERY_S (after a message is stored: its own expiry is then reported to it
-        as a restart, not deleted under it)."""
+        """purge() at most every PURGE_EVERY_S, run after a message is stored (its own expiry is then reported to
+        it as a restart, not deleted under it); a failure is logged, never raised (the message is stored)."""
         now = self.clock()
         if now - self._last_purge >= PURGE_EVERY_S:
             self._last_purge = now
-            self.purge(now)
+            try:
+                self.purge(now)
+            except Exception:
+                log.exception("idle conversations not purged")
 
 
 class _Lost(Exception):

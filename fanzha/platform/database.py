@@ -39,6 +39,10 @@ from fanzha.models.settings import settings
 log = logging.getLogger("fanzha.database")
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# a write that must not wait (on an event loop) still waits this long for another process's write: theirs take
+# a fraction of a millisecond, and refusing at once sent so many messages to a thread that the streamed
+# message's CPU and p99 were no better than with BentoML's thread hop (bench/conversation.py, two workers)
+NO_WAIT_BUSY_TIMEOUT_MS = 5
 # PostgreSQL: one advisory-lock key per kind of serialised work (the numbers only need to be stable)
 PG_LOCKS = {"migrate": 0x66616E01, "ingest": 0x66616E02}
 
@@ -462,6 +466,24 @@ SCHEMA_VERSION = sa.Table(
 )
 
 
+class WriteBusy(RuntimeError):
+    """A write that was asked not to wait found another writer holding the database's write lock."""
+
+
+def _begin_immediate(cursor, wait: bool, dbapi) -> None:
+    """BEGIN IMMEDIATE; not waiting, SQLite's busy handler gives up after NO_WAIT_BUSY_TIMEOUT_MS (WriteBusy)."""
+    if wait:
+        cursor.execute("BEGIN IMMEDIATE")
+        return
+    cursor.execute(f"PRAGMA busy_timeout={NO_WAIT_BUSY_TIMEOUT_MS}")
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+    except dbapi.OperationalError as e:
+        raise WriteBusy(f"another process is writing: {e}") from None
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+
+
 class Database:
     """An engine, its migrated schema, and transactions that serialise writers the right way per backend."""
 
@@ -469,6 +491,8 @@ class Database:
         self.url = database_url(url)
         self.engine = create_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # a file the workers share (an in-memory SQLite database is one connection for every thread)
+        self.is_sqlite_file = self.is_sqlite and self.engine.url.database not in (None, "", ":memory:")
         # one writer at a time inside this process: threads queue on a lock instead of spinning in SQLite's
         # busy handler (which sleeps up to 100 ms a try); other processes still wait through busy_timeout
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -503,15 +527,21 @@ class Database:
         with self.engine.connect() as conn, conn.begin(), _nul_is_input():
             yield conn
 
+    def write_lock_free(self) -> bool:
+        """Whether no thread of this process holds the write lock now (a hint: it may be taken a moment later)."""
+        return self._write_lock is None or not self._write_lock.locked()
+
     @contextmanager
-    def driver(self, write: bool = False) -> Iterator[DriverCursor]:
+    def driver(self, write: bool = False, wait: bool = True) -> Iterator[DriverCursor]:
         """A transaction on the driver's own connection (sqlite3, psycopg), for a hot path's few statements
         (`Compiled`): SQLAlchemy's per-statement work (events, result objects, commit hooks) cost a streamed
         message ten times what SQLite does. The same serialisation as `write` (BEGIN IMMEDIATE and the process
-        lock on SQLite) and the same errors: the driver's are raised as SQLAlchemy's (IntegrityError, …)."""
+        lock on SQLite) and the same errors: the driver's are raised as SQLAlchemy's (IntegrityError, …).
+        `wait=False` (a write on an event loop): WriteBusy at once when another thread holds the process lock, and
+        after NO_WAIT_BUSY_TIMEOUT_MS when another process holds SQLite's."""
         lock = self._write_lock if write else None
-        if lock is not None:
-            lock.acquire()
+        if lock is not None and not lock.acquire(blocking=wait):
+            raise WriteBusy("another thread of this process is writing")
         try:
             with _nul_is_input(), _as_sqlalchemy_errors(self.engine.dialect.loaded_dbapi):
                 raw = self.engine.raw_connection()
@@ -519,7 +549,7 @@ class Database:
                     cursor = raw.cursor()
                     try:
                         if self.is_sqlite and write:  # a lone read needs no transaction in WAL mode
-                            cursor.execute("BEGIN IMMEDIATE")
+                            _begin_immediate(cursor, wait, self.engine.dialect.loaded_dbapi)
                         yield DriverCursor(cursor)
                         raw.commit()
                     except BaseException:

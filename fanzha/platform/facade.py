@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fanzha.models.conversation import Message
+from fanzha.models.conversation import Message, MessageReading
 from fanzha.models.errors import Conflict, InputError, SettingsError
 from fanzha.models.normalize import Normalized
 from fanzha.models.settings import settings
@@ -35,7 +35,7 @@ from fanzha.models.verdict import ConversationVerdict, MessageVerdict, Verdict
 
 from .actions import ActionBook
 from .audit import Audit
-from .conversations import ATTEMPTS, ConversationBook, Step
+from .conversations import ConversationBook, Step
 from .database import Database
 from .reports import InvalidTransition, NewReport, ReportBook
 from .review import (
@@ -333,20 +333,22 @@ class Platform:
         account_id: str | None = None,
         group_id: str | None = None,
         *,
-        attempts: int = ATTEMPTS,
+        wait: bool = True,
         normalized: Normalized | None = None,
+        prepared: tuple[Normalized, MessageReading] | None = None,
     ) -> tuple[ScoredConversation, Step]:
         """conversation_message's first half: score the message in its conversation and store the new state (the
-        encoder, one read, one write; Contended when another writer won `attempts` times). The service runs it on
-        its event loop; after_conversation_message, which may wait on other work, must follow it."""
+        encoder, one read, one write). `wait=False`, for the service's event loop: one try that never waits
+        (Contended otherwise, carrying the reading for the retry). after_conversation_message must follow."""
         step = self.conversations.advance(
             conversation_id,
             message,
             self.detector.conversations,
             account_id,
             group_id,
-            attempts=attempts,
+            wait=wait,
             normalized=normalized,
+            prepared=prepared,
         )
         ref = ItemRef(id=conversation_id, account_id=account_id, group_id=group_id, source="conversation")
         scored = ScoredConversation(
@@ -354,24 +356,31 @@ class Platform:
         )
         return scored, step
 
-    def after_conversation_message(self, scored: ScoredConversation, step: Step) -> None:
-        """conversation_message's second half: a tipping message feeds its account's and group's risk and opens a
-        case (filled into `scored`); and now and then the store's idle conversations are purged."""
+    def after_conversation_message(self, scored: ScoredConversation, step: Step, purge: bool = True) -> None:
+        """conversation_message's second half: a tipping message feeds the risk of the account and group this
+        request names and opens a case (both filled into `scored`); with `purge`, the store's idle conversations
+        are purged when due."""
         if step.tipped:
             scored.alerts = self._track_conversation(step.verdict, scored.ref, step.message.id)
             scored.case_id = self._keep_conversation(
                 scored, self.detector.conversations.transcript(step.state)
             )
-        self.conversations.purge_now_and_then()
+        if purge:
+            self.conversations.purge_now_and_then()
 
-    def after_message_waits(self, scored: ScoredConversation, step: Step) -> bool:
-        """Whether after_conversation_message may wait on something (a caller on an event loop then runs it in a
-        thread): the store's purge; for a tipping message, the risk state (locks, pruning, alert webhooks) when
-        the chat names an account or group, and the review queue's hourly purge. Otherwise it is a few local
-        writes, or nothing."""
-        if self.conversations.purge_due():
+    def after_message_waits(self, scored: ScoredConversation, step: Step, purge: bool) -> bool:
+        """Whether after_conversation_message(…, purge) may wait (a caller on an event loop then runs it in a
+        thread): a purge; a tip that names an account or group (the risk state's locks and pruning); any tip on
+        a database other than a SQLite file, or while another thread holds the write lock, or when the review
+        queue's hourly purge is due. What is left is nothing, or a tip's case written to the local file."""
+        if purge:
             return True
-        return step.tipped and (scored.ref.tracked or self.review.purge_due())
+        if not step.tipped:
+            return False
+        db = self.database
+        return (
+            scored.ref.tracked or not db.is_sqlite_file or not db.write_lock_free() or self.review.purge_due()
+        )
 
     def _track_conversation(
         self, verdict: ConversationVerdict, ref: ItemRef, message_id: str | None

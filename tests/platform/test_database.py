@@ -82,3 +82,40 @@ def test_a_value_written_into_the_statement_is_bound_too(db) -> None:
             cur.execute(sql["remember"], {"cid": "c1", "mid": f"m{i}", "idx": i})
     with db.driver() as cur:
         assert cur.execute(count, {"cid": "c1"}).cursor.fetchone()[0] == 2
+
+
+def test_a_write_that_must_not_wait_says_so_and_leaves_nothing(tmp_path) -> None:
+    """driver(write=True, wait=False), for an event loop: WriteBusy at once while another thread of this process
+    or another process holds SQLite's write lock, and the database's busy timeout stays as it was."""
+    import sqlite3
+    import time
+
+    from fanzha.platform.database import SQLITE_BUSY_TIMEOUT_S, WriteBusy
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    db = Database(url)
+    sql = statements(db)
+    with db.write():  # this process's lock, held by "another thread"
+        t0 = time.perf_counter()
+        with pytest.raises(WriteBusy, match="this process"):
+            with db.driver(write=True, wait=False) as cur:
+                cur.execute(sql["remember"], {"cid": "c", "mid": "m1", "idx": 0})
+        assert time.perf_counter() - t0 < 1.0
+    other = sqlite3.connect(tmp_path / "f.db", isolation_level=None)  # another worker, mid-write
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(WriteBusy, match="another process"):
+        with db.driver(write=True, wait=False) as cur:
+            cur.execute(sql["remember"], {"cid": "c", "mid": "m1", "idx": 0})
+    other.execute("ROLLBACK")
+    with db.driver(write=True, wait=False) as cur:  # free again: it writes
+        cur.execute(sql["remember"], {"cid": "c", "mid": "m1", "idx": 0})
+    with db.driver() as cur:
+        assert cur.execute(sql["seen"], {"cid": "c"}).first().message_id == "m1"
+    raw = db.engine.raw_connection()
+    try:
+        timeout = raw.cursor().execute("PRAGMA busy_timeout").fetchone()[0]
+    finally:
+        raw.close()
+    assert timeout == SQLITE_BUSY_TIMEOUT_S * 1000
+    other.close()
+    db.close()

@@ -149,21 +149,32 @@ def stream(client, conversation_id: str, messages: list[dict], **ids) -> list[di
 
 def test_chat_lines_are_scored_on_the_event_loop_and_the_rest_in_a_thread(client, hand_offs) -> None:
     """A line up to inline_chars (normalised) is read on the worker's event loop; a longer one, or one that grows
-    past it when normalised (U+FDFA is 18 characters in NFKC), goes to a thread; so does what a tip sets off in the risk
-    state."""
+    past it when normalised (U+FDFA is 18 characters in NFKC), is read and followed up in a thread."""
     instance, names = hand_offs
     n = instance.inline_chars
-    assert n == 128  # the default on SQLite
+    assert n == 128  # the default on a SQLite file
     texts = ["周末去图书馆吗", "图" * n, "书" * (n + 1), "\ufdfa" * 8]
     stream(
         client, "live-length", [{"sender": "班长", "text": t, "id": f"len-{i}"} for i, t in enumerate(texts)]
     )
-    assert names == ["read_conversation_message"] * 2  # the n + 1 line and the one that grew
-    names.clear()
-    answers = stream(client, "live-tip", SEED_CHAT)  # a tip naming nobody: its case is a local write
-    assert names == [] and sum(a["alert"] is not None for a in answers) == 1
+    assert names == ["read_and_follow_up"] * 2  # the n + 1 line and the one that grew
+
+
+def test_a_tip_follows_up_inline_only_when_nothing_can_wait(client, hand_offs, monkeypatch) -> None:
+    instance, names = hand_offs
+    answers = stream(
+        client, "live-tip", SEED_CHAT
+    )  # a tip naming nobody: its case, a write to the local file
+    (tip,) = [a for a in answers if a["alert"] is not None]
+    assert names == [] and tip["alert"]["case_id"] is not None  # the case was written, on the loop
     answers = stream(client, "live-tip-tracked", SEED_CHAT, account_id="acc-tip")  # risk state: may wait
     assert names == ["after_conversation_message"] and sum(a["alert"] is not None for a in answers) == 1
+    names.clear()
+    monkeypatch.setattr(
+        instance.platform.conversations, "purge_due", lambda: True
+    )  # the store's purge is due
+    stream(client, "live-purge", SEED_CHAT[:1])
+    assert names == ["after_conversation_message"]
 
 
 def test_both_paths_answer_alike(client, hand_offs, monkeypatch) -> None:
@@ -173,7 +184,7 @@ def test_both_paths_answer_alike(client, hand_offs, monkeypatch) -> None:
         instance, "inline_chars", 0
     )  # FANZHA_STREAM_INLINE_CHARS=0: every message in a thread
     threaded = stream(client, "live-threaded", SEED_CHAT)
-    assert names.count("read_conversation_message") == len(SEED_CHAT)
+    assert names == ["read_and_follow_up"] * len(SEED_CHAT)
     verdict = (
         "fraud_score",
         "scores",
@@ -186,23 +197,22 @@ def test_both_paths_answer_alike(client, hand_offs, monkeypatch) -> None:
     )
     assert [{k: a[k] for k in verdict} for a in inline] == [{k: a[k] for k in verdict} for a in threaded]
     assert [a["alert"] is None for a in inline] == [a["alert"] is None for a in threaded]
+    assert [(a["alert"] or {}).get("case_id") is None for a in inline] == [
+        (a["alert"] or {}).get("case_id") is None for a in threaded
+    ]
 
 
-def test_a_lost_compare_and_swap_on_the_loop_is_retried_in_a_thread(client, hand_offs, monkeypatch) -> None:
-    from fanzha.platform import Contended
-    from fanzha.platform.conversations import ATTEMPTS
+def test_a_write_that_would_wait_goes_to_the_thread_with_its_reading(client, hand_offs, monkeypatch) -> None:
+    """Another thread of the worker holds the write lock: the loop's try does not wait for it, and the thread's
+    retry reuses the message's encoder reading."""
+    import threading
 
     instance, names = hand_offs
-    real = instance.platform.read_conversation_message
-    tries = []
-
-    def another_writer_wins_once(*args, attempts=ATTEMPTS, **kwargs):
-        tries.append(attempts)
-        if len(tries) == 1:
-            raise Contended("another worker wrote it first")
-        return real(*args, attempts=attempts, **kwargs)
-
-    monkeypatch.setattr(instance.platform, "read_conversation_message", another_writer_wins_once)
-    (answer,) = stream(client, "live-contended", [{"sender": "a", "text": "几点集合", "id": "c-1"}])
-    assert answer["message_count"] == 1 and names == ["another_writer_wins_once"]  # the retry, in a thread
-    assert tries == [1, ATTEMPTS]  # one try on the loop, then the store's retries (with pauses) off it
+    reader = instance.detector.conversations.reader
+    reads, real_read = [], reader.read
+    monkeypatch.setattr(reader, "read", lambda texts: reads.append(texts) or real_read(texts))
+    lock = instance.platform.database._write_lock
+    lock.acquire()
+    threading.Timer(0.3, lock.release).start()  # a writer that finishes a little later
+    (answer,) = stream(client, "live-locked", [{"sender": "a", "text": "几点集合", "id": "w-1"}])
+    assert answer["message_count"] == 1 and names == ["read_and_follow_up"] and len(reads) == 1

@@ -33,3 +33,18 @@ def test_setup_errors_stay_server_errors() -> None:
     assert http_error(errors.DatabaseError("down")) is None
     with pytest.raises(errors.DatabaseError), http_errors():
         raise errors.DatabaseError("down")
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/clusters", {"limit": True}),
+        ("/alerts", {"after_id": True}),
+        ("/clusters", {"min_accounts": 2.5}),
+        ("/alerts", {"limit": "10"}),
+    ],
+)
+def test_a_count_must_be_a_json_integer(client, path, body) -> None:
+    """true is not 1 and "10" is not 10: pydantic's lax mode would take them, the schema says integer."""
+    r = client.post(path, json=body)
+    assert r.status_code == 400, r.text
