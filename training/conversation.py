@@ -740,7 +740,7 @@ def main(args: ConversationArguments) -> Path:
         key: {"f1": m["f1"], "hard_negatives_flagged": m["hard_benign_flagged"] or 0.0}
         for key, (*_, m) in candidates.items()
     }
-    c, hidden = choose(figures, args.tie)  # among exact equals the first tried: the smaller C, then width
+    c, hidden = choose(figures, args.tie)  # among exact equals the first tried, in --c_grid then width order
     head, funnel, dev_scored, choice, review, choice_m = candidates[c, hidden]
     dev_m = conversation_metrics(dev.records, dev_scored.final, review)
     block = max(review, tune_block_threshold(choice.final, choice.split.is_scam))

@@ -56,8 +56,9 @@ def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
 
 
 def choose(figures: dict[K, dict[str, float]], tie: float = 0.001) -> K:
-    """The dev F1 leader; among those within `tie` of it, the one flagging the fewest hard negatives (among exact
-    equals, the first given). Also the conversation head's rule (fanzha.training.conversation)."""
+    """The dev F1 leader; among those within `tie` of it, the one flagging the fewest hard negatives, then the
+    higher F1 (among exact equals, the first given). Also the conversation head's rule
+    (fanzha.training.conversation)."""
     if not figures:
         raise ValueError("no candidates to choose from")
     top = max(f["f1"] for f in figures.values())
