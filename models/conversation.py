@@ -349,6 +349,13 @@ class ConversationScorer:
         stages, labels, local = self.head.read(features)
         return Reading(stages, labels, local, *self.reader.probabilities(features))
 
+    def prepare(self, text: str, normalized: Normalized | None = None) -> tuple[Normalized, MessageReading]:
+        """One message's normalised text (`normalized`, when the caller has it) and encoder reading: what `step`
+        takes as `prepared`, so that a caller who scores it again on a newer state reads it only once."""
+        norm = normalize(text) if normalized is None else normalized
+        (encoded,) = self.reader.read([norm.text])
+        return norm, encoded
+
     # -- the fold -----------------------------------------------------------------------------------------------
     def step(
         self,
@@ -364,11 +371,7 @@ class ConversationScorer:
             if state.last_ts is not None and message.ts < state.last_ts:
                 state.warnings = [*state.warnings, out_of_order(index, message.ts, state.last_ts)][-5:]
             state.last_ts = message.ts if state.last_ts is None else max(state.last_ts, message.ts)
-        if prepared is None:
-            norm = normalize(message.text)
-            (encoded,) = self.reader.read([norm.text])
-        else:
-            norm, encoded = prepared
+        norm, encoded = prepared or self.prepare(message.text)
         reading = self.read(self.reader.next_row(state, message.sender, encoded))
         funnel_row = update_funnel(state.funnel, reading)
         score = self.head.conversation_score(funnel_row)

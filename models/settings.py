@@ -92,8 +92,8 @@ class Settings:
     # conversations streamed message by message (POST /conversation_message)
     conversation_idle_s: float = 86400.0  # FANZHA_CONVERSATION_IDLE_S: a conversation this idle starts afresh
     # FANZHA_STREAM_INLINE_CHARS: a streamed message up to this long (normalised) is scored on the worker's event
-    # loop, a longer one in a thread; unset: 128 on SQLite, 0 (every one in a thread) on another database, whose
-    # round trips would hold the loop
+    # loop, a longer one in a thread; unset: 128 on a SQLite file, 0 (every one in a thread) on another database,
+    # whose round trips would hold the loop
     stream_inline_chars: int | None = None
     # training and evaluation
     corpora: str | None = None  # FANZHA_CORPORA: the external corpora directory

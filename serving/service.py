@@ -64,8 +64,8 @@ MAX_SYNC_VIDEO_SECONDS = SETTINGS.max_sync_video_seconds  # longer: use the task
 MAX_BATCH_SIZE, MAX_LATENCY_MS = 64, SETTINGS.max_latency_ms
 # a streamed chat line (up to this many characters once normalised: one or two encoder windows, a few ms) is scored
 # on the worker's event loop: handing it to BentoML's thread and back cost a fifth of the endpoint's throughput at
-# 8 clients (bench/conversation.py). Anything that may wait goes to a thread: a longer text, a lost
-# compare-and-swap, what a tipping message sets off, the store's purge. FANZHA_STREAM_INLINE_CHARS overrides it.
+# 8 clients (bench/conversation.py). Anything that may wait goes to a thread: a longer text, a write that would
+# wait, a tip's risk-state work, the purges (Platform.after_message_waits). FANZHA_STREAM_INLINE_CHARS overrides it.
 INLINE_MESSAGE_CHARS = 128
 
 _LIMITS = (

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from fanzha.models.conversation import ConversationScorer, ConversationState, Message, MessageReading
 from fanzha.models.errors import Busy, Conflict, InputError
-from fanzha.models.normalize import Normalized, normalize
+from fanzha.models.normalize import Normalized
 from fanzha.models.settings import settings
 from fanzha.models.verdict import ConversationVerdict, MessageVerdict
 
@@ -117,8 +117,7 @@ class ConversationBook:
             state = stored or ConversationState()
             before = state.count
             if prepared is None:  # the encoder reads the message once, however many attempts it takes
-                norm = normalized or normalize(message.text)
-                prepared = (norm, scorer.reader.read([norm.text])[0])
+                prepared = scorer.prepare(message.text, normalized)
             state, verdict = scorer.step(state, message, prepared=prepared)
             tipped = state.trigger_index == verdict.index
             try:
