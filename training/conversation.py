@@ -41,6 +41,7 @@ from fanzha.models.conversation import (
     HEAD_FILE,
     STAGES,
     ContextReader,
+    ConversationHead,
     ConversationState,
     Message,
     Reading,
@@ -49,6 +50,7 @@ from fanzha.models.conversation import (
     update_funnel,
 )
 from fanzha.models.detector import Detector
+from fanzha.models.errors import ModelError
 from fanzha.models.labels import LABELS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
@@ -132,6 +134,20 @@ class ConversationArguments:
             "help": "where C and the thresholds are chosen: 'dev+train' (dev and the held-out train readings), "
             "'dev', or 'auto': dev alone when the encoder's training summary records a behaviour loss (it learned "
             "the train chats' stages, so their readings are not held out from it), else dev+train"
+        },
+    )
+    replace: str = field(
+        default="if_better",
+        metadata={
+            "help": "when the output directory already holds a head on this encoder: 'if_better' writes the new "
+            "head there only if training.select's rule prefers it on dev (both read through the runtime, each at "
+            "its own thresholds; the one there wins a tie), else into --candidate_dir; 'always' replaces it"
+        },
+    )
+    candidate_dir: str = field(
+        default="runs/conversation-candidate",
+        metadata={
+            "help": "where a head that does not replace the one in the output directory goes, with its report"
         },
     )
     threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = all cores)"})
@@ -671,6 +687,42 @@ def _fmt(v) -> str:
 # ------------------------------------------------------------------------------------------------------ main
 
 
+def compare_on_dev(
+    encoder: TextClassifier, new: Path, existing: Path, dev: list[dict], tie: float
+) -> dict | None:
+    """The new head and the one it would replace, on dev through the runtime at each one's own review threshold,
+    and which training.select's rule keeps ("existing" on an exact tie: a refit must do better to replace).
+    None when there is nothing to compare with: no head there, or one fit on another encoder."""
+    try:
+        ConversationHead(existing, encoder)  # missing, unreadable, or bound to another encoder: ModelError
+    except ModelError:
+        return None
+    figures = {}
+    for name, head in (("existing", existing), ("new", new)):
+        detector = Detector(encoder, conversation_head=head)
+        scores = np.array(
+            [
+                detector.classify_conversation(
+                    [Message(m["sender"], m["text"]) for m in r["messages"]]
+                ).fraud_score
+                for r in tqdm(dev, desc=f"dev, {name} head", unit="conv", mininterval=5)
+            ]
+        )
+        figures[name] = conversation_metrics(dev, scores, detector.conversations.head.thresholds["review"])
+    kept = choose(
+        {
+            k: {"f1": m["f1"], "hard_negatives_flagged": m["hard_benign_flagged"] or 0.0}
+            for k, m in figures.items()
+        },
+        tie,
+    )
+    return {**figures, "kept": kept}
+
+
+def _dev_words(m: dict) -> str:
+    return f"F1 {m['f1']}, hard benign flagged {m['hard_benign_flagged']}"
+
+
 def choice_set(choose_on: str, model_dir: Path, corpus: str) -> tuple[str, str]:
     """('dev' or 'dev+train', why). The train chats' readings are held out from the head, but not from an
     encoder whose behaviour loss learned their messages' stages: read by it they look easier than new chats
@@ -746,11 +798,15 @@ def main(args: ConversationArguments) -> Path:
     block = max(review, tune_block_threshold(choice.final, choice.split.is_scam))
     log.info("chosen C=%g, %d ReLU units, review %.2f, block %.2f; dev %s", c, hidden, review, block, dev_m)
 
-    # 4–5. write, then evaluate test through the runtime
+    # 4–5. write (beside the head it would replace, which stays unless the new one is preferred on dev), then
+    #      evaluate test through the runtime: a head that is not kept is written aside and test is not read for it
     version = args.version or f"fanzha-conv-{dt.date.today():%Y%m%d}"
+    if args.replace not in ("if_better", "always"):
+        raise SystemExit(f"--replace must be if_better or always, got {args.replace!r}")
     path = out_dir / HEAD_FILE
+    new_path = path.with_name(f".{HEAD_FILE}.new")
     write_head(
-        path,
+        new_path,
         head,
         funnel,
         {
@@ -763,6 +819,25 @@ def main(args: ConversationArguments) -> Path:
         },
     )
     fit_seconds = time.time() - started
+    incumbent = (
+        None if args.replace == "always" else compare_on_dev(encoder, new_path, path, dev.records, args.tie)
+    )
+    if incumbent and incumbent["kept"] == "existing":
+        out_dir = Path(args.candidate_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        new_path.replace(out_dir / HEAD_FILE)
+        path = out_dir / HEAD_FILE
+        log.warning(
+            "the head already in %s does as well or better on dev by training.select's rule (%s against this fit's "
+            "%s): kept; "
+            "this fit is in %s (test not read), pass --replace always to write it there anyway",
+            args.output_dir or args.model_dir,
+            _dev_words(incumbent["existing"]),
+            _dev_words(incumbent["new"]),
+            out_dir,
+        )
+    else:
+        new_path.replace(path)
     report = {
         "version": version,
         "encoder_version": encoder.version,
@@ -776,7 +851,10 @@ def main(args: ConversationArguments) -> Path:
         "choice_set": {"name": chosen_on, "why": why, **choice_m},
         "targets": TARGETS,
     }
-    if splits["test"].records:
+    if incumbent:
+        report["compared_with_existing"] = incumbent
+    kept = not incumbent or incumbent["kept"] == "new"
+    if splits["test"].records and kept:
         detector = Detector(encoder, conversation_head=path)  # the runtime path, on the head just written
         report["test"] = runtime_evaluation(detector, splits["test"].records, review)
     # the corpus defaults to an absolute path inside the package: keep the report free of this machine's layout
@@ -786,7 +864,7 @@ def main(args: ConversationArguments) -> Path:
     if "test" in report:  # the model card beside the model: what it is, how it was made, how well it does
         (out_dir / CARD).write_text(model_card(report), encoding="utf-8")
     if args.report:
-        report_path = Path(args.report)
+        report_path = Path(args.report) if kept else out_dir / Path(args.report).name
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         if "test" in report:

@@ -286,3 +286,54 @@ def test_the_relu_fit_balances_classes_as_the_linear_fit_does() -> None:
     )
     assert np.allclose(w[:90, 0], negative) and np.allclose(w[93:, 0], positive)
     assert np.allclose(w[90:93, 0], 3.0 * positive)
+
+
+def _head_thresholds(path) -> dict:
+    return json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["fanzha.thresholds"])
+
+
+def test_a_refit_replaces_the_head_there_only_if_dev_prefers_it(
+    tiny_conversation_model, tiny_conversations, tmp_path
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.onnx", "tokenizer.json", HEAD_FILE):
+        shutil.copy(tiny_conversation_model / name, model / name)
+    before = (model / HEAD_FILE).read_bytes()
+    args = conversation.ConversationArguments(
+        model_dir=str(model),
+        corpus=str(tiny_conversations),
+        cache_dir="",
+        c_grid="1",
+        hidden_grid="0,4",
+        folds=2,
+        threads=1,
+        report=str(tmp_path / "reports" / "report.json"),
+        candidate_dir=str(tmp_path / "candidate"),
+    )
+    # the fit the head there came from, again: an exact tie on dev, so the head there stays and test is not read
+    conversation.main(args)
+    assert (model / HEAD_FILE).read_bytes() == before
+    aside = json.loads((tmp_path / "candidate" / "report.json").read_text(encoding="utf-8"))
+    compared = aside["compared_with_existing"]
+    assert compared["kept"] == "existing" and compared["new"]["f1"] == compared["existing"]["f1"]
+    assert "test" not in aside and (tmp_path / "candidate" / HEAD_FILE).is_file()
+    assert not (tmp_path / "reports").exists() and not list(model.glob(".*"))
+
+    # a head there that flags no chat (review 1) does worse on dev: the refit replaces it
+    worse = onnx.load(str(model / HEAD_FILE))
+    for p in worse.metadata_props:
+        if p.key == "fanzha.thresholds":
+            p.value = json.dumps({**json.loads(p.value), "review": 1.0, "block": 1.0})
+    onnx.save(worse, str(model / HEAD_FILE))
+    conversation.main(args)
+    report = json.loads((tmp_path / "reports" / "report.json").read_text(encoding="utf-8"))
+    assert report["compared_with_existing"]["kept"] == "new"
+    assert report["compared_with_existing"]["existing"]["f1"] == 0.0 and "test" in report
+    assert _head_thresholds(model / HEAD_FILE)["review"] < 1.0
+
+    # --replace always writes without comparing
+    conversation.main(dataclasses.replace(args, replace="always", report=str(tmp_path / "always.json")))
+    assert "compared_with_existing" not in json.loads((tmp_path / "always.json").read_text(encoding="utf-8"))
