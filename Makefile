@@ -54,7 +54,7 @@ evaluate: $(VENV)/.dev
 	$(PY) -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 card: $(VENV)/.dev
 	$(PY) -m fanzha.training.model_card --model_dir models/default --metrics reports/metrics.json --bench reports/bench_text.json
-## conversation: the conversation model beside the text model (a head on its encoder, no torch; ~16 min on 2 cores)
+## conversation: the conversation model beside the text model (a head on its encoder, no torch; ~25 min on 2 cores); kept out, in runs/conversation-candidate, when the head there does as well or better on dev
 conversation: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.conversation_corpus > /dev/null
 	$(PY) -m fanzha.training.conversation --model_dir models/default --c_grid 0.1,0.3

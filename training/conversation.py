@@ -14,8 +14,10 @@ figures cannot move. The steps:
 3. fit the funnel on those held-out readings (so it learns how far to trust an unseen author's reading);
 4. choose the regularisation, the ReLU layer's width and the review and block thresholds on dev plus the held-out train readings
    (more authors than dev's two), or on dev alone when the encoder has learned the train chats (choice_set);
-5. write conversation.onnx beside the text model, then score test through the Detector (the runtime path)
-   next to two baselines on the same conversations: each message alone, and the transcript as one text.
+5. write conversation.onnx beside the text model, unless the head already there does as well or better on dev by
+   training.select's rule (then into --candidate_dir, test unread; --replace always skips the comparison), then
+   score test through the Detector (the runtime path) next to two baselines on the same conversations: each
+   message alone, and the transcript as one text.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -687,15 +690,70 @@ def _fmt(v) -> str:
 # ------------------------------------------------------------------------------------------------------ main
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def place_head(
+    new: Path,
+    out_dir: Path,
+    candidate_dir: Path,
+    encoder: TextClassifier,
+    dev: list[dict],
+    replace: str,
+    tie: float,
+) -> tuple[Path, dict | None]:
+    """Move the head just written (`new`) over the one in `out_dir`, unless that one does as well or better on dev
+    (`replace` "if_better"): then into `candidate_dir`. Returns where it went and the comparison (None when there
+    was nothing to compare). `new` never stays behind, whatever fails."""
+    target = out_dir / HEAD_FILE
+    try:
+        compared = None if replace == "always" else compare_on_dev(encoder, new, target, dev, tie)
+        if compared and compared["kept"] == "existing":
+            candidate_dir.mkdir(parents=True, exist_ok=True)
+            log.warning(
+                "the head already in %s does as well or better on dev by training.select's rule (%s; this fit: %s): "
+                "kept; this fit goes to %s (test not read); --replace always writes it there anyway",
+                out_dir,
+                _dev_words(compared["existing"]),
+                _dev_words(compared["new"]),
+                candidate_dir,
+            )
+            target = candidate_dir / HEAD_FILE
+        elif compared:
+            log.info(
+                "this fit replaces the head in %s: better on dev (%s; the head there: %s)",
+                out_dir,
+                _dev_words(compared["new"]),
+                _dev_words(compared["existing"]),
+            )
+        shutil.move(new, target)  # across filesystems too
+    finally:
+        new.unlink(missing_ok=True)
+    return target, compared
+
+
 def compare_on_dev(
     encoder: TextClassifier, new: Path, existing: Path, dev: list[dict], tie: float
 ) -> dict | None:
     """The new head and the one it would replace, on dev through the runtime at each one's own review threshold,
     and which training.select's rule keeps ("existing" on an exact tie: a refit must do better to replace).
     None when there is nothing to compare with: no head there, or one fit on another encoder."""
+    if not existing.exists():
+        return None
     try:
-        ConversationHead(existing, encoder)  # missing, unreadable, or bound to another encoder: ModelError
-    except ModelError:
+        there = ConversationHead(existing, encoder)  # unreadable, or bound to another encoder: ModelError
+    except ModelError as e:
+        log.info("the head in %s is not compared (%s): replaced", existing, e)
+        return None
+    # versions are names (two exports on one day can share one): the encoder's bytes decide where recorded
+    recorded = there.session.get_modelmeta().custom_metadata_map.get("fanzha.encoder_sha256")
+    if recorded and recorded != file_sha256(encoder.path):
+        log.info("the head in %s was fit on another encoder file of the same version: replaced", existing)
         return None
     figures = {}
     for name, head in (("existing", existing), ("new", new)):
@@ -745,6 +803,12 @@ def main(args: ConversationArguments) -> Path:
     started = time.time()
     model_dir = Path(args.model_dir)
     out_dir = Path(args.output_dir) if args.output_dir else model_dir
+    if args.replace not in ("if_better", "always"):
+        raise SystemExit(f"--replace must be if_better or always, got {args.replace!r}")
+    if args.replace == "if_better" and Path(args.candidate_dir).resolve() == out_dir.resolve():
+        raise SystemExit(
+            "--candidate_dir must not be the output directory: a refit that loses would replace the winner"
+        )
     encoder = TextClassifier.load(model_dir, threads=args.threads or None)
     reader = ContextReader(encoder)
     cache = Path(args.cache_dir) if args.cache_dir else None
@@ -801,10 +865,7 @@ def main(args: ConversationArguments) -> Path:
     # 4–5. write (beside the head it would replace, which stays unless the new one is preferred on dev), then
     #      evaluate test through the runtime: a head that is not kept is written aside and test is not read for it
     version = args.version or f"fanzha-conv-{dt.date.today():%Y%m%d}"
-    if args.replace not in ("if_better", "always"):
-        raise SystemExit(f"--replace must be if_better or always, got {args.replace!r}")
-    path = out_dir / HEAD_FILE
-    new_path = path.with_name(f".{HEAD_FILE}.new")
+    new_path = out_dir / f".{HEAD_FILE}.new"
     write_head(
         new_path,
         head,
@@ -812,6 +873,7 @@ def main(args: ConversationArguments) -> Path:
         {
             "fanzha.version": version,
             "fanzha.encoder_version": encoder.version,
+            "fanzha.encoder_sha256": file_sha256(encoder.path),
             "fanzha.context": CONTEXT_LAYOUT,
             "fanzha.thresholds": json.dumps({"review": review, "block": block, **dict.fromkeys(LABELS, 0.5)}),
             "fanzha.regularisation": str(c),
@@ -819,25 +881,10 @@ def main(args: ConversationArguments) -> Path:
         },
     )
     fit_seconds = time.time() - started
-    incumbent = (
-        None if args.replace == "always" else compare_on_dev(encoder, new_path, path, dev.records, args.tie)
+    path, incumbent = place_head(
+        new_path, out_dir, Path(args.candidate_dir), encoder, dev.records, args.replace, args.tie
     )
-    if incumbent and incumbent["kept"] == "existing":
-        out_dir = Path(args.candidate_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        new_path.replace(out_dir / HEAD_FILE)
-        path = out_dir / HEAD_FILE
-        log.warning(
-            "the head already in %s does as well or better on dev by training.select's rule (%s against this fit's "
-            "%s): kept; "
-            "this fit is in %s (test not read), pass --replace always to write it there anyway",
-            args.output_dir or args.model_dir,
-            _dev_words(incumbent["existing"]),
-            _dev_words(incumbent["new"]),
-            out_dir,
-        )
-    else:
-        new_path.replace(path)
+    kept = not incumbent or incumbent["kept"] == "new"
     report = {
         "version": version,
         "encoder_version": encoder.version,
@@ -853,7 +900,6 @@ def main(args: ConversationArguments) -> Path:
     }
     if incumbent:
         report["compared_with_existing"] = incumbent
-    kept = not incumbent or incumbent["kept"] == "new"
     if splits["test"].records and kept:
         detector = Detector(encoder, conversation_head=path)  # the runtime path, on the head just written
         report["test"] = runtime_evaluation(detector, splits["test"].records, review)
@@ -863,8 +909,9 @@ def main(args: ConversationArguments) -> Path:
     report["args"] = {**dataclasses.asdict(args), "corpus": str(shown)}
     if "test" in report:  # the model card beside the model: what it is, how it was made, how well it does
         (out_dir / CARD).write_text(model_card(report), encoding="utf-8")
-    if args.report:
-        report_path = Path(args.report) if kept else out_dir / Path(args.report).name
+    if args.report or not kept:  # a head set aside always has its report beside it
+        name = Path(args.report).name if args.report else Path(ConversationArguments.report).name
+        report_path = Path(args.report) if kept else path.with_name(name)
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         if "test" in report:

@@ -334,6 +334,73 @@ def test_a_refit_replaces_the_head_there_only_if_dev_prefers_it(
     assert report["compared_with_existing"]["existing"]["f1"] == 0.0 and "test" in report
     assert _head_thresholds(model / HEAD_FILE)["review"] < 1.0
 
-    # --replace always writes without comparing
-    conversation.main(dataclasses.replace(args, replace="always", report=str(tmp_path / "always.json")))
+    # --replace always writes over a head that would have won (the refit just written: a tie keeps the head there)
+    worse = onnx.load(str(model / HEAD_FILE))
+    for p in worse.metadata_props:
+        if p.key == "fanzha.version":
+            p.value = "the-head-there"
+    onnx.save(worse, str(model / HEAD_FILE))
+    conversation.main(
+        dataclasses.replace(args, replace="always", version="the-refit", report=str(tmp_path / "always.json"))
+    )
     assert "compared_with_existing" not in json.loads((tmp_path / "always.json").read_text(encoding="utf-8"))
+    meta = {p.key: p.value for p in onnx.load(str(model / HEAD_FILE)).metadata_props}
+    assert meta["fanzha.version"] == "the-refit" and len(meta["fanzha.encoder_sha256"]) == 64
+
+    # the candidate directory may not be the output directory
+    with pytest.raises(SystemExit, match="candidate_dir"):
+        conversation.main(dataclasses.replace(args, candidate_dir=str(model)))
+
+
+def test_a_failed_comparison_leaves_the_head_there_and_no_temporary_file(
+    tiny_conversation_model, tiny_conversations, tmp_path, monkeypatch
+) -> None:
+    import shutil
+
+    for name in ("model.onnx", "tokenizer.json", HEAD_FILE):
+        shutil.copy(tiny_conversation_model / name, tmp_path / name)
+    before = (tmp_path / HEAD_FILE).read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conversation, "compare_on_dev", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        conversation.main(
+            conversation.ConversationArguments(
+                model_dir=str(tmp_path),
+                corpus=str(tiny_conversations),
+                cache_dir="",
+                c_grid="1",
+                hidden_grid="0",
+                folds=2,
+                threads=1,
+                report=None,
+                candidate_dir=str(tmp_path / "candidate"),
+            )
+        )
+    assert (tmp_path / HEAD_FILE).read_bytes() == before
+    assert not list(tmp_path.glob(".*")) and not (tmp_path / "candidate").exists()
+
+
+def test_a_head_fit_on_another_encoder_file_of_the_same_version_is_not_compared(
+    tiny_conversation_model, tiny_conversations, tmp_path
+) -> None:
+    encoder = TextClassifier.load(tiny_conversation_model, threads=1)
+    head = onnx.load(str(tiny_conversation_model / HEAD_FILE))
+    for p in head.metadata_props:
+        if p.key == "fanzha.encoder_sha256":
+            p.value = "0" * 64
+    onnx.save(head, str(tmp_path / HEAD_FILE))
+    dev = [r for r in conversation.load_conversations(str(tiny_conversations)) if r["split"] == "dev"]
+    assert (
+        conversation.compare_on_dev(
+            encoder, tiny_conversation_model / HEAD_FILE, tmp_path / HEAD_FILE, dev, 0.001
+        )
+        is None
+    )
+    # the same file's hash: compared
+    compared = conversation.compare_on_dev(
+        encoder, tiny_conversation_model / HEAD_FILE, tiny_conversation_model / HEAD_FILE, dev, 0.001
+    )
+    assert compared["kept"] == "existing" and compared["new"] == compared["existing"]
