@@ -229,16 +229,14 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
     ) -> ScoredConversation:
         """Platform.conversation_message, with a chat line read and stored on the event loop by one try that
         never waits; a longer text, a try that would wait, and the follow-up that may wait run in this
-        worker's thread (the follow-up of a message read there, in the same call)."""
+        worker's thread (a message read there: Platform.conversation_message whole)."""
         platform = self.platform
-        read = functools.partial(
-            platform.read_conversation_message, conversation_id, message, account_id, group_id
-        )
+        args = (conversation_id, message, account_id, group_id)
         prepared = None
         norm = normalize(message.text) if len(message.text) <= self.inline_chars else None
         if norm is not None and len(norm.text) <= self.inline_chars:
             try:
-                scored, step = read(normalized=norm, wait=False)
+                scored, step = platform.read_conversation_message(*args, normalized=norm, wait=False)
             except Contended as e:  # another writer (thread or worker) holds the lock or won the swap
                 prepared = e.prepared
             else:
@@ -249,19 +247,15 @@ class Fanzha(PlatformEndpoints):  # + account/group risk, alerts and fraud repor
                 with anyio.CancelScope(shield=True):  # the message is stored: its follow-up must happen
                     await self._in_thread(platform.after_conversation_message, scored, step, purge)
                 return scored
+        return await self._in_thread(platform.conversation_message, *args, normalized=norm, prepared=prepared)
 
-        def read_and_follow_up() -> ScoredConversation:
-            scored, step = read(normalized=norm, prepared=prepared)
-            platform.after_conversation_message(scored, step)
-            return scored
-
-        return await self._in_thread(read_and_follow_up)
-
-    async def _in_thread(self, func, *args):
+    async def _in_thread(self, func, *args, **kwargs):
         """Run blocking work in this worker's one thread for it (anyio's default pool also serves the probes)."""
         if self._stream_threads is None:
             self._stream_threads = anyio.CapacityLimiter(1)
-        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._stream_threads)
+        return await anyio.to_thread.run_sync(
+            functools.partial(func, *args, **kwargs), limiter=self._stream_threads
+        )
 
     def _texts(self, items: list[TextItem], endpoint: str) -> list[VerdictBody]:
         refs = [ItemRef(**item.model_dump(exclude={"text"})) for item in items]

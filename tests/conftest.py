@@ -153,19 +153,24 @@ def fit_conversation_head(text_model: Path, out: Path, corpus: Path, summary: di
         shutil.copy(text_model / name, out / name)
     if summary is not None:
         (out / "training_summary.json").write_text(json.dumps(summary))
-    conversation.main(
-        conversation.ConversationArguments(
-            model_dir=str(out),
-            corpus=str(corpus),
-            cache_dir="",
-            c_grid="1",
-            hidden_grid="0,4",  # the linear head and a small ReLU layer: both paths, quickly
-            folds=2,
-            threads=1,
-            report=str(out / "report.json"),
-        )
-    )
+    conversation.main(tiny_conversation_args(out, corpus, report=str(out / "report.json")))
     return out
+
+
+def tiny_conversation_args(model_dir: Path, corpus: Path, **overrides):
+    """The conversation trainer's arguments for the tiny model and corpus (fast settings), with `overrides`."""
+    from fanzha.training import conversation
+
+    settings = {
+        "model_dir": str(model_dir),
+        "corpus": str(corpus),
+        "cache_dir": "",
+        "c_grid": "1",
+        "hidden_grid": "0,4",  # the linear head and a small ReLU layer: both paths, quickly
+        "folds": 2,
+        "threads": 1,
+    }
+    return conversation.ConversationArguments(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -556,6 +556,7 @@ def main(args: AdaptArguments) -> Path:
         ),
     )
     chosen = ((best["hidden"], best["l2"]), best["traffic_weight"])
+    chosen_words = {"hidden": chosen[0][0], "l2": chosen[0][1], "traffic_weight": chosen[1]}
     log.info("head search: %s → %s", search, chosen)
     final, review = fit_checked(chosen[1], chosen[0], ~held, heads[chosen])
     head = final[ALL_AUTHORS]
@@ -583,9 +584,7 @@ def main(args: AdaptArguments) -> Path:
         "fanzha.adapt": json.dumps(
             {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output",)}, ensure_ascii=False
         ),
-        "fanzha.adapt_head": json.dumps(
-            {"hidden": chosen[0][0], "l2": chosen[0][1], "traffic_weight": chosen[1]}
-        ),
+        "fanzha.adapt_head": json.dumps(chosen_words),
         "fanzha.adapted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -606,7 +605,7 @@ def main(args: AdaptArguments) -> Path:
         len(texts),
         time.time() - started,
         search,
-        {"hidden": chosen[0][0], "l2": chosen[0][1], "traffic_weight": chosen[1]},
+        chosen_words,
     )
     (out / "adapt_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "ADAPT_REPORT.md").write_text(render(report), encoding="utf-8")

@@ -57,6 +57,7 @@ from fanzha.models.errors import ModelError
 from fanzha.models.labels import LABELS
 from fanzha.models.normalize import normalize
 from fanzha.models.text import DEFAULT_MODEL_DIR, TextClassifier
+from fanzha.models.verdict import ConversationVerdict
 
 from .adapt import fit_residual_head
 from .graph import Head as GraphHead
@@ -537,13 +538,18 @@ def write_head(path: Path, head: Head, funnel: tuple[np.ndarray, float], metadat
     onnx.save(model, str(path))
 
 
+def runtime_verdicts(detector: Detector, records: list[dict], desc: str) -> list[ConversationVerdict]:
+    """Each conversation's verdict through the Detector, as the service gives it."""
+    return [
+        detector.classify_conversation([Message(m["sender"], m["text"]) for m in r["messages"]])
+        for r in tqdm(records, desc=desc, unit="conv", mininterval=5)
+    ]
+
+
 def runtime_evaluation(detector: Detector, records: list[dict], review: float) -> dict:
     """Test through the Detector exactly as the service runs it, with the two baselines on the same chats."""
     t0 = time.perf_counter()
-    verdicts = [
-        detector.classify_conversation([Message(m["sender"], m["text"]) for m in r["messages"]])
-        for r in tqdm(records, desc="test conversations", unit="conv", mininterval=5)
-    ]
+    verdicts = runtime_verdicts(detector, records, "test conversations")
     seconds = time.perf_counter() - t0
     scores = np.array([v.fraud_score for v in verdicts])
     triggers = [v.trigger_index for v in verdicts]
@@ -758,14 +764,7 @@ def compare_on_dev(
     figures = {}
     for name, head in (("existing", existing), ("new", new)):
         detector = Detector(encoder, conversation_head=head)
-        scores = np.array(
-            [
-                detector.classify_conversation(
-                    [Message(m["sender"], m["text"]) for m in r["messages"]]
-                ).fraud_score
-                for r in tqdm(dev, desc=f"dev, {name} head", unit="conv", mininterval=5)
-            ]
-        )
+        scores = np.array([v.fraud_score for v in runtime_verdicts(detector, dev, f"dev, {name} head")])
         figures[name] = conversation_metrics(dev, scores, detector.conversations.head.thresholds["review"])
     kept = choose(
         {

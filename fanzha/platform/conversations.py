@@ -207,9 +207,8 @@ class ConversationBook:
     def purge_now_and_then(self) -> None:
         """purge() at most every PURGE_EVERY_S, run after a message is stored (its own expiry is then reported to
         it as a restart, not deleted under it); a failure is logged, never raised (the message is stored)."""
-        now = self.clock()
-        if now - self._last_purge >= PURGE_EVERY_S:
-            self._last_purge = now
+        if self.purge_due():
+            now = self._last_purge = self.clock()
             try:
                 self.purge(now)
             except Exception:

@@ -319,10 +319,16 @@ class Platform:
         message: Message,
         account_id: str | None = None,
         group_id: str | None = None,
+        *,
+        normalized: Normalized | None = None,
+        prepared: tuple[Normalized, MessageReading] | None = None,
     ) -> ScoredConversation:
         """One more message of a streamed conversation: the conversation's verdict after it. The message that
-        tips the conversation carries the alert, feeds the account's and group's risk, and opens a case."""
-        scored, step = self.read_conversation_message(conversation_id, message, account_id, group_id)
+        tips the conversation carries the alert, feeds the account's and group's risk, and opens a case.
+        `normalized` / `prepared`: work already done on the message (read_conversation_message says which)."""
+        scored, step = self.read_conversation_message(
+            conversation_id, message, account_id, group_id, normalized=normalized, prepared=prepared
+        )
         self.after_conversation_message(scored, step)
         return scored
 

@@ -157,7 +157,7 @@ def test_chat_lines_are_scored_on_the_event_loop_and_the_rest_in_a_thread(client
     stream(
         client, "live-length", [{"sender": "班长", "text": t, "id": f"len-{i}"} for i, t in enumerate(texts)]
     )
-    assert names == ["read_and_follow_up"] * 2  # the n + 1 line and the one that grew
+    assert names == ["conversation_message"] * 2  # the n + 1 line and the one that grew
 
 
 def test_a_tip_follows_up_inline_only_when_nothing_can_wait(client, hand_offs, monkeypatch) -> None:
@@ -184,7 +184,7 @@ def test_both_paths_answer_alike(client, hand_offs, monkeypatch) -> None:
         instance, "inline_chars", 0
     )  # FANZHA_STREAM_INLINE_CHARS=0: every message in a thread
     threaded = stream(client, "live-threaded", SEED_CHAT)
-    assert names == ["read_and_follow_up"] * len(SEED_CHAT)
+    assert names == ["conversation_message"] * len(SEED_CHAT)
     verdict = (
         "fraud_score",
         "scores",
@@ -215,4 +215,4 @@ def test_a_write_that_would_wait_goes_to_the_thread_with_its_reading(client, han
     lock.acquire()
     threading.Timer(0.3, lock.release).start()  # a writer that finishes a little later
     (answer,) = stream(client, "live-locked", [{"sender": "a", "text": "几点集合", "id": "w-1"}])
-    assert answer["message_count"] == 1 and names == ["read_and_follow_up"] and len(reads) == 1
+    assert answer["message_count"] == 1 and names == ["conversation_message"] and len(reads) == 1

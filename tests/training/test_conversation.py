@@ -21,6 +21,8 @@ from fanzha.models.conversation import (
 from fanzha.models.labels import LABELS
 from fanzha.training import conversation
 
+from ..conftest import tiny_conversation_args
+
 
 def test_main_writes_a_head_bound_to_its_encoder(tiny_conversation_model) -> None:
     model = onnx.load(str(tiny_conversation_model / HEAD_FILE))
@@ -302,14 +304,9 @@ def test_a_refit_replaces_the_head_there_only_if_dev_prefers_it(
     for name in ("model.onnx", "tokenizer.json", HEAD_FILE):
         shutil.copy(tiny_conversation_model / name, model / name)
     before = (model / HEAD_FILE).read_bytes()
-    args = conversation.ConversationArguments(
-        model_dir=str(model),
-        corpus=str(tiny_conversations),
-        cache_dir="",
-        c_grid="1",
-        hidden_grid="0,4",
-        folds=2,
-        threads=1,
+    args = tiny_conversation_args(
+        model,
+        tiny_conversations,
         report=str(tmp_path / "reports" / "report.json"),
         candidate_dir=str(tmp_path / "candidate"),
     )
@@ -367,14 +364,10 @@ def test_a_failed_comparison_leaves_the_head_there_and_no_temporary_file(
     monkeypatch.setattr(conversation, "compare_on_dev", interrupted)
     with pytest.raises(KeyboardInterrupt):
         conversation.main(
-            conversation.ConversationArguments(
-                model_dir=str(tmp_path),
-                corpus=str(tiny_conversations),
-                cache_dir="",
-                c_grid="1",
+            tiny_conversation_args(
+                tmp_path,
+                tiny_conversations,
                 hidden_grid="0",
-                folds=2,
-                threads=1,
                 report=None,
                 candidate_dir=str(tmp_path / "candidate"),
             )
