@@ -76,6 +76,13 @@ class TrainArguments:
             "help": "chance that a training example also appears inside benign context (a lure in a long post)"
         },
     )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "batch examples of similar length together (sorted within shuffled groups of 64 batches, the "
+            "batches then shuffled): a random batch pads to its longest example, which cost 3.6x the tokens here"
+        },
+    )
     patience: int = field(default=2, metadata={"help": "epochs without dev improvement before stopping"})
     max_pos_weight: float = field(
         default=4.0, metadata={"help": "cap of the per-output positive class weight"}
@@ -119,6 +126,23 @@ class TrainArguments:
             "added to the train split only, never to dev/test"
         },
     )
+
+
+def batch_order(
+    lengths: list[int], batch_size: int, rng: random.Random, group_by_length: bool, group: int = 64
+) -> list[list[int]]:
+    """The epoch's batches as index lists, every index once. Grouped by length: each run of `group` batches (in
+    the already-shuffled order) is sorted by length before it is cut, so a batch pads little, and the batches are
+    then shuffled, so no epoch walks from short to long."""
+    idx = list(range(len(lengths)))
+    if not group_by_length:
+        return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    batches = []
+    for start in range(0, len(idx), batch_size * group):
+        chunk = sorted(idx[start : start + batch_size * group], key=lengths.__getitem__)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def in_context(text: str, benign: list[str], rng: random.Random) -> str:
@@ -282,10 +306,11 @@ def main(argv: list[str] | None = None) -> Path:
         )
         stages = np.array([s for _, _, s in examples], dtype=np.int64)
         losses = []
-        bar = tqdm(range(0, len(texts), args.batch_size), desc=f"epoch {epoch}/{args.epochs}", mininterval=10)
-        for i in bar:
-            sl = slice(i, i + args.batch_size)
-            batch = {k: v.to(device) for k, v in encode_batch(tokenizer, texts[sl], args.max_length).items()}
+        batches = batch_order([len(t) for t in texts], args.batch_size, rng, args.group_by_length)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", mininterval=10)
+        for sl in bar:
+            batch_texts = [texts[i] for i in sl]
+            batch = {k: v.to(device) for k, v in encode_batch(tokenizer, batch_texts, args.max_length).items()}
             pooled = model.dropout(model.pool(**batch))
             weight = torch.from_numpy(has_label[sl]).to(device)
             per_row = loss_fn(model.head(pooled), torch.from_numpy(labels[sl]).to(device)).mean(dim=1)

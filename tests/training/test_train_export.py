@@ -70,6 +70,25 @@ def test_context_augmentation_keeps_the_message() -> None:
     assert "加群领皮肤先交激活费" in out and len(out) > len("加群领皮肤先交激活费")
 
 
+def test_length_grouped_batches_cover_every_example_once_and_pad_less() -> None:
+    import random
+
+    from fanzha.training.train import batch_order
+
+    rng = random.Random(3)
+    lengths = [rng.choice([8, 20, 120]) for _ in range(1000)]
+    grouped = batch_order(lengths, 32, random.Random(0), group_by_length=True, group=8)
+    plain = batch_order(lengths, 32, random.Random(0), group_by_length=False)
+    assert sorted(i for b in grouped for i in b) == list(range(1000))
+    assert all(0 < len(b) <= 32 for b in grouped) and len(grouped) == len(plain)
+    assert plain[0] == list(range(32))  # off: the shuffled order cut as it is
+    padded = {name: sum(max(lengths[i] for i in b) * len(b) for b in bs) for name, bs in [("g", grouped), ("p", plain)]}
+    assert padded["g"] < 0.6 * padded["p"]
+    # the batches are shuffled after sorting: an epoch does not walk from short to long
+    firsts = [max(lengths[i] for i in b) for b in grouped[:8]]
+    assert firsts != sorted(firsts)
+
+
 def test_training_resumes_from_the_last_epoch_checkpoint(
     tmp_path, tiny_base, tiny_corpus, monkeypatch
 ) -> None:
