@@ -42,7 +42,7 @@ lint: $(VENV)/.dev
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check
 
-## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card → conversation model), ~3 h on 2 cores, ~5 min on one GPU
+## model: rebuild the default model from scratch (base → fine-tune → export → report → bench → card → conversation model), ~1.5 h on 2 cores (the fine-tune 42 min), ~5 min on one GPU
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 train: $(VENV)/.dev

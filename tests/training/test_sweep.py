@@ -177,3 +177,23 @@ def test_sweep_exports_and_chooses_on_dev_without_evaluating(tiny_base, tiny_cor
     )
     assert result["selected"] == Path(figures["chosen"]).parent.name
     assert json.loads((root / "sweep.json").read_text())["selected"] == result["selected"]
+
+
+def test_every_committed_plan_is_one_the_trainer_accepts(tmp_path) -> None:
+    """A typo in a plan (an argument the trainer lacks, a base the plan does not name) fails here, not on a GPU."""
+    import pytest
+    from transformers import HfArgumentParser
+
+    plans = sorted((Path(__file__).parents[2] / "training" / "sweeps").glob("*.json"))
+    assert plans
+    for path in plans:
+        plan = json.loads(path.read_text())
+        ids = [run["id"] for run in plan["runs"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: run ids repeat"
+        for run in plan["runs"]:
+            train_cmd = sweep.commands(plan, run, tmp_path / run["id"], [], [])[0]
+            assert train_cmd[1:3] == ["-m", "fanzha.training.train"]
+            (parsed,) = HfArgumentParser(train.TrainArguments).parse_args_into_dataclasses(args=train_cmd[3:])
+            assert parsed.base_model == plan["base_models"][run["base"]]
+    with pytest.raises(ValueError, match="behavior_weight"):  # the check above can fail: an unknown flag is refused
+        HfArgumentParser(train.TrainArguments).parse_args_into_dataclasses(args=["--behavior_weight", "1"])
