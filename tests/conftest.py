@@ -23,9 +23,10 @@ BENIGN = "明天下午三点数学考试，大家记得带好文具，别迟到�
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
-    """60 records from the committed corpus, balanced over splits and fraud/benign."""
+    """60 records from the committed corpus, balanced over splits and fraud/benign. Drawn from authors a1–a50
+    only, so that a new authoring round does not change the fixture (and the tiny models trained on it)."""
     rng = random.Random(0)
-    records = load_corpus()
+    records = [r for r in load_corpus() if int(r["provenance"].rsplit(":a", 1)[1]) <= 50]
     picked = []
     for split, n in (("train", 16), ("dev", 7), ("test", 7)):
         for fraud in (True, False):

@@ -422,7 +422,7 @@ def render(
         ]
         lines += ["", *external_precision(metrics, previous)]
         if adapted:
-            lines += ["", *adapted_precision(adapted)]
+            lines += ["", *adapted_precision(adapted, metrics.get("model_version"))]
     else:
         lines.append("Not present on this machine: pass --corpora_dir or set FANZHA_CORPORA.")
     lines += [
@@ -473,14 +473,26 @@ def external_precision(metrics: dict, previous: dict | None) -> list[str]:
     return lines
 
 
-def adapted_precision(adapted: dict) -> list[str]:
+def adapted_precision(adapted: dict, model_version: str | None = None) -> list[str]:
     """The same policy after `fanzha adapt` (bench/adapt_external.py): each run adapted the model on half of
-    the named sets and is measured on the other half; the telecom fraud sets were never in its traffic."""
+    the named sets and is measured on the other half; the telecom fraud sets were never in its traffic. A run
+    that adapted another model than the report's says so: its "before" is that model's, not this one's."""
+    bases = sorted({r.get("adapted_from") for r in adapted.values() if r.get("adapted_from")})
+    stale = [b for b in bases if model_version and b != model_version]
     lines = [
         "### After `fanzha adapt` on part of the traffic",
         "",
         "Each run adapts the model on one half of the named sets (`python bench/adapt_external.py`) and is measured "
         "on the other half, which it never saw; the adapted models are not kept (the corpora's licences).",
+    ]
+    if bases:
+        lines.append(f"Adapted from: {', '.join(f'`{b}`' for b in bases)}.")
+    if stale:
+        lines.append(
+            f"**These runs adapted {', '.join(f'`{b}`' for b in stale)}, not this report's model (`{model_version}`): "
+            "their before and after columns are that model's.**"
+        )
+    lines += [
         "",
         "| adapted on | set (held-out half) | n | review+block before | after | block only before | after |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> Path:
         bar = tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", mininterval=10)
         for sl in bar:
             batch_texts = [texts[i] for i in sl]
-            batch = {k: v.to(device) for k, v in encode_batch(tokenizer, batch_texts, args.max_length).items()}
+            batch = {
+                k: v.to(device) for k, v in encode_batch(tokenizer, batch_texts, args.max_length).items()
+            }
             pooled = model.dropout(model.pool(**batch))
             weight = torch.from_numpy(has_label[sl]).to(device)
             per_row = loss_fn(model.head(pooled), torch.from_numpy(labels[sl]).to(device)).mean(dim=1)

@@ -195,5 +195,7 @@ def test_every_committed_plan_is_one_the_trainer_accepts(tmp_path) -> None:
             assert train_cmd[1:3] == ["-m", "fanzha.training.train"]
             (parsed,) = HfArgumentParser(train.TrainArguments).parse_args_into_dataclasses(args=train_cmd[3:])
             assert parsed.base_model == plan["base_models"][run["base"]]
-    with pytest.raises(ValueError, match="behavior_weight"):  # the check above can fail: an unknown flag is refused
+    with pytest.raises(
+        ValueError, match="behavior_weight"
+    ):  # the check above can fail: an unknown flag is refused
         HfArgumentParser(train.TrainArguments).parse_args_into_dataclasses(args=["--behavior_weight", "1"])

@@ -82,7 +82,10 @@ def test_length_grouped_batches_cover_every_example_once_and_pad_less() -> None:
     assert sorted(i for b in grouped for i in b) == list(range(1000))
     assert all(0 < len(b) <= 32 for b in grouped) and len(grouped) == len(plain)
     assert plain[0] == list(range(32))  # off: the shuffled order cut as it is
-    padded = {name: sum(max(lengths[i] for i in b) * len(b) for b in bs) for name, bs in [("g", grouped), ("p", plain)]}
+    padded = {
+        name: sum(max(lengths[i] for i in b) * len(b) for b in bs)
+        for name, bs in [("g", grouped), ("p", plain)]
+    }
     assert padded["g"] < 0.6 * padded["p"]
     # the batches are shuffled after sorting: an epoch does not walk from short to long
     firsts = [max(lengths[i] for i in b) for b in grouped[:8]]
