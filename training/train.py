@@ -308,18 +308,18 @@ def main(argv: list[str] | None = None) -> Path:
         losses = []
         batches = batch_order([len(t) for t in texts], args.batch_size, rng, args.group_by_length)
         bar = tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", mininterval=10)
-        for sl in bar:
-            batch_texts = [texts[i] for i in sl]
+        for rows in bar:
+            batch_texts = [texts[i] for i in rows]
             batch = {
                 k: v.to(device) for k, v in encode_batch(tokenizer, batch_texts, args.max_length).items()
             }
             pooled = model.dropout(model.pool(**batch))
-            weight = torch.from_numpy(has_label[sl]).to(device)
-            per_row = loss_fn(model.head(pooled), torch.from_numpy(labels[sl]).to(device)).mean(dim=1)
+            weight = torch.from_numpy(has_label[rows]).to(device)
+            per_row = loss_fn(model.head(pooled), torch.from_numpy(labels[rows]).to(device)).mean(dim=1)
             loss = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
-            if behaviour_head is not None and (stages[sl] != no_stage).any():
+            if behaviour_head is not None and (stages[rows] != no_stage).any():
                 loss = loss + args.behaviour_weight * torch.nn.functional.cross_entropy(
-                    behaviour_head(pooled), torch.from_numpy(stages[sl]).to(device), ignore_index=no_stage
+                    behaviour_head(pooled), torch.from_numpy(stages[rows]).to(device), ignore_index=no_stage
                 )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -5,6 +5,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
+from transformers import HfArgumentParser
 
 from fanzha.datasets.conversation_corpus import load_conversations
 from fanzha.datasets.corpus import load_corpus
@@ -181,9 +183,6 @@ def test_sweep_exports_and_chooses_on_dev_without_evaluating(tiny_base, tiny_cor
 
 def test_every_committed_plan_is_one_the_trainer_accepts(tmp_path) -> None:
     """A typo in a plan (an argument the trainer lacks, a base the plan does not name) fails here, not on a GPU."""
-    import pytest
-    from transformers import HfArgumentParser
-
     plans = sorted((Path(__file__).parents[2] / "training" / "sweeps").glob("*.json"))
     assert plans
     for path in plans:
@@ -195,7 +194,6 @@ def test_every_committed_plan_is_one_the_trainer_accepts(tmp_path) -> None:
             assert train_cmd[1:3] == ["-m", "fanzha.training.train"]
             (parsed,) = HfArgumentParser(train.TrainArguments).parse_args_into_dataclasses(args=train_cmd[3:])
             assert parsed.base_model == plan["base_models"][run["base"]]
-    with pytest.raises(
-        ValueError, match="behavior_weight"
-    ):  # the check above can fail: an unknown flag is refused
+    # the check above can fail: an unknown flag is refused
+    with pytest.raises(ValueError, match="behavior_weight"):
         HfArgumentParser(train.TrainArguments).parse_args_into_dataclasses(args=["--behavior_weight", "1"])
