@@ -47,7 +47,7 @@ python -m fanzha.training.train --base_model {base_model} --output_dir runs/mode
 python -m fanzha.training.export --model_dir runs/model --output_dir models/default
 python -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 ```
-{lineage}
+{lineage}{soup}
 Settings: {settings}. Class-weighted BCE (positive weights {pos_weight}), fresh evasion augmentation
 (`datasets/augment.py`) and benign-context augmentation every epoch, early stopping on dev.
 Best epoch {best_epoch} of {epochs_run}; training wall time {wall_min:.1f} min on {device}.
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> Path:
             "is in `reports/training_notes_*.md`).\n"
         ),
         train_args=_train_args(a),
+        soup=_soup_note(summary),
         device={"cpu": "2 CPU cores (no GPU)", "cuda": "one GPU (cuda)"}.get(
             summary.get("device", "cpu"), summary.get("device")
         ),
@@ -260,6 +261,26 @@ def main(argv: list[str] | None = None) -> Path:
     out = model_dir / "MODEL_CARD.md"
     out.write_text(card, encoding="utf-8")
     return out
+
+
+def _soup_note(summary: dict) -> str:
+    """What the weights are when `fanzha.training.soup` averaged several runs (empty for a single run)."""
+    soup = summary.get("soup")
+    if not soup:
+        return ""
+    rows = "\n".join(
+        f"| `{i['run']}` | {i['seed']} | {i['dev_score']:.4f} | {'yes' if i['in_soup'] else 'no'} |"
+        for i in soup["ingredients"]
+    )
+    runs = " ".join(i["run"] for i in soup["ingredients"])
+    return (
+        f"\nThe weights are the mean of several such runs, one per seed (`--seed`), averaged by "
+        f"`python -m fanzha.training.soup --model_dirs {runs} --recipe {soup['recipe']} --output_dir runs/model` "
+        "(greedy: best run first, each next one kept only if the averaged model's dev score does not fall). The "
+        "settings and epochs below are the first run's; the wall time is the kept runs' together.\n\n"
+        "| run | seed | dev score (fraud F1 + label macro-F1, halved) | in the soup |\n|---|---:|---:|---|\n"
+        f"{rows}\n"
+    )
 
 
 def _layers(summary: dict) -> int:

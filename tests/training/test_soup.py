@@ -1,0 +1,124 @@
+"""training/soup.py on the tiny run: the weights averaged, the greedy recipe's dev rule, the refusals."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fanzha.models.labels import OUTPUTS
+
+
+def variant(source: Path, out: Path, change) -> Path:
+    """A copy of the run at `source` whose weights `change(state)` edited in place (a stand-in for another seed)."""
+    from fanzha.training.model import FraudClassifier
+
+    model, tokenizer, config = FraudClassifier.load(source)
+    state = model.state_dict()
+    change(state)
+    model.load_state_dict(state)
+    model.save(out, tokenizer, extra=config)
+    shutil.copy(source / "training_summary.json", out / "training_summary.json")
+    return out
+
+
+def nudged(state: dict) -> None:
+    generator = torch.Generator().manual_seed(7)
+    for value in state.values():
+        if value.is_floating_point():
+            value += 0.01 * torch.randn(value.shape, generator=generator)
+
+
+def flagging_nothing(state: dict) -> None:
+    """Averaged with the original, the head reads nothing and says "benign" to everything."""
+    state["head.weight"] *= -1
+    state["head.bias"] -= 40.0
+
+
+def soup(model_dirs: list[Path], out: Path, corpus: Path, recipe: str) -> Path:
+    from fanzha.training import soup as soup_module
+
+    return soup_module.main(
+        [
+            "--model_dirs",
+            *map(str, model_dirs),
+            "--output_dir",
+            str(out),
+            "--corpus",
+            str(corpus),
+            "--recipe",
+            recipe,
+        ]
+    )
+
+
+def test_a_uniform_soup_is_the_mean_of_its_runs(tiny_trained, tiny_corpus, tmp_path) -> None:
+    from fanzha.training.model import FraudClassifier
+
+    other = variant(tiny_trained, tmp_path / "other", nudged)
+    out = soup([tiny_trained, other], tmp_path / "soup", tiny_corpus, "uniform")
+
+    a, b, mixed = (FraudClassifier.load(d)[0].state_dict() for d in (tiny_trained, other, out))
+    weight = "head.weight"
+    assert not torch.equal(a[weight], b[weight])
+    for key, value in mixed.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (a[key] + b[key]) / 2)
+    config = json.loads((out / "fanzha_classifier.json").read_text())
+    assert set(config["thresholds"]) == set(OUTPUTS)
+    assert config["soup"] == [str(tiny_trained), str(other)] or config["soup"] == [
+        str(other),
+        str(tiny_trained),
+    ]
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert [i["in_soup"] for i in summary["soup"]["ingredients"]] == [True, True]
+    assert summary["soup"]["recipe"] == "uniform"
+    assert summary["history"]  # what the model card reads is there
+
+
+def test_the_model_card_says_what_a_soup_is_made_of(tiny_trained, tiny_corpus, tmp_path) -> None:
+    from fanzha.training import model_card
+
+    other = variant(tiny_trained, tmp_path / "other", nudged)
+    out = soup([tiny_trained, other], tmp_path / "soup", tiny_corpus, "uniform")
+    note = model_card._soup_note(json.loads((out / "training_summary.json").read_text()))
+    assert f"--model_dirs {tiny_trained} {other} --recipe uniform" in note
+    assert note.count("| yes |") == 2
+    assert model_card._soup_note(json.loads((tiny_trained / "training_summary.json").read_text())) == ""
+
+
+def test_greedy_leaves_out_a_run_that_lowers_the_dev_score(tiny_trained, tiny_corpus, tmp_path) -> None:
+    from fanzha.training.model import FraudClassifier
+
+    bad = variant(tiny_trained, tmp_path / "bad", flagging_nothing)
+    out = soup([bad, tiny_trained], tmp_path / "soup", tiny_corpus, "greedy")
+
+    summary = json.loads((out / "training_summary.json").read_text())
+    scores = {Path(i["run"]).name: i["dev_score"] for i in summary["soup"]["ingredients"]}
+    assert scores[tiny_trained.name] > 0  # the premise: the tiny run learned something on dev
+    assert {Path(i["run"]).name: i["in_soup"] for i in summary["soup"]["ingredients"]} == {
+        tiny_trained.name: True,
+        "bad": False,
+    }
+    assert summary["best_dev_score"] == pytest.approx(scores[tiny_trained.name], abs=1e-4)
+    kept, original = FraudClassifier.load(out)[0], FraudClassifier.load(tiny_trained)[0]
+    assert np.allclose(kept.head.weight.detach().numpy(), original.head.weight.detach().numpy())
+
+
+def test_runs_that_cannot_be_averaged_are_refused(tiny_trained, tiny_corpus, tmp_path) -> None:
+    from fanzha.training.model import FraudClassifier
+
+    model, tokenizer, config = FraudClassifier.load(tiny_trained)
+    model.head = torch.nn.Linear(model.head.in_features, 3)  # another head: another architecture
+    model.save(tmp_path / "other-head", tokenizer, extra={**config, "outputs": ["a", "b", "c"]})
+    with pytest.raises(SystemExit, match="architecture"):
+        soup([tiny_trained, tmp_path / "other-head"], tmp_path / "soup", tiny_corpus, "uniform")
+    with pytest.raises(SystemExit, match="would be overwritten"):
+        soup([tiny_trained, tmp_path / "other-head"], tiny_trained, tiny_corpus, "uniform")
+    with pytest.raises(SystemExit, match="at least two"):
+        soup([tiny_trained], tmp_path / "soup", tiny_corpus, "uniform")
+    with pytest.raises(SystemExit, match="--recipe"):
+        soup([tiny_trained, tiny_trained], tmp_path / "soup", tiny_corpus, "mean")
+    assert not (tmp_path / "soup").exists()
