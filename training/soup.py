@@ -103,13 +103,12 @@ def main(argv: list[str] | None = None) -> Path:
     if out.resolve() in {Path(d).resolve() for d in args.model_dirs}:
         raise SystemExit(f"--output_dir {out} is one of the ingredients; it would be overwritten")
 
-    # 1. ingredients
-    models, configs, tokenizer_hashes, states = [], [], [], []
-    for d in args.model_dirs:
-        model, tokenizer, config = FraudClassifier.load(
-            d
-        )  # every run's tokenizer is the same (checked below)
-        models.append(model)
+    # 1. ingredients: their weights (every run's tokenizer is the same: checked below)
+    configs, tokenizer_hashes, states = [], [], []
+    for i, d in enumerate(args.model_dirs):
+        model, run_tokenizer, config = FraudClassifier.load(d)
+        if i == 0:  # the first run's model and tokenizer: the trial averages are loaded into it
+            soup, tokenizer = model, run_tokenizer
         configs.append(config)
         tokenizer_hashes.append(hashlib.sha256((Path(d) / "tokenizer.json").read_bytes()).hexdigest())
         states.append(state_of(model))
@@ -118,7 +117,6 @@ def main(argv: list[str] | None = None) -> Path:
     except SoupError as e:
         raise SystemExit(str(e)) from None
     max_length = int(configs[0].get("max_length", 128))
-    soup = models[0]  # the model the trial averages are loaded into
 
     # 2. each ingredient on dev
     dev = load_corpus(args.corpus, splits=["dev"])
