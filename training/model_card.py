@@ -268,18 +268,22 @@ def _soup_note(summary: dict) -> str:
     soup = summary.get("soup")
     if not soup:
         return ""
+
+    def differs(i: dict) -> str:
+        return ", ".join(f"`--{k} {v}`" for k, v in i["differs_in"].items()) or "(the first run)"
+
     rows = "\n".join(
-        f"| `{i['run']}` | {i['seed']} | {i['dev_score']:.4f} | {'yes' if i['in_soup'] else 'no'} |"
+        f"| `{i['run']}` | {differs(i)} | {i['dev_score']:.4f} | {'yes' if i['in_soup'] else 'no'} |"
         for i in soup["ingredients"]
     )
     runs = " ".join(i["run"] for i in soup["ingredients"])
     return (
-        f"\nThe weights are the mean of several such runs, one per seed (`--seed`), averaged by "
-        f"`python -m fanzha.training.soup --model_dirs {runs} --recipe {soup['recipe']} --output_dir runs/model` "
-        "(greedy: best run first, each next one kept only if the averaged model's dev score does not fall). The "
-        "settings and epochs below are the first run's; the wall time is the kept runs' together.\n\n"
-        "| run | seed | dev score (fraud F1 + label macro-F1, halved) | in the soup |\n|---|---:|---:|---|\n"
-        f"{rows}\n"
+        f"\nThe weights are the mean of the runs marked below, averaged by `python -m fanzha.training.soup "
+        f"--model_dirs {runs} --recipe {soup['recipe']}` (greedy: the best run on dev first, each next one kept "
+        "only if the averaged model's dev score does not fall). The settings and epochs below are the first run's; "
+        "the wall time is the kept runs' together.\n\n"
+        "| run | differs from the first run in | dev score (mean of fraud F1 and label macro-F1) | in the soup |\n"
+        f"|---|---|---:|---|\n{rows}\n"
     )
 
 

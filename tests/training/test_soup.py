@@ -4,7 +4,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -85,40 +84,75 @@ def test_the_model_card_says_what_a_soup_is_made_of(tiny_trained, tiny_corpus, t
     out = soup([tiny_trained, other], tmp_path / "soup", tiny_corpus, "uniform")
     note = model_card._soup_note(json.loads((out / "training_summary.json").read_text()))
     assert f"--model_dirs {tiny_trained} {other} --recipe uniform" in note
-    assert note.count("| yes |") == 2
+    assert note.count("| yes |") == 2 and "(the first run)" in note
     assert model_card._soup_note(json.loads((tiny_trained / "training_summary.json").read_text())) == ""
 
 
-def test_greedy_leaves_out_a_run_that_lowers_the_dev_score(tiny_trained, tiny_corpus, tmp_path) -> None:
-    from fanzha.training.model import FraudClassifier
-
-    bad = variant(tiny_trained, tmp_path / "bad", flagging_nothing)
-    out = soup([bad, tiny_trained], tmp_path / "soup", tiny_corpus, "greedy")
+def test_greedy_keeps_a_run_that_does_not_lower_the_dev_score(tiny_trained, tiny_corpus, tmp_path) -> None:
+    same = variant(tiny_trained, tmp_path / "same", lambda state: None)
+    out = soup([tiny_trained, same], tmp_path / "soup", tiny_corpus, "greedy")
 
     summary = json.loads((out / "training_summary.json").read_text())
-    scores = {Path(i["run"]).name: i["dev_score"] for i in summary["soup"]["ingredients"]}
-    assert scores[tiny_trained.name] > 0  # the premise: the tiny run learned something on dev
-    assert {Path(i["run"]).name: i["in_soup"] for i in summary["soup"]["ingredients"]} == {
-        tiny_trained.name: True,
-        "bad": False,
-    }
-    assert summary["best_dev_score"] == pytest.approx(scores[tiny_trained.name], abs=1e-4)
-    kept, original = FraudClassifier.load(out)[0], FraudClassifier.load(tiny_trained)[0]
-    assert np.allclose(kept.head.weight.detach().numpy(), original.head.weight.detach().numpy())
+    assert out == tmp_path / "soup"
+    assert [i["in_soup"] for i in summary["soup"]["ingredients"]] == [True, True]  # a tie keeps the run
+    assert summary["best_dev_score"] == pytest.approx(
+        summary["soup"]["ingredients"][0]["dev_score"], abs=1e-4
+    )
+
+
+def test_greedy_leaves_out_a_run_that_lowers_the_dev_score(
+    tiny_trained, tiny_corpus, tmp_path, caplog
+) -> None:
+    bad = variant(tiny_trained, tmp_path / "bad", flagging_nothing)
+    with caplog.at_level("INFO", logger="fanzha.soup"):
+        chosen = soup([bad, tiny_trained], tmp_path / "soup", tiny_corpus, "greedy")
+
+    # the premise: the tiny run learned something on dev (the trainer's own record of its dev score)
+    assert (
+        json.loads((tiny_trained / "fanzha_classifier.json").read_text())["dev_metrics_at_0.5"]["score"] > 0
+    )
+    assert chosen == tiny_trained  # the better run alone: nothing averaged, nothing written
+    assert not (tmp_path / "soup").exists()
+    assert "nothing averaged" in caplog.text
 
 
 def test_runs_that_cannot_be_averaged_are_refused(tiny_trained, tiny_corpus, tmp_path) -> None:
     from fanzha.training.model import FraudClassifier
 
     model, tokenizer, config = FraudClassifier.load(tiny_trained)
-    model.head = torch.nn.Linear(model.head.in_features, 3)  # another head: another architecture
+    model.head = torch.nn.Linear(model.head.in_features, 3)  # another head: another label set
     model.save(tmp_path / "other-head", tokenizer, extra={**config, "outputs": ["a", "b", "c"]})
-    with pytest.raises(SystemExit, match="architecture"):
+    shutil.copy(tiny_trained / "training_summary.json", tmp_path / "other-head")
+    with pytest.raises(SystemExit, match="has outputs"):
         soup([tiny_trained, tmp_path / "other-head"], tmp_path / "soup", tiny_corpus, "uniform")
     with pytest.raises(SystemExit, match="would be overwritten"):
         soup([tiny_trained, tmp_path / "other-head"], tiny_trained, tiny_corpus, "uniform")
     with pytest.raises(SystemExit, match="at least two"):
         soup([tiny_trained], tmp_path / "soup", tiny_corpus, "uniform")
+    with pytest.raises(SystemExit, match="weigh double"):
+        soup([tiny_trained, tmp_path / "other-head", tiny_trained], tmp_path / "soup", tiny_corpus, "uniform")
     with pytest.raises(SystemExit, match="--recipe"):
-        soup([tiny_trained, tiny_trained], tmp_path / "soup", tiny_corpus, "mean")
+        soup([tiny_trained, tmp_path / "other-head"], tmp_path / "soup", tiny_corpus, "mean")
+
+    other_tokenizer = variant(tiny_trained, tmp_path / "other-tokenizer", lambda state: None)
+    tokenizer_json = json.loads((other_tokenizer / "tokenizer.json").read_text())
+    tokenizer_json["normalizer"] = None
+    (other_tokenizer / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    with pytest.raises(SystemExit, match="another tokenizer"):
+        soup([tiny_trained, other_tokenizer], tmp_path / "soup", tiny_corpus, "uniform")
+    (other_tokenizer / "training_summary.json").unlink()
+    with pytest.raises(SystemExit, match="no training_summary.json"):
+        soup([tiny_trained, other_tokenizer], tmp_path / "soup", tiny_corpus, "uniform")
     assert not (tmp_path / "soup").exists()
+
+
+def test_weights_of_other_shapes_are_refused(tiny_trained) -> None:
+    from fanzha.training.model import FraudClassifier
+    from fanzha.training.soup import check_compatible, state_of
+
+    model, _, config = FraudClassifier.load(tiny_trained)
+    state = state_of(model)
+    wider = {**state, "head.weight": torch.zeros(state["head.weight"].shape[0], 7)}
+    check_compatible(["a", "b"], [state, dict(state)], [config, config], ["t", "t"])  # the same: accepted
+    with pytest.raises(SystemExit, match="does not have a's architecture"):
+        check_compatible(["a", "b"], [state, wider], [config, config], ["t", "t"])
