@@ -87,7 +87,19 @@ class TrainArguments:
     max_pos_weight: float = field(
         default=4.0, metadata={"help": "cap of the per-output positive class weight"}
     )
-    seed: int = field(default=13, metadata={"help": "random seed (data order, augmentation, init)"})
+    seed: int = field(
+        default=13,
+        metadata={
+            "help": "random seed (the new heads' first weights; data order, augmentation and dropout too, unless --data_seed)"
+        },
+    )
+    data_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "seed of the data order, the augmentation and dropout alone (default: --seed): runs that differ only in "
+            "it start from the same weights, so the mean of their weights is a model too (fanzha.training.soup)"
+        },
+    )
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "truncate the train split (quick runs, tests)"}
@@ -246,6 +258,8 @@ def main(argv: list[str] | None = None) -> Path:
     if behaviour_head is not None:
         model.add_module("behaviour_head", behaviour_head)
     model.to(device)
+    if args.data_seed is not None:  # the heads are drawn: from here on, torch's draws are dropout's
+        torch.manual_seed(args.data_seed)
     pos = y_train.sum(0)
     pos_weight = torch.tensor(
         np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, args.max_pos_weight), dtype=torch.float32
@@ -269,7 +283,7 @@ def main(argv: list[str] | None = None) -> Path:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
 
     # 3. train with early stopping on dev
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.data_seed is None else args.data_seed)  # data order, augmentation
     best_score, best_epoch, history = -1.0, -1, []
     out = Path(args.output_dir)
     state = {"epoch": 0}

@@ -191,3 +191,29 @@ def test_export_refuses_a_model_that_fails_parity(tiny_trained, tiny_corpus, tmp
     assert parity["passed"] is False and parity["fp32_vs_torch_max_abs_logit_diff"] == pytest.approx(
         0.01, abs=1e-4
     )
+
+
+def test_data_seed_draws_the_data_anew_from_the_same_first_weights(tmp_path, tiny_base, tiny_corpus) -> None:
+    """Runs that differ in --data_seed alone start from the same weights (what a soup of them needs)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from fanzha.training import train
+
+    frozen = ["--learning_rate", "0", "--head_learning_rate", "0"]  # the weights stay the first ones
+    common = ["--base_model", str(tiny_base), "--corpus", str(tiny_corpus), "--epochs", "1"]
+    common += ["--batch_size", "8", "--max_length", "24", "--threads", "1", *frozen]
+    seeds = {"a": ["--data_seed", "1"], "b": ["--data_seed", "2"], "c": ["--seed", "14", "--data_seed", "1"]}
+    runs = {
+        name: train.main([*common, *extra, "--output_dir", str(tmp_path / name)])
+        for name, extra in seeds.items()
+    }
+    head = {name: load_file(str(run / "head.safetensors"))["weight"] for name, run in runs.items()}
+    loss = {
+        name: json.loads((run / "training_summary.json").read_text())["history"][0]["train_loss"]
+        for name, run in runs.items()
+    }
+    assert torch.equal(head["a"], head["b"]) and not torch.equal(head["a"], head["c"])
+    assert loss["a"] != loss["b"]  # other augmentation twins and dropout masks
