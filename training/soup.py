@@ -6,8 +6,10 @@ Why: runs fine-tuned from the same pretrained encoder can lie in one basin of th
 their weights is itself a good model, of the size and speed of one of them (an ensemble costs one encoder
 run per member), whose errors on text unlike the training data can be fewer than the best member's
 (Wortsman et al., 2022, "Model soups"): the runs agree on what a lure is and disagree on the accidents of
-their own run. It is not guaranteed (here each seed also draws its own linear head), so greedy, the default,
-keeps a run only when the averaged model does at least as well on dev.
+their own run. It is not guaranteed: runs of another `--seed` also start their heads from other weights (two such runs
+of the round-10 recipe averaged to a dev score below both), while runs that differ only in `--data_seed` start
+from the same weights. So greedy, the default, keeps a run only when the averaged model does at least as
+well on dev.
 
 Steps (`main`):
 1. load every run and refuse a set that is not one base, one tokenizer, one architecture and one label set;
