@@ -316,6 +316,10 @@ def test_a_refit_replaces_the_head_there_only_if_dev_prefers_it(
     aside = json.loads((tmp_path / "candidate" / "report.json").read_text(encoding="utf-8"))
     compared = aside["compared_with_existing"]
     assert compared["kept"] == "existing" and compared["new"]["f1"] == compared["existing"]["f1"]
+    # the premise of the next step: the tiny head catches some scam chat on dev, so a head that flags none loses
+    assert compared["new"]["f1"] > 0, (
+        "the tiny conversation head learned nothing on the tiny corpus's dev chats"
+    )
     assert "test" not in aside and (tmp_path / "candidate" / HEAD_FILE).is_file()
     assert not (tmp_path / "reports").exists() and not list(model.glob(".*"))
 
