@@ -43,8 +43,7 @@ Data: the authored corpus in `datasets/` ({train_size:,} train / {dev_size:,} de
 
 ```bash
 python -m fanzha.training.build_base --output_dir {base_dir} --num_layers {layers}
-python -m fanzha.training.train --base_model {base_model} --output_dir runs/model {train_args}
-python -m fanzha.training.export --model_dir runs/model --output_dir models/default
+{train_commands}
 python -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 ```
 {lineage}{soup}
@@ -231,7 +230,7 @@ def main(argv: list[str] | None = None) -> Path:
             else f"\n`{a['base_model']}` is an earlier fine-tuned checkpoint (a warm start, not a fresh run; the lineage "
             "is in `reports/training_notes_*.md`).\n"
         ),
-        train_args=_train_args(a),
+        train_commands=_train_commands(a["base_model"], _train_args(a), summary.get("soup")),
         soup=_soup_note(summary),
         device={"cpu": "2 CPU cores (no GPU)", "cuda": "one GPU (cuda)"}.get(
             summary.get("device", "cpu"), summary.get("device")
@@ -263,6 +262,33 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
+def _train_commands(base_model: str, train_args: str, soup: dict | None) -> str:
+    """The train (and, for a soup, the soup) and export commands that rebuild the recorded weights."""
+    train = f"python -m fanzha.training.train --base_model {base_model} {train_args}"
+    if not soup:
+        return (
+            f"{train} --output_dir runs/model\n"
+            "python -m fanzha.training.export --model_dir runs/model --output_dir models/default"
+        )
+    kept = [i for i in soup["ingredients"] if i["in_soup"]]
+    runs = [f"runs/model-{n}" for n in range(1, len(kept) + 1)]
+    lines = [
+        " ".join([train, *(f"--{k} {v}" for k, v in i["differs_in"].items()), "--output_dir", run])
+        for i, run in zip(kept, runs, strict=True)
+    ]
+    lines.append(
+        f"python -m fanzha.training.soup --model_dirs {' '.join(runs)} --recipe uniform --output_dir runs/soup"
+    )
+    lines.append("python -m fanzha.training.export --model_dir runs/soup --output_dir models/default")
+    return "\n".join(lines)
+
+
+RECIPE_WORDS = {
+    "uniform": "uniform: every run listed, weighted alike",
+    "greedy": "greedy: the best run on dev first, each next one kept only if the averaged model's dev score does not fall",
+}
+
+
 def _soup_note(summary: dict) -> str:
     """What the weights are when `fanzha.training.soup` averaged several runs (empty for a single run)."""
     soup = summary.get("soup")
@@ -279,8 +305,8 @@ def _soup_note(summary: dict) -> str:
     runs = " ".join(i["run"] for i in soup["ingredients"])
     return (
         f"\nThe weights are the mean of the runs marked below, averaged by `python -m fanzha.training.soup "
-        f"--model_dirs {runs} --recipe {soup['recipe']}` (greedy: the best run on dev first, each next one kept "
-        "only if the averaged model's dev score does not fall). The settings and epochs below are the first run's; "
+        f"--model_dirs {runs} --recipe {soup['recipe']}` ({RECIPE_WORDS.get(soup['recipe'], soup['recipe'])}). "
+        "The settings and epochs below are the first run's; "
         "the wall time is the kept runs' together.\n\n"
         "| run | differs from the first run in | dev score (mean of fraud F1 and label macro-F1) | in the soup |\n"
         f"|---|---|---:|---|\n{rows}\n"

@@ -162,6 +162,9 @@ def test_chat_lines_are_scored_on_the_event_loop_and_the_rest_in_a_thread(client
 
 def test_a_tip_follows_up_inline_only_when_nothing_can_wait(client, hand_offs, monkeypatch) -> None:
     instance, names = hand_offs
+    # every tip is kept for moderators, whether the model decides it `review` or `block` (kept by the audit
+    # sample): the case must be written whatever the decision
+    monkeypatch.setattr(instance.platform, "audit_sample", 1.0)
     answers = stream(
         client, "live-tip", SEED_CHAT
     )  # a tip naming nobody: its case, a write to the local file

@@ -83,9 +83,22 @@ def test_the_model_card_says_what_a_soup_is_made_of(tiny_trained, tiny_corpus, t
     other = variant(tiny_trained, tmp_path / "other", nudged)
     out = soup([tiny_trained, other], tmp_path / "soup", tiny_corpus, "uniform")
     note = model_card._soup_note(json.loads((out / "training_summary.json").read_text()))
-    assert f"--model_dirs {tiny_trained} {other} --recipe uniform" in note
+    assert f"--model_dirs {tiny_trained} {other} --recipe uniform` (uniform: every run listed" in note
     assert note.count("| yes |") == 2 and "(the first run)" in note
     assert model_card._soup_note(json.loads((tiny_trained / "training_summary.json").read_text())) == ""
+    # the card's commands rebuild each kept run with its own options, then average and export the soup
+    summary = json.loads((out / "training_summary.json").read_text())
+    commands = model_card._train_commands("runs/base", "--epochs 1", summary["soup"]).splitlines()
+    assert [c.split()[2] for c in commands] == [
+        "fanzha.training.train",
+        "fanzha.training.train",
+        "fanzha.training.soup",
+        "fanzha.training.export",
+    ]
+    assert commands[2].endswith(
+        "--model_dirs runs/model-1 runs/model-2 --recipe uniform --output_dir runs/soup"
+    )
+    assert commands[3].startswith("python -m fanzha.training.export --model_dir runs/soup")
 
 
 def test_greedy_keeps_a_run_that_does_not_lower_the_dev_score(tiny_trained, tiny_corpus, tmp_path) -> None:
