@@ -283,17 +283,12 @@ def _train_commands(base_model: str, train_args: str, soup: dict | None) -> str:
     return "\n".join(lines)
 
 
-RECIPE_WORDS = {
-    "uniform": "uniform: every run listed, weighted alike",
-    "greedy": "greedy: the best run on dev first, each next one kept only if the averaged model's dev score does not fall",
-}
-
-
 def _soup_note(summary: dict) -> str:
     """What the weights are when `fanzha.training.soup` averaged several runs (empty for a single run)."""
     soup = summary.get("soup")
     if not soup:
         return ""
+    from .soup import RECIPES  # torch: only for a soup's card
 
     def differs(i: dict) -> str:
         return ", ".join(f"`--{k} {v}`" for k, v in i["differs_in"].items()) or "(the first run)"
@@ -305,7 +300,7 @@ def _soup_note(summary: dict) -> str:
     runs = " ".join(i["run"] for i in soup["ingredients"])
     return (
         f"\nThe weights are the mean of the runs marked below, averaged by `python -m fanzha.training.soup "
-        f"--model_dirs {runs} --recipe {soup['recipe']}` ({RECIPE_WORDS.get(soup['recipe'], soup['recipe'])}). "
+        f"--model_dirs {runs} --recipe {soup['recipe']}` ({RECIPES.get(soup['recipe'], soup['recipe'])}). "
         "The settings and epochs below are the first run's; "
         "the wall time is the kept runs' together.\n\n"
         "| run | differs from the first run in | dev score (mean of fraud F1 and label macro-F1) | in the soup |\n"

@@ -41,7 +41,11 @@ from .metrics import dev_metrics, sigmoid, targets, tune_thresholds
 from .model import FraudClassifier, predict_logits
 
 log = logging.getLogger("fanzha.soup")
-RECIPES = ("greedy", "uniform")
+# each recipe in words: the --recipe help and the model card's soup note
+RECIPES = {
+    "greedy": "greedy: the best run on dev first, each next one kept only if the averaged model's dev score does not fall",
+    "uniform": "uniform: every run listed, weighted alike",
+}
 # what a run's settings may differ in without being a run of another recipe (reported, never refused)
 NOT_SETTINGS = {"output_dir", "threads", "resume", "device"}
 
@@ -56,9 +60,7 @@ class SoupArguments:
     )
     recipe: str = field(
         default="greedy",
-        metadata={
-            "help": "greedy: add runs best-first while the dev score does not fall; uniform: average them all"
-        },
+        metadata={"help": "; ".join(RECIPES.values())},
     )
     corpus: str | None = field(
         default=None, metadata={"help": "corpus whose dev split scores the soup (default: datasets/corpus)"}
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
     if args.recipe not in RECIPES:
-        raise SystemExit(f"--recipe must be one of {RECIPES}, got {args.recipe!r}")
+        raise SystemExit(f"--recipe must be one of {tuple(RECIPES)}, got {args.recipe!r}")
     resolved = [Path(d).resolve() for d in args.model_dirs]
     if len(set(resolved)) < 2:
         raise SystemExit("a soup needs at least two different runs")
