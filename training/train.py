@@ -38,7 +38,7 @@ from fanzha.models.labels import OUTPUTS
 from fanzha.models.normalize import normalize
 
 from .metrics import dev_metrics, sigmoid, targets, tune_thresholds
-from .model import FraudClassifier, encode_batch, load_tokenizer, predict_logits
+from .model import CONFIG_NAME, FraudClassifier, encode_batch, load_tokenizer, predict_logits
 from .torch_reader import pick_device
 
 log = logging.getLogger("fanzha.train")
@@ -136,6 +136,13 @@ class TrainArguments:
         metadata={
             "help": "JSONL files from `fanzha export-feedback` (moderated user reports): "
             "added to the train split only, never to dev/test"
+        },
+    )
+    warm_start: bool = field(
+        default=False,
+        metadata={
+            "help": "--base_model is a fanzha checkpoint (a train or soup output): start from its head as well as its "
+            "encoder and continue fine-tuning (e.g. on a new authoring round); default: a fresh head on an encoder"
         },
     )
 
@@ -252,7 +259,9 @@ def main(argv: list[str] | None = None) -> Path:
     # 2. model
     device = pick_device(args.device)
     tokenizer = load_tokenizer(args.base_model)
-    model = FraudClassifier.from_base(args.base_model)
+    model = (
+        warm_start_model(args.base_model) if args.warm_start else FraudClassifier.from_base(args.base_model)
+    )
     # training-only: what a message does (its conversation stage), read from the same pooled vector
     behaviour_head = torch.nn.Linear(model.head.in_features, len(STAGES)) if behaviour else None
     if behaviour_head is not None:
@@ -399,6 +408,12 @@ def main(argv: list[str] | None = None) -> Path:
         Path(args.base_model) / "fanzha_base.json"
     )  # written by build_base: a fresh run, not a warm start
     summary["base"] = json.loads(base_record.read_text()) if base_record.exists() else None
+    if args.warm_start:  # the checkpoint this run continued: its own lineage is in its summary
+        started_from = Path(args.base_model) / "training_summary.json"
+        summary["warm_start"] = {
+            "from": args.base_model,
+            "summary": json.loads(started_from.read_text()) if started_from.exists() else None,
+        }
     summary["device"] = device.type
     (out / "training_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     log.info(
@@ -409,6 +424,22 @@ def main(argv: list[str] | None = None) -> Path:
         out,
     )
     return out
+
+
+def warm_start_model(checkpoint: str) -> FraudClassifier:
+    """The classifier saved in `checkpoint` (encoder and head), ready to train on; SystemExit when it is not one."""
+    path = Path(checkpoint)
+    missing = [name for name in (CONFIG_NAME, "head.safetensors") if not (path / name).exists()]
+    if missing:
+        raise SystemExit(
+            f"--warm_start needs a fanzha checkpoint (a train or soup output) as --base_model; {path} has no "
+            f"{', '.join(missing)}"
+        )
+    model, _, config = FraudClassifier.load(path)
+    if list(config["outputs"]) != list(OUTPUTS):
+        raise SystemExit(f"{path} predicts {config['outputs']}, this trainer {list(OUTPUTS)}")
+    log.info("warm start: encoder and head from %s", path)
+    return model.train()
 
 
 def behaviour_examples(args: TrainArguments) -> list[tuple[str, int]]:

@@ -217,3 +217,50 @@ def test_data_seed_draws_the_data_anew_from_the_same_first_weights(tmp_path, tin
     }
     assert torch.equal(head["a"], head["b"]) and not torch.equal(head["a"], head["c"])
     assert loss["a"] != loss["b"]  # other augmentation twins and dropout masks
+
+
+def test_warm_start_continues_from_a_checkpoint_head_and_all(
+    tmp_path, tiny_base, tiny_trained, tiny_corpus
+) -> None:
+    """--warm_start reads the checkpoint's head as well as its encoder (frozen here, so the weights stay its own);
+    without it the same directory is only an encoder under a fresh head; an encoder alone is refused."""
+    import json
+
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from fanzha.training import train
+
+    frozen = ["--learning_rate", "0", "--head_learning_rate", "0", "--epochs", "1", "--threads", "1"]
+    common = ["--corpus", str(tiny_corpus), "--batch_size", "8", "--max_length", "24", *frozen]
+    warm = train.main(
+        [
+            "--base_model",
+            str(tiny_trained),
+            "--warm_start",
+            "true",
+            "--output_dir",
+            str(tmp_path / "w"),
+            *common,
+        ]
+    )
+    fresh = train.main(["--base_model", str(tiny_trained), "--output_dir", str(tmp_path / "f"), *common])
+    saved = load_file(str(tiny_trained / "head.safetensors"))["weight"]
+    assert torch.equal(load_file(str(warm / "head.safetensors"))["weight"], saved)
+    assert not torch.equal(load_file(str(fresh / "head.safetensors"))["weight"], saved)
+    summary = json.loads((warm / "training_summary.json").read_text())
+    assert summary["warm_start"]["from"] == str(tiny_trained)
+    assert summary["warm_start"]["summary"]["args"]["base_model"] == str(tiny_base)
+    with pytest.raises(SystemExit, match="head.safetensors"):
+        train.main(
+            [
+                "--base_model",
+                str(tiny_base),
+                "--warm_start",
+                "true",
+                "--output_dir",
+                str(tmp_path / "x"),
+                *common,
+            ]
+        )
