@@ -116,6 +116,24 @@ def _train_args(args: dict) -> str:
     return " ".join(f"--{k} {value[k]}" for k in shown if value[k] not in (None, ""))
 
 
+def _lineage(summary: dict) -> str:
+    """How the weights came to be, when not by one fresh run (or soup of fresh runs)."""
+    chain = _chain(summary)
+    if len(chain) > 1:
+        minutes = sum(s["wall_time_s"] for s in chain) / 60
+        return (
+            f"\nThe last command continues the checkpoint the ones before it build (`--warm_start true`: its encoder and "
+            f"head) for {len(summary['history'])} epochs; the settings and epochs below are that run's, its start's "
+            f"are in the commands. All of it together took {minutes:.0f} min.\n"
+        )
+    if _fresh(summary):
+        return ""
+    return (
+        f"\n`{summary['args']['base_model']}` is an earlier fine-tuned checkpoint (a warm start, not a fresh run; the "
+        "lineage is in `reports/training_notes_*.md`).\n"
+    )
+
+
 def _fresh(summary: dict) -> bool:
     """Trained from build_base's output (recorded since round 9; before, its names base, base6, base12)
     rather than continued from a fine-tuned checkpoint."""
@@ -195,6 +213,7 @@ def main(argv: list[str] | None = None) -> Path:
         for h in summary["history"]
     )
     a = summary["args"]
+    first = _chain(summary)[0]  # the fresh run (or soup) a warm start continued
     bench = ""
     if args.bench:
         b = json.loads(Path(args.bench).read_text())
@@ -223,15 +242,10 @@ def main(argv: list[str] | None = None) -> Path:
         train_size=summary["train_size"],
         dev_size=summary["dev_size"],
         base_model=a["base_model"],
-        base_dir=a["base_model"] if _fresh(summary) else "runs/base",
-        lineage=(
-            ""
-            if _fresh(summary)
-            else f"\n`{a['base_model']}` is an earlier fine-tuned checkpoint (a warm start, not a fresh run; the lineage "
-            "is in `reports/training_notes_*.md`).\n"
-        ),
-        train_commands=_train_commands(a["base_model"], _train_args(a), summary.get("soup")),
-        soup=_soup_note(summary),
+        base_dir=first["args"]["base_model"] if _fresh(first) else "runs/base",
+        lineage=_lineage(summary),
+        train_commands=_recipe(summary),
+        soup=_soup_note(first, continued=first is not summary),
         device={"cpu": "2 CPU cores (no GPU)", "cuda": "one GPU (cuda)"}.get(
             summary.get("device", "cpu"), summary.get("device")
         ),
@@ -264,12 +278,15 @@ def main(argv: list[str] | None = None) -> Path:
 
 def _train_commands(base_model: str, train_args: str, soup: dict | None) -> str:
     """The train (and, for a soup, the soup) and export commands that rebuild the recorded weights."""
+    lines, checkpoint = _build_commands(base_model, train_args, soup)
+    return "\n".join([*lines, _export(checkpoint)])
+
+
+def _build_commands(base_model: str, train_args: str, soup: dict | None) -> tuple[list[str], str]:
+    """The train (and soup) commands of one recorded run or soup, and the checkpoint they write."""
     train = f"python -m fanzha.training.train --base_model {base_model} {train_args}"
     if not soup:
-        return (
-            f"{train} --output_dir runs/model\n"
-            "python -m fanzha.training.export --model_dir runs/model --output_dir models/default"
-        )
+        return [f"{train} --output_dir runs/model"], "runs/model"
     kept = [i for i in soup["ingredients"] if i["in_soup"]]
     runs = [f"runs/model-{n}" for n in range(1, len(kept) + 1)]
     lines = [
@@ -279,12 +296,47 @@ def _train_commands(base_model: str, train_args: str, soup: dict | None) -> str:
     lines.append(
         f"python -m fanzha.training.soup --model_dirs {' '.join(runs)} --recipe uniform --output_dir runs/soup"
     )
-    lines.append("python -m fanzha.training.export --model_dir runs/soup --output_dir models/default")
-    return "\n".join(lines)
+    return lines, "runs/soup"
 
 
-def _soup_note(summary: dict) -> str:
-    """What the weights are when `fanzha.training.soup` averaged several runs (empty for a single run)."""
+def _export(checkpoint: str) -> str:
+    return f"python -m fanzha.training.export --model_dir {checkpoint} --output_dir models/default"
+
+
+def _recipe(summary: dict) -> str:
+    """Every command that rebuilds the recorded weights: a warm start's own start first (as recorded in its
+    summary), then the run that continued it, then the export."""
+    lines, checkpoint = _rebuild(summary)
+    return "\n".join([*lines, _export(checkpoint)])
+
+
+def _rebuild(summary: dict) -> tuple[list[str], str]:
+    a = summary["args"]
+    start = _started_from(summary)
+    if start is None:
+        return _build_commands(a["base_model"], _train_args(a), summary.get("soup"))
+    lines, checkpoint = _rebuild(start)
+    out = f"{checkpoint}-warm"
+    return [
+        *lines,
+        f"python -m fanzha.training.train --base_model {checkpoint} {_train_args(a)} --output_dir {out}",
+    ], out
+
+
+def _started_from(summary: dict) -> dict | None:
+    """The summary of the checkpoint a warm start continued (recorded by train.py since round 11)."""
+    return (summary.get("warm_start") or {}).get("summary")
+
+
+def _chain(summary: dict) -> list[dict]:
+    """The summaries from the first run to this one (one entry unless it is a recorded warm start)."""
+    start = _started_from(summary)
+    return [*(_chain(start) if start else []), summary]
+
+
+def _soup_note(summary: dict, continued: bool = False) -> str:
+    """What the weights are when `fanzha.training.soup` averaged several runs (empty for a single run);
+    `continued`: a warm start continued the soup, and the settings below are that run's."""
     soup = summary.get("soup")
     if not soup:
         return ""
@@ -301,8 +353,12 @@ def _soup_note(summary: dict) -> str:
     return (
         f"\nThe weights are the mean of the runs marked below, averaged by `python -m fanzha.training.soup "
         f"--model_dirs {runs} --recipe {soup['recipe']}` ({RECIPES.get(soup['recipe'], soup['recipe'])}). "
-        "The settings and epochs below are the first run's; "
-        "the wall time is the kept runs' together.\n\n"
+        + (
+            "A warm start continued this mean (above)."
+            if continued
+            else "The settings and epochs below are the first run's; the wall time is the kept runs' together."
+        )
+        + "\n\n"
         "| run | differs from the first run in | dev score (mean of fraud F1 and label macro-F1) | in the soup |\n"
         f"|---|---|---:|---|\n{rows}\n"
     )

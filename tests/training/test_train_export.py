@@ -252,6 +252,17 @@ def test_warm_start_continues_from_a_checkpoint_head_and_all(
     summary = json.loads((warm / "training_summary.json").read_text())
     assert summary["warm_start"]["from"] == str(tiny_trained)
     assert summary["warm_start"]["summary"]["args"]["base_model"] == str(tiny_base)
+    # the model card rebuilds the whole chain: the start's run, the warm start from it, the export of the last
+    from fanzha.training import model_card
+
+    commands = model_card._recipe(summary).splitlines()
+    assert [c.split()[2] for c in commands] == ["fanzha.training.train"] * 2 + ["fanzha.training.export"]
+    assert commands[0].startswith(f"python -m fanzha.training.train --base_model {tiny_base} ")
+    assert "--base_model runs/model " in commands[1] and "--warm_start True" in commands[1]
+    assert commands[1].endswith("--output_dir runs/model-warm")
+    assert commands[2].endswith("--model_dir runs/model-warm --output_dir models/default")
+    assert "continues the checkpoint the ones before it build" in model_card._lineage(summary)
+    assert model_card._lineage(json.loads((tiny_trained / "training_summary.json").read_text())) == ""
     with pytest.raises(SystemExit, match="head.safetensors"):
         train.main(
             [
