@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> Path:
         "history": history,
         "wall_time_s": round(wall, 1),
         "train_size": len(train),
+        "train_authors": sorted({r.get("provenance", "") for r in train}),
         "num_layers": getattr(model.encoder.config, "num_hidden_layers", None),
         "dev_size": len(dev),
         "pos_weight": pos_weight.tolist(),

@@ -275,3 +275,18 @@ def test_warm_start_continues_from_a_checkpoint_head_and_all(
                 *common,
             ]
         )
+
+
+def test_the_card_counts_the_authors_a_run_read(tiny_trained, tiny_corpus) -> None:
+    """A run records who wrote its train split; an older summary is not counted from a corpus that has grown."""
+    import json
+
+    from fanzha.datasets.corpus import load_corpus
+    from fanzha.training import model_card
+
+    summary = json.loads((tiny_trained / "training_summary.json").read_text())
+    train = load_corpus(tiny_corpus, splits=["train"])
+    assert summary["train_authors"] == sorted({r["provenance"] for r in train})
+    assert model_card._authors(summary) == f"{len(summary['train_authors'])} authors"
+    older = {k: v for k, v in summary.items() if k != "train_authors"} | {"train_size": -1}
+    assert model_card._authors(older) == "the authors of its train split (`datasets/README.md`)"
