@@ -283,12 +283,6 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def _train_commands(base_model: str, train_args: str, soup: dict | None) -> str:
-    """The train (and, for a soup, the soup) and export commands that rebuild the recorded weights."""
-    lines, checkpoint = _build_commands(base_model, train_args, soup)
-    return "\n".join([*lines, _export(checkpoint)])
-
-
 def _build_commands(base_model: str, train_args: str, soup: dict | None) -> tuple[list[str], str]:
     """The train (and soup) commands of one recorded run or soup, and the checkpoint they write."""
     train = f"python -m fanzha.training.train --base_model {base_model} {train_args}"

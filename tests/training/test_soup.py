@@ -88,7 +88,7 @@ def test_the_model_card_says_what_a_soup_is_made_of(tiny_trained, tiny_corpus, t
     assert model_card._soup_note(json.loads((tiny_trained / "training_summary.json").read_text())) == ""
     # the card's commands rebuild each kept run with its own options, then average and export the soup
     summary = json.loads((out / "training_summary.json").read_text())
-    commands = model_card._train_commands("runs/base", "--epochs 1", summary["soup"]).splitlines()
+    commands = model_card._recipe(summary).splitlines()
     assert [c.split()[2] for c in commands] == [
         "fanzha.training.train",
         "fanzha.training.train",
