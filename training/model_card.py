@@ -305,23 +305,18 @@ def _export(checkpoint: str) -> str:
 
 
 def _recipe(summary: dict) -> str:
-    """Every command that rebuilds the recorded weights: a warm start's own start first (as recorded in its
-    summary), then the run that continued it, then the export."""
-    lines, checkpoint = _rebuild(summary)
+    """Every command that rebuilds the recorded weights: the first run (or soup) of a warm start's chain, each run
+    that continued it, then the export."""
+    first, *continued = _chain(summary)
+    a = first["args"]
+    lines, checkpoint = _build_commands(a["base_model"], _train_args(a), first.get("soup"))
+    for run in continued:
+        out = f"{checkpoint}-warm"
+        lines.append(
+            f"python -m fanzha.training.train --base_model {checkpoint} {_train_args(run['args'])} --output_dir {out}"
+        )
+        checkpoint = out
     return "\n".join([*lines, _export(checkpoint)])
-
-
-def _rebuild(summary: dict) -> tuple[list[str], str]:
-    a = summary["args"]
-    start = _started_from(summary)
-    if start is None:
-        return _build_commands(a["base_model"], _train_args(a), summary.get("soup"))
-    lines, checkpoint = _rebuild(start)
-    out = f"{checkpoint}-warm"
-    return [
-        *lines,
-        f"python -m fanzha.training.train --base_model {checkpoint} {_train_args(a)} --output_dir {out}",
-    ], out
 
 
 def _started_from(summary: dict) -> dict | None:
