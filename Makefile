@@ -42,22 +42,20 @@ lint: $(VENV)/.dev
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check
 
-## model: rebuild the default model from scratch (base → two fine-tunes from the same first weights → their weight average → export → report → bench → card → conversation model), ~3 h on 2 cores (each fine-tune ~56 min), ~1 h with one GPU (the conversation model and the report run on the CPU)
+## model: rebuild the default model from scratch (base → one fine-tune on text rounds 1-11 → export → report → bench → card → conversation model), ~2.5 h on 2 cores (the fine-tune ~78 min, the conversation model ~45 min), ~1 h with one GPU (the conversation model and the report run on the CPU)
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 TRAIN_ARGS = --base_model runs/base --epochs 4 --batch_size 32 --learning_rate 8e-5 --behaviour_weight 0.5 \
 	--max_pos_weight 2 --seed 13
 train: $(VENV)/.dev
 	$(PY) -m fanzha.training.train $(TRAIN_ARGS) --output_dir runs/model
-	$(PY) -m fanzha.training.train $(TRAIN_ARGS) --data_seed 29 --output_dir runs/model-d29
-	$(PY) -m fanzha.training.soup --model_dirs runs/model runs/model-d29 --recipe uniform --output_dir runs/soup
 export: $(VENV)/.dev
-	$(PY) -m fanzha.training.export --model_dir runs/soup --output_dir models/default
+	$(PY) -m fanzha.training.export --model_dir runs/model --output_dir models/default
 evaluate: $(VENV)/.dev
 	$(PY) -m fanzha.training.evaluate --model_dir models/default --report_dir reports
 card: $(VENV)/.dev
 	$(PY) -m fanzha.training.model_card --model_dir models/default --metrics reports/metrics.json --bench reports/bench_text.json
-## conversation: the conversation model beside the text model (a head on its encoder, no torch; ~25 min on 2 cores); kept out, in runs/conversation-candidate, when the head there does as well or better on dev
+## conversation: the conversation model beside the text model (a head on its encoder, no torch; ~45 min on 2 cores); kept out, in runs/conversation-candidate, when the head there does as well or better on dev
 conversation: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.conversation_corpus > /dev/null
 	$(PY) -m fanzha.training.conversation --model_dir models/default --c_grid 0.1,0.3
@@ -71,7 +69,7 @@ sweep: $(VENV)/.dev
 
 ## bench: torch eager vs ORT fp32 vs ORT int8 (torch and fp32 rows need the local runs/ from `make model`)
 bench: $(VENV)/.dev
-	$(PY) bench/text.py --checkpoint runs/soup --fp32 runs/export/model.fp32.onnx --json reports/bench_text.json
+	$(PY) bench/text.py --checkpoint runs/model --fp32 runs/export/model.fp32.onnx --json reports/bench_text.json
 
 ## bench-media: OCR settings side by side + memory over 1,000 images; the 60-second video vs naive sampling
 bench-media: $(VENV)/.dev

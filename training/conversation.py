@@ -132,6 +132,13 @@ class ConversationArguments:
             "most this share of their hard benign chats"
         },
     )
+    min_trigger_on_time: float = field(
+        default=TARGETS["trigger_on_time"],
+        metadata={
+            "help": "review threshold: and, among those, raising the alert by the decisive message in at least "
+            "this share of the scams caught (the issue's target; 0 lets F1 alone decide)"
+        },
+    )
     choose_on: str = field(
         default="auto",
         metadata={
@@ -478,20 +485,36 @@ def pooled(*scored: Scored) -> Scored:
     return Scored(split, [a for s in scored for a in s.after])
 
 
-def choose_review_threshold(scored: Scored, max_hard_benign: float) -> float:
-    """The threshold with the best F1 on the chats given (dev and held-out train) among those flagging at most
-    `max_hard_benign` of their hard benign chats (the best F1 overall when none does); among equals, the one that flags the most caught scams by their
-    decisive message (an alert after the fee was asked for comes too late), then the one closest to 0.5."""
+def triggers_at(scored: Scored, threshold: float) -> list[int | None]:
+    """Per conversation, the first message at which its running score reaches `threshold` (None: never)."""
+    return [int(np.argmax(a >= threshold)) if a[-1] >= threshold else None for a in scored.after]
+
+
+def choose_review_threshold(scored: Scored, max_hard_benign: float, min_on_time: float = 0.0) -> float:
+    """The threshold with the best F1 on the chats given (dev, or dev and held-out train) among those that flag
+    at most `max_hard_benign` of their hard benign chats and raise the alert by the decisive message in at
+    least `min_on_time` of the scams they catch (an alert after the fee was asked for comes too late): both are
+    the issue's targets, F1 is what is left to gain once they are met. When no threshold meets both, those
+    meeting the hard-benign bound come first. Among equals, the one that alerts on time most often, then the
+    one closest to 0.5."""
     records = scored.split.records
     final = scored.final
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     options = []
     for t in grid:
-        triggers = [int(np.argmax(a >= t)) if a[-1] >= t else None for a in scored.after]
-        m = conversation_metrics(records, final, float(t), triggers)
-        within = m["hard_benign_flagged"] is None or m["hard_benign_flagged"] <= max_hard_benign
-        options.append((within, m["f1"], m["trigger_on_time"], -abs(t - 0.5), float(t)))
-    return max(options)[4]
+        m = conversation_metrics(records, final, float(t), triggers_at(scored, float(t)))
+        quiet = m["hard_benign_flagged"] is None or m["hard_benign_flagged"] <= max_hard_benign
+        options.append(
+            (
+                quiet,
+                m["trigger_on_time"] >= min_on_time,
+                m["f1"],
+                m["trigger_on_time"],
+                -abs(t - 0.5),
+                float(t),
+            )
+        )
+    return max(options)[-1]
 
 
 # ---------------------------------------------------------------------------------------------------- ONNX
@@ -678,9 +701,16 @@ def model_card(report: dict) -> str:
         + f"); C, the width and the thresholds chosen on {_choice_words(report)} "
         f"(C and the width: the best F1, and within {args.get('tie', 0.0):g} of it the fewest hard benign chats "
         f"flagged; review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign "
-        "chats). "
+        f"chats{_on_time_words(args)}). "
         f"Wall time: {report['fit_seconds'] / 60:.1f} min on 2 CPU cores (no torch).\n\n"
         "## Evaluation\n\n" + render(report).split("\n", 2)[2]
+    )
+
+
+def _on_time_words(args: dict) -> str:
+    share = args.get("min_trigger_on_time", 0.0)  # reports written before the bound existed have none
+    return (
+        f" and alerting by the decisive message in at least {share:.0%} of the scams caught" if share else ""
     )
 
 
@@ -846,8 +876,8 @@ def main(args: ConversationArguments) -> Path:
             choice = (
                 dev_scored if chosen_on == "dev" else pooled(dev_scored, score_split(train, oof, *funnel))
             )
-            review = choose_review_threshold(choice, args.max_hard_benign_flagged)
-            m = conversation_metrics(choice.split.records, choice.final, review)
+            review = choose_review_threshold(choice, args.max_hard_benign_flagged, args.min_trigger_on_time)
+            m = conversation_metrics(choice.split.records, choice.final, review, triggers_at(choice, review))
             log.info("C=%g, %d ReLU units: %s %s at review %.2f", c, hidden, chosen_on, m, review)
             search.append({"c": c, "hidden": hidden, "review": review, **m})
             candidates[c, hidden] = (head, funnel, dev_scored, choice, review, m)
@@ -857,7 +887,7 @@ def main(args: ConversationArguments) -> Path:
     }
     c, hidden = choose(figures, args.tie)  # among exact equals the first tried, in --c_grid then width order
     head, funnel, dev_scored, choice, review, choice_m = candidates[c, hidden]
-    dev_m = conversation_metrics(dev.records, dev_scored.final, review)
+    dev_m = conversation_metrics(dev.records, dev_scored.final, review, triggers_at(dev_scored, review))
     block = max(review, tune_block_threshold(choice.final, choice.split.is_scam))
     log.info("chosen C=%g, %d ReLU units, review %.2f, block %.2f; dev %s", c, hidden, review, block, dev_m)
 

@@ -107,6 +107,32 @@ def test_review_threshold_prefers_the_one_that_flags_scams_by_their_decisive_mes
     assert conversation.choose_review_threshold(scored, max_hard_benign=0.0) == 0.4
 
 
+def test_review_threshold_gives_up_f1_to_alert_on_time_within_the_hard_benign_bound() -> None:
+    records = [
+        {"labels": ["fee_demand"], "difficulty": "subtle", "decisive_index": 1},
+        {"labels": ["fee_demand"], "difficulty": "subtle", "decisive_index": 1},
+        {"labels": [], "difficulty": "hard"},
+        {"labels": [], "difficulty": "hard"},
+        {"labels": [], "difficulty": "hard"},
+    ]
+    split = conversation.Split(records, np.zeros((5, 1)), np.arange(5), *[np.zeros(5)] * 2, np.zeros((5, 4)))
+    # above 0.5 F1 is 1.0 but the second scam is caught only at its third message; at 0.5 both are on time
+    # and one hard benign chat of three is flagged (F1 0.8)
+    after = [
+        np.array([0.2, 0.9, 0.9]),
+        np.array([0.2, 0.5, 0.9]),
+        np.array([0.5]),
+        np.array([0.1]),
+        np.array([0.1]),
+    ]
+    scored = conversation.Scored(split, after)
+    assert conversation.choose_review_threshold(scored, max_hard_benign=0.5) > 0.5  # F1 alone
+    assert conversation.choose_review_threshold(scored, max_hard_benign=0.5, min_on_time=0.9) == 0.5
+    # the hard-benign bound still comes first
+    assert conversation.choose_review_threshold(scored, max_hard_benign=0.0, min_on_time=0.9) > 0.5
+    assert conversation.triggers_at(scored, 0.5) == [1, 1, 0, None, None]
+
+
 def test_the_local_target_marks_the_decisive_message_and_the_scam_moves_after_it() -> None:
     stages = ["none", "bait", "channel_move", "none", "payment_demand", "warning"]
     scam = {"decisive_index": 2, "messages": [{"stage": s} for s in stages]}
