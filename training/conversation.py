@@ -136,7 +136,9 @@ class ConversationArguments:
         default=TARGETS["trigger_on_time"],
         metadata={
             "help": "review threshold: and, among those, raising the alert by the decisive message in at least "
-            "this share of the scams caught (the issue's target; 0 lets F1 alone decide)"
+            "this share of the scams caught (the issue's target; 0 lets F1 alone decide). When no threshold "
+            "meets both bounds the hard-benign one comes first, and a head that misses either is chosen only "
+            "when every head does (logged)"
         },
     )
     choose_on: str = field(
@@ -486,17 +488,20 @@ def pooled(*scored: Scored) -> Scored:
 
 
 def triggers_at(scored: Scored, threshold: float) -> list[int | None]:
-    """Per conversation, the first message at which its running score reaches `threshold` (None: never)."""
-    return [int(np.argmax(a >= threshold)) if a[-1] >= threshold else None for a in scored.after]
+    """Per conversation, the first message at which its running score reaches `threshold` (None: never); the
+    score rounded to 4 places first, as the runtime decides (`models/conversation.py`)."""
+    rounded = [np.round(a, 4) for a in scored.after]
+    return [int(np.argmax(a >= threshold)) if a[-1] >= threshold else None for a in rounded]
 
 
 def choose_review_threshold(scored: Scored, max_hard_benign: float, min_on_time: float = 0.0) -> float:
     """The threshold with the best F1 on the chats given (dev, or dev and held-out train) among those that flag
     at most `max_hard_benign` of their hard benign chats and raise the alert by the decisive message in at
     least `min_on_time` of the scams they catch (an alert after the fee was asked for comes too late): both are
-    the issue's targets, F1 is what is left to gain once they are met. When no threshold meets both, those
-    meeting the hard-benign bound come first. Among equals, the one that alerts on time most often, then the
-    one closest to 0.5."""
+    the issue's targets, F1 is what is left to gain once they are met. When no threshold meets both, the
+    hard-benign bound comes first, then the timing bound, then F1 (the caller logs a missed bound). Among
+    equals, the one that alerts on time most often, then the one closest to 0.5 (of two equally close, the
+    higher)."""
     records = scored.split.records
     final = scored.final
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
@@ -510,7 +515,7 @@ def choose_review_threshold(scored: Scored, max_hard_benign: float, min_on_time:
                 m["trigger_on_time"] >= min_on_time,
                 m["f1"],
                 m["trigger_on_time"],
-                -abs(t - 0.5),
+                -round(abs(t - 0.5), 2),
                 float(t),
             )
         )
@@ -699,11 +704,19 @@ def model_card(report: dict) -> str:
         "fit on out-of-fold head readings of train ("
         + ("one fold per author" if not args["folds"] else f"{args['folds']} random folds")
         + f"); C, the width and the thresholds chosen on {_choice_words(report)} "
-        f"(C and the width: the best F1, and within {args.get('tie', 0.0):g} of it the fewest hard benign chats "
-        f"flagged; review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign "
+        f"(C and the width: {_bounded_words(args)}the best F1, and within {args.get('tie', 0.0):g} of it the fewest "
+        f"hard benign chats flagged; review: the best F1 flagging at most {args['max_hard_benign_flagged']:.0%} of hard benign "
         f"chats{_on_time_words(args)}). "
         f"Wall time: {report['fit_seconds'] / 60:.1f} min on 2 CPU cores (no torch).\n\n"
         "## Evaluation\n\n" + render(report).split("\n", 2)[2]
+    )
+
+
+def _bounded_words(args: dict) -> str:
+    return (
+        "among the heads whose review threshold meets both bounds, "
+        if args.get("min_trigger_on_time")
+        else ""
     )
 
 
@@ -879,11 +892,21 @@ def main(args: ConversationArguments) -> Path:
             review = choose_review_threshold(choice, args.max_hard_benign_flagged, args.min_trigger_on_time)
             m = conversation_metrics(choice.split.records, choice.final, review, triggers_at(choice, review))
             log.info("C=%g, %d ReLU units: %s %s at review %.2f", c, hidden, chosen_on, m, review)
+            if not _meets_bounds(m, args):
+                log.warning(
+                    "C=%g, %d ReLU units: no review threshold meets both bounds on %s", c, hidden, chosen_on
+                )
             search.append({"c": c, "hidden": hidden, "review": review, **m})
             candidates[c, hidden] = (head, funnel, dev_scored, choice, review, m)
+    # C and the width: among the heads whose threshold meets both of the issue's bounds on the choice set (all of
+    # them when none does), the best F1, and within --tie of it the fewest hard benign chats flagged
+    meets = {key for key, (*_, m) in candidates.items() if _meets_bounds(m, args)}
+    if not meets:
+        log.warning("no head meets both bounds on %s (hard benign, on time): choosing among all", chosen_on)
     figures = {
         key: {"f1": m["f1"], "hard_negatives_flagged": m["hard_benign_flagged"] or 0.0}
         for key, (*_, m) in candidates.items()
+        if key in meets or not meets
     }
     c, hidden = choose(figures, args.tie)  # among exact equals the first tried, in --c_grid then width order
     head, funnel, dev_scored, choice, review, choice_m = candidates[c, hidden]
@@ -947,6 +970,13 @@ def main(args: ConversationArguments) -> Path:
             report_path.with_suffix(".md").write_text(render(report), encoding="utf-8")
     log.info("wrote %s (%.0f s)", path, time.time() - started)
     return path
+
+
+def _meets_bounds(m: dict, args: ConversationArguments) -> bool:
+    hard = m["hard_benign_flagged"]
+    return (hard is None or hard <= args.max_hard_benign_flagged) and m[
+        "trigger_on_time"
+    ] >= args.min_trigger_on_time
 
 
 def parse_args(argv: list[str] | None = None) -> ConversationArguments:

@@ -133,6 +133,22 @@ def test_review_threshold_gives_up_f1_to_alert_on_time_within_the_hard_benign_bo
     assert conversation.triggers_at(scored, 0.5) == [1, 1, 0, None, None]
 
 
+def test_the_timing_bound_is_a_bound_not_an_objective() -> None:
+    records = [{"labels": ["fee_demand"], "difficulty": "subtle", "decisive_index": 1} for _ in range(10)]
+    records += [{"labels": [], "difficulty": "hard"} for _ in range(10)]
+    n = len(records)
+    split = conversation.Split(records, np.zeros((n, 1)), np.arange(n), *[np.zeros(n)] * 2, np.zeros((n, 4)))
+    # scams 0-8 cross 0.3 and 0.6 at their decisive message; scam 9 crosses 0.6 only at its third message.
+    # At 0.3 all ten are on time (1.0) but two hard benign chats (0.4) are flagged: F1 0.909.
+    # At 0.6 nine of ten are on time (0.9, exactly the bound) and none is flagged: F1 1.0 — it must win.
+    scams = [np.array([0.1, 0.7, 0.7])] * 9 + [np.array([0.1, 0.35, 0.7])]
+    after = scams + [np.array([0.4])] * 2 + [np.array([0.1])] * 8
+    scored = conversation.Scored(split, after)
+    t = conversation.choose_review_threshold(scored, max_hard_benign=0.5, min_on_time=0.9)
+    assert 0.4 < t <= 0.7
+    assert conversation.choose_review_threshold(scored, max_hard_benign=0.5, min_on_time=0.95) <= 0.35
+
+
 def test_the_local_target_marks_the_decisive_message_and_the_scam_moves_after_it() -> None:
     stages = ["none", "bait", "channel_move", "none", "payment_demand", "warning"]
     scam = {"decisive_index": 2, "messages": [{"stage": s} for s in stages]}
