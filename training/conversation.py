@@ -435,8 +435,10 @@ class Scored:
 
 
 def score_split(split: Split, readings: list[Reading], weight: np.ndarray, bias: float) -> Scored:
+    """Each conversation's running score after each message, rounded to 4 places as the runtime decides on it
+    (`models/conversation.py`), so a threshold chosen here flags and triggers where the service does."""
     rows = funnel_rows(split, readings)
-    per_message = sigmoid(rows @ weight + bias)
+    per_message = np.round(sigmoid(rows @ weight + bias), 4)
     after = []
     for ci in range(len(split.records)):
         after.append(np.maximum.accumulate(per_message[split.conv == ci]))
@@ -488,10 +490,14 @@ def pooled(*scored: Scored) -> Scored:
 
 
 def triggers_at(scored: Scored, threshold: float) -> list[int | None]:
-    """Per conversation, the first message at which its running score reaches `threshold` (None: never); the
-    score rounded to 4 places first, as the runtime decides (`models/conversation.py`)."""
-    rounded = [np.round(a, 4) for a in scored.after]
-    return [int(np.argmax(a >= threshold)) if a[-1] >= threshold else None for a in rounded]
+    """Per conversation, the first message at which its running score reaches `threshold` (None: never)."""
+    return [int(np.argmax(a >= threshold)) if a[-1] >= threshold else None for a in scored.after]
+
+
+def bounds_met(m: dict, max_hard_benign: float, min_on_time: float) -> tuple[bool, bool]:
+    """Does `conversation_metrics`' result (with triggers) meet the hard-benign bound, and the timing bound?"""
+    hard = m["hard_benign_flagged"]
+    return hard is None or hard <= max_hard_benign, m["trigger_on_time"] >= min_on_time
 
 
 def choose_review_threshold(scored: Scored, max_hard_benign: float, min_on_time: float = 0.0) -> float:
@@ -508,11 +514,9 @@ def choose_review_threshold(scored: Scored, max_hard_benign: float, min_on_time:
     options = []
     for t in grid:
         m = conversation_metrics(records, final, float(t), triggers_at(scored, float(t)))
-        quiet = m["hard_benign_flagged"] is None or m["hard_benign_flagged"] <= max_hard_benign
         options.append(
             (
-                quiet,
-                m["trigger_on_time"] >= min_on_time,
+                *bounds_met(m, max_hard_benign, min_on_time),
                 m["f1"],
                 m["trigger_on_time"],
                 -round(abs(t - 0.5), 2),
@@ -973,10 +977,7 @@ def main(args: ConversationArguments) -> Path:
 
 
 def _meets_bounds(m: dict, args: ConversationArguments) -> bool:
-    hard = m["hard_benign_flagged"]
-    return (hard is None or hard <= args.max_hard_benign_flagged) and m[
-        "trigger_on_time"
-    ] >= args.min_trigger_on_time
+    return all(bounds_met(m, args.max_hard_benign_flagged, args.min_trigger_on_time))
 
 
 def parse_args(argv: list[str] | None = None) -> ConversationArguments:
