@@ -129,11 +129,15 @@ def tiny_model_dir(tmp_path_factory, tiny_trained, tiny_corpus) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_conversations(tmp_path_factory) -> Path:
-    """36 conversations from the committed conversation corpus, balanced over splits and scam/benign."""
+    """36 conversations from the committed conversation corpus, balanced over splits and scam/benign.
+
+    Drawn from the first round's authors only (c1-c6), so that a new author joining a split does not change
+    which chats the tiny models are fit and judged on."""
     from fanzha.datasets.conversation_corpus import load_conversations
 
     rng = random.Random(0)
-    records = load_conversations()
+    first_round = {f"c{i}" for i in range(1, 7)}
+    records = [r for r in load_conversations() if r["id"].split("-")[0] in first_round]
     picked = []
     for split, n in (("train", 10), ("dev", 4), ("test", 4)):
         for scam in (True, False):
