@@ -53,6 +53,7 @@ MAX_MESSAGES = 200  # per conversation scored at once (a stream has no limit: it
 CONTEXT_MESSAGES = 6  # the current message and the five before it
 STREAM_WINDOW = 12  # messages a stream's answer lists (and its state keeps for evidence)
 MAX_EVIDENCE = 24  # evidence items a streamed conversation keeps (the most recent; a whole one keeps all)
+SCORE_DECIMALS = 4  # a conversation is decided on its score rounded to this (the head's training mirrors it)
 STATE_VERSION = 2  # the stored state's layout: a state of another layout starts the conversation afresh
 # the head's input layout (written into conversation.onnx; a head of another layout is refused at load)
 CONTEXT_LAYOUT = "message-readings/1"
@@ -378,7 +379,7 @@ class ConversationScorer:
         for label, p in zip(LABELS, reading.labels, strict=True):
             state.label_max[label] = max(state.label_max.get(label, 0.0), float(p))
         state.score = max(state.score, score)
-        if state.trigger_index is None and self.decide(round(state.score, 4)) != "pass":
+        if state.trigger_index is None and self.decide(round(state.score, SCORE_DECIMALS)) != "pass":
             state.trigger_index = index
         stage_i = int(np.argmax(reading.stages))
         verdict = MessageVerdict(
@@ -386,7 +387,7 @@ class ConversationScorer:
             stage=STAGES[stage_i],
             stage_score=round(float(reading.stages[stage_i]), 4),
             fraud_score=round(reading.local, 4),
-            conversation_score=round(state.score, 4),
+            conversation_score=round(state.score, SCORE_DECIMALS),
             id=message.id,
         )
         # every message's evidence is kept (a stream: the most recent `evidence_cap`); a flagged verdict shows it
@@ -408,7 +409,7 @@ class ConversationScorer:
         timings: dict[str, float] | None = None,
     ) -> ConversationVerdict:
         """The conversation's verdict from its state (`messages`: every message's, else the recent window's)."""
-        fraud_score = round(state.score, 4)
+        fraud_score = round(state.score, SCORE_DECIMALS)
         decision = self.decide(fraud_score)
         scores = {label: round(state.label_max.get(label, 0.0), 4) for label in LABELS}
         labels = (

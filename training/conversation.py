@@ -42,6 +42,7 @@ from fanzha.models.conversation import (
     FUNNEL_FEATURES,
     FUNNEL_STAGES,
     HEAD_FILE,
+    SCORE_DECIMALS,
     STAGES,
     ContextReader,
     ConversationHead,
@@ -435,10 +436,10 @@ class Scored:
 
 
 def score_split(split: Split, readings: list[Reading], weight: np.ndarray, bias: float) -> Scored:
-    """Each conversation's running score after each message, rounded to 4 places as the runtime decides on it
-    (`models/conversation.py`), so a threshold chosen here flags and triggers where the service does."""
+    """Each conversation's running score after each message, rounded as the runtime decides on it
+    (`SCORE_DECIMALS`), so a threshold chosen here flags and triggers where the service does."""
     rows = funnel_rows(split, readings)
-    per_message = np.round(sigmoid(rows @ weight + bias), 4)
+    per_message = np.round(sigmoid(rows @ weight + bias), SCORE_DECIMALS)
     after = []
     for ci in range(len(split.records)):
         after.append(np.maximum.accumulate(per_message[split.conv == ci]))
