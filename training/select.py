@@ -5,13 +5,16 @@
 Each candidate is an exported model directory (model.onnx + tokenizer.json) read through the Detector at
 the review and block thresholds its export tuned on dev. The rule (`reports/MODEL_COMPARISON.md` §3): the
 best Detector dev F1 (review or block counts as flagged), fewer hard negatives flagged breaking ties within
-`--tie` of F1. The table also gives precision, recall, and hard negatives flagged and blocked.
+`--tie` of F1. The table also gives precision, recall, and hard negatives flagged and blocked; a second
+table gives each candidate's errors per dev author (false positives / misses), since one author's voice can
+move a split-wide figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from collections.abc import Hashable
 from pathlib import Path
 from typing import TypeVar
@@ -27,7 +30,13 @@ from .evaluate import DetectorScorer
 K = TypeVar("K", bound=Hashable)  # a candidate's name
 
 
-def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
+def author_of(record: dict) -> str:
+    """The author a record's provenance names ("authored:a70" → "a70"); the whole provenance otherwise."""
+    provenance = str(record.get("provenance", ""))
+    return provenance.split(":", 1)[1] if provenance.startswith("authored:") else provenance or "unknown"
+
+
+def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict:
     """Detector figures on `dev` at the export's own thresholds (never FANZHA_*_THRESHOLD: candidates are
     compared as each was tuned); flagged = review or block; texts scored as `evaluate` scores them (a text
     the Detector refuses scores 0)."""
@@ -40,6 +49,9 @@ def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
     fraud = np.array([bool(r["labels"]) for r in dev])
     hard = np.array([bool(r.get("hard_negative")) for r in dev])
     flagged, blocked = score >= review, score >= block
+    authors = [author_of(r) for r in dev]
+    false_positives = Counter(a for a, f, y in zip(authors, flagged, fraud, strict=True) if f and not y)
+    misses = Counter(a for a, f, y in zip(authors, flagged, fraud, strict=True) if y and not f)
     tp = int((flagged & fraud).sum())
     precision = tp / max(int(flagged.sum()), 1)
     recall = tp / max(int(fraud.sum()), 1)
@@ -52,7 +64,17 @@ def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict[str, float]:
         "hard_negatives_flagged": float(flagged[hard].mean()) if hard.any() else 0.0,
         "hard_negatives_blocked": float(blocked[hard].mean()) if hard.any() else 0.0,
         "rejected": scorer.rejected,
+        "errors_by_author": {  # [false positives, misses], every dev author listed
+            a: [false_positives[a], misses[a]] for a in sorted(set(authors), key=_author_key)
+        },
     }
+
+
+def _author_key(author: str) -> tuple[str, int, str]:
+    """a6 before a22: the letters, then the number."""
+    head = author.rstrip("0123456789")
+    tail = author[len(head) :]
+    return head, int(tail) if tail else -1, author
 
 
 def choose(figures: dict[K, dict[str, float]], tie: float = 0.001) -> K:
@@ -81,6 +103,17 @@ def table(figures: dict[str, dict[str, float]], chosen: str) -> str:
     return "\n".join(lines)
 
 
+def author_table(figures: dict[str, dict]) -> str:
+    """Errors per dev author at each candidate's review threshold: false positives / misses."""
+    authors = list(next(iter(figures.values()))["errors_by_author"])
+    lines = ["| model | all | " + " | ".join(authors) + " |", "|---|" + "---|" * (len(authors) + 1)]
+    for name, f in figures.items():
+        cells = [f["errors_by_author"][a] for a in authors]
+        total = [sum(c[0] for c in cells), sum(c[1] for c in cells)]
+        lines.append(f"| {name} | " + " | ".join(f"{fp} / {fn}" for fp, fn in [total, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {str(d): dev_figures(d, dev) for d in args.model_dirs}
     chosen = choose(figures, args.tie)
     print(table(figures, chosen))
-    print(f"chosen on dev: {chosen}")
+    print(f"chosen on dev: {chosen}\n")
+    print("Errors per dev author (false positives / misses):\n")
+    print(author_table(figures))
     result = {"dev_size": len(dev), "figures": figures, "chosen": chosen}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
