@@ -93,3 +93,10 @@ def load_corpus(
 
 def is_fraud(record: dict) -> bool:
     return bool(record["labels"])
+
+
+def author_of(record: dict) -> str:
+    """The author a record's provenance names ("authored:a70" → "a70", "authored:c5" → "c5"); the whole
+    provenance otherwise (feedback, external)."""
+    provenance = str(record.get("provenance", ""))
+    return provenance.split(":", 1)[1] if provenance.startswith("authored:") else provenance or "unknown"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fanzha.datasets.corpus import load_corpus
+from fanzha.datasets.corpus import author_of, load_corpus
 from fanzha.models.normalize import normalize
 
 from .postgres import postgres_url  # noqa: F401 (session fixture: a throwaway PostgreSQL cluster)
@@ -26,7 +26,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
     """60 records from the committed corpus, balanced over splits and fraud/benign. Drawn from authors a1–a50
     only, so that a new authoring round does not change the fixture (and the tiny models trained on it)."""
     rng = random.Random(0)
-    records = [r for r in load_corpus() if int(r["provenance"].rsplit(":a", 1)[1]) <= 50]
+    records = [r for r in load_corpus() if int(author_of(r).removeprefix("a")) <= 50]
     picked = []
     for split, n in (("train", 16), ("dev", 7), ("test", 7)):
         for fraud in (True, False):
@@ -137,7 +137,7 @@ def tiny_conversations(tmp_path_factory) -> Path:
 
     rng = random.Random(0)
     first_round = {f"c{i}" for i in range(1, 7)}
-    records = [r for r in load_conversations() if r["id"].split("-")[0] in first_round]
+    records = [r for r in load_conversations() if author_of(r) in first_round]
     picked = []
     for split, n in (("train", 10), ("dev", 4), ("test", 4)):
         for scam in (True, False):

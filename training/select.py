@@ -21,19 +21,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from fanzha.datasets.corpus import load_corpus
+from fanzha.datasets.corpus import author_of, load_corpus
 from fanzha.models import Detector, TextClassifier
 from fanzha.models.labels import FRAUD_HEAD, DecisionThresholds
 
 from .evaluate import DetectorScorer
 
 K = TypeVar("K", bound=Hashable)  # a candidate's name
-
-
-def author_of(record: dict) -> str:
-    """The author a record's provenance names ("authored:a70" → "a70"); the whole provenance otherwise."""
-    provenance = str(record.get("provenance", ""))
-    return provenance.split(":", 1)[1] if provenance.startswith("authored:") else provenance or "unknown"
 
 
 def dev_figures(model_dir: str | Path, dev: list[dict]) -> dict:

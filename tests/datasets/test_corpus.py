@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fanzha.datasets.check import cross_split_duplicates, quota_problems, shingles, stats
-from fanzha.datasets.corpus import SOURCES, CorpusError, load_corpus
+from fanzha.datasets.corpus import SOURCES, CorpusError, author_of, load_corpus
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,10 @@ def test_bad_lines_name_file_and_line(tmp_path) -> None:
     )
     with pytest.raises(CorpusError, match="hard negative"):
         load_corpus(path)
+
+
+def test_author_of_reads_the_provenance() -> None:
+    assert author_of({"provenance": "authored:a70"}) == "a70"
+    assert author_of({"provenance": "authored:c5"}) == "c5"
+    assert author_of({"provenance": "feedback:mod-3"}) == "feedback:mod-3"
+    assert author_of({}) == "unknown"

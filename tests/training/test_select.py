@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from fanzha.datasets.corpus import load_corpus
+from fanzha.datasets.corpus import author_of, load_corpus
 from fanzha.training import select
 from fanzha.training.graph import load_onnx, set_metadata
 
@@ -44,7 +44,7 @@ def test_main_measures_each_export_at_its_own_thresholds(tiny_model_dir, tiny_co
     # per dev author: everything flagged = every benign message a false positive; nothing = every lure a miss
     by_author: dict[str, list[int]] = {}
     for r in dev:
-        counts = by_author.setdefault(select.author_of(r), [0, 0])
+        counts = by_author.setdefault(author_of(r), [0, 0])
         counts[bool(r["labels"])] += 1
     assert f["errors_by_author"] == {a: [benign, 0] for a, (benign, _) in by_author.items()}
     assert result["figures"][str(nothing)]["errors_by_author"] == {
@@ -53,12 +53,6 @@ def test_main_measures_each_export_at_its_own_thresholds(tiny_model_dir, tiny_co
     assert list(f["errors_by_author"]) == sorted(by_author, key=lambda a: int(a.lstrip("a")))
     assert result["chosen"] == max(result["figures"], key=lambda d: result["figures"][d]["f1"])
     assert json.loads(out.read_text())["figures"] == result["figures"]
-
-
-def test_author_of_reads_the_provenance() -> None:
-    assert select.author_of({"provenance": "authored:a70"}) == "a70"
-    assert select.author_of({"provenance": "feedback:mod-3"}) == "feedback:mod-3"
-    assert select.author_of({}) == "unknown"
 
 
 def test_main_refuses_a_directory_without_a_model(tmp_path) -> None:
