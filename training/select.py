@@ -71,7 +71,7 @@ def _author_key(author: str) -> tuple[str, int, str]:
     return head, int(tail) if tail else -1, author
 
 
-def choose(figures: dict[K, dict[str, float]], tie: float = 0.001) -> K:
+def choose(figures: dict[K, dict], tie: float = 0.001) -> K:
     """The dev F1 leader; among those within `tie` of it, the one flagging the fewest hard negatives, then the
     higher F1 (among exact equals, the first given). Also the conversation head's rule
     (fanzha.training.conversation)."""
@@ -82,7 +82,7 @@ def choose(figures: dict[K, dict[str, float]], tie: float = 0.001) -> K:
     return min(close, key=lambda name: (close[name]["hard_negatives_flagged"], -close[name]["f1"]))
 
 
-def table(figures: dict[str, dict[str, float]], chosen: str) -> str:
+def table(figures: dict[str, dict], chosen: str) -> str:
     lines = [
         "| model | review / block | dev F1 | precision | recall | hard negatives flagged / blocked |",
         "|---|---|---:|---:|---:|---:|",
@@ -97,14 +97,16 @@ def table(figures: dict[str, dict[str, float]], chosen: str) -> str:
     return "\n".join(lines)
 
 
-def author_table(figures: dict[str, dict]) -> str:
+def author_table(figures: dict[str, dict], chosen: str) -> str:
     """Errors per dev author at each candidate's review threshold: false positives / misses."""
     authors = list(next(iter(figures.values()))["errors_by_author"])
     lines = ["| model | all | " + " | ".join(authors) + " |", "|---|" + "---|" * (len(authors) + 1)]
     for name, f in figures.items():
         cells = [f["errors_by_author"][a] for a in authors]
         total = [sum(c[0] for c in cells), sum(c[1] for c in cells)]
-        lines.append(f"| {name} | " + " | ".join(f"{fp} / {fn}" for fp, fn in [total, *cells]) + " |")
+        mark = "**" if name == chosen else ""
+        row = " | ".join(f"{fp} / {fn}" for fp, fn in [total, *cells])
+        lines.append(f"| {mark}{name}{mark} | {row} |")
     return "\n".join(lines)
 
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(figures, chosen))
     print(f"chosen on dev: {chosen}\n")
     print("Errors per dev author (false positives / misses):\n")
-    print(author_table(figures))
+    print(author_table(figures, chosen))
     result = {"dev_size": len(dev), "figures": figures, "chosen": chosen}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -74,5 +74,10 @@ def test_bad_lines_name_file_and_line(tmp_path) -> None:
 def test_author_of_reads_the_provenance() -> None:
     assert author_of({"provenance": "authored:a70"}) == "a70"
     assert author_of({"provenance": "authored:c5"}) == "c5"
-    assert author_of({"provenance": "feedback:mod-3"}) == "feedback:mod-3"
-    assert author_of({}) == "unknown"
+    assert author_of({"provenance": "user_report:42"}) == "user_report:42"
+    assert (
+        author_of({})
+        == author_of({"provenance": None})
+        == author_of({"provenance": "authored:"})
+        == "unknown"
+    )
