@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from serve_load import Client, load, summary, text_body, timed_load
 
 from fanzha.datasets.conversation_corpus import load_conversations
+from fanzha.datasets.corpus import author_of
 from fanzha.serving.launch import local_server
 
 
@@ -146,7 +147,7 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
 
     dev = load_conversations(splits=["dev"])
-    conversations = [c for c in dev if not args.author or c["provenance"] == f"authored:{args.author}"]
+    conversations = [c for c in dev if not args.author or author_of(c) == args.author]
     conversations = conversations[: args.conversations]
     messages = [m for c in conversations for m in c["messages"]]
     with (

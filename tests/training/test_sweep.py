@@ -9,7 +9,7 @@ import pytest
 from transformers import HfArgumentParser
 
 from fanzha.datasets.conversation_corpus import load_conversations
-from fanzha.datasets.corpus import load_corpus
+from fanzha.datasets.corpus import author_of, load_corpus
 from fanzha.models.normalize import normalize
 from fanzha.models.text import TextClassifier
 from fanzha.training import evaluate, select, sweep, train
@@ -88,7 +88,7 @@ def test_evaluate_reads_a_torch_checkpoint_without_baselines(tiny_trained, tiny_
 
 def test_behaviour_loss_and_left_out_authors(tiny_base, tiny_corpus, tiny_conversations, tmp_path) -> None:
     train_rows = load_corpus(tiny_corpus, splits=["train"])
-    author = Counter(r["provenance"] for r in train_rows).most_common(1)[0][0].split(":")[1]
+    author = Counter(author_of(r) for r in train_rows).most_common(1)[0][0]
     out = tiny_train(
         tiny_base,
         tiny_corpus,
@@ -101,7 +101,7 @@ def test_behaviour_loss_and_left_out_authors(tiny_base, tiny_corpus, tiny_conver
         author,
     )
     summary = json.loads((out / "training_summary.json").read_text())
-    assert summary["train_size"] == sum(r["provenance"] != f"authored:{author}" for r in train_rows)
+    assert summary["train_size"] == sum(author_of(r) != author for r in train_rows)
     chats = load_conversations(tiny_conversations, splits=["train"])
     assert summary["behaviour_messages"] == sum(len(c["messages"]) for c in chats) > 0
     # the behaviour head is training-only: the checkpoint is the plain classifier
@@ -110,7 +110,7 @@ def test_behaviour_loss_and_left_out_authors(tiny_base, tiny_corpus, tiny_conver
 
 
 def test_sweep_trains_evaluates_compares_and_resumes(tiny_base, tiny_corpus, tmp_path) -> None:
-    author = load_corpus(tiny_corpus, splits=["train"])[0]["provenance"].split(":")[1]
+    author = author_of(load_corpus(tiny_corpus, splits=["train"])[0])
     runs = [
         {"id": "all", "name": "all data", "base": "2L"},
         {"id": "less", "name": f"without {author}", "base": "2L", "args": ["--exclude_authors", author]},
