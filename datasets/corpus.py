@@ -98,6 +98,4 @@ def is_fraud(record: dict) -> bool:
 def author_of(record: dict) -> str:
     """The author a record's provenance names ("authored:a70" → "a70", "authored:c5" → "c5"); the whole
     provenance otherwise (user_report:…, moderator_review:…); "unknown" for a record without one."""
-    provenance = record.get("provenance") or ""
-    author = provenance.removeprefix("authored:") if provenance.startswith("authored:") else provenance
-    return author or "unknown"
+    return (record.get("provenance") or "").removeprefix("authored:") or "unknown"
