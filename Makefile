@@ -42,7 +42,7 @@ lint: $(VENV)/.dev
 corpus-check: $(VENV)/.dev
 	$(PY) -m fanzha.datasets.check
 
-## model: rebuild the default model from scratch (base → one fine-tune on the whole text corpus, now rounds 1-14 → export → report → bench → card → conversation model; the shipped v9 is this recipe on rounds 1-11), ~2.5 h on 2 cores (the fine-tune ~78 min, the conversation model ~45 min), ~1 h with one GPU (the conversation model and the report run on the CPU)
+## model: rebuild the default model from scratch (base → one fine-tune on the whole text corpus, now rounds 1-15 → export → report → bench → card → conversation model; the shipped v9 is this recipe on rounds 1-11), ~2.5 h on 2 cores (the fine-tune ~78 min, the conversation model ~45 min), ~1 h with one GPU (the conversation model and the report run on the CPU)
 base: $(VENV)/.dev
 	$(PY) -m fanzha.training.build_base --output_dir runs/base --num_layers 6
 TRAIN_ARGS = --base_model runs/base --epochs 4 --batch_size 32 --learning_rate 8e-5 --behaviour_weight 0.5 \
