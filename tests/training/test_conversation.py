@@ -240,7 +240,8 @@ def test_a_dev_only_fit_says_so_in_its_report_and_card(
 def test_the_head_is_chosen_by_the_rule_text_models_are_chosen_by(
     conversation_head_fitter, tiny_model_dir, tiny_conversations, tmp_path, monkeypatch
 ) -> None:
-    """Every candidate's choice-set F1 and hard benign share go to training.select's rule, and its pick ships."""
+    """Every candidate that meets both bounds on the choice set (all of them when none does) goes to
+    training.select's rule with its F1 and hard benign share, and the rule's pick ships."""
     seen = []
 
     def last_candidate(figures, tie):
@@ -251,15 +252,20 @@ def test_the_head_is_chosen_by_the_rule_text_models_are_chosen_by(
     conversation_head_fitter(tiny_model_dir, tmp_path, tiny_conversations)
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     ((figures, tie),) = seen
-    assert tie == 0.001 and list(figures) == [(r["c"], r["hidden"]) for r in report["search"]]
-    for r in report["search"]:
+    # which tiny candidates meet the bounds varies with the machine's arithmetic; the filter is the rule's own
+    args = tiny_conversation_args(tiny_model_dir, tiny_conversations)
+    meeting = [r for r in report["search"] if conversation._meets_bounds(r, args)]
+    offered = meeting or report["search"]
+    assert tie == 0.001 and list(figures) == [(r["c"], r["hidden"]) for r in offered]
+    for r in offered:
         assert figures[r["c"], r["hidden"]] == {
             "f1": r["f1"],
             "hard_negatives_flagged": r["hard_benign_flagged"] or 0.0,
         }
-    assert (report["regularisation"], report["hidden"]) == (1.0, 4)
+    last = offered[-1]
+    assert (report["regularisation"], report["hidden"]) == (last["c"], last["hidden"])
     relus = [n for n in onnx.load(str(tmp_path / HEAD_FILE)).graph.node if n.op_type == "Relu"]
-    assert len(relus) == 1
+    assert len(relus) == (1 if last["hidden"] else 0)
 
 
 def test_the_search_tries_each_width_and_the_graph_carries_the_chosen_one(tiny_conversation_model) -> None:
