@@ -36,6 +36,7 @@ from fanzha.datasets.external import corpora_dir, load_msglog, load_telecom  # n
 from fanzha.models import Detector, InputError, validate_text  # noqa: E402
 from fanzha.models.labels import LABELS, OUTPUTS  # noqa: E402
 from fanzha.models.normalize import normalize  # noqa: E402
+from fanzha.models.text import DEFAULT_MODEL_DIR  # noqa: E402
 
 from .baselines import KeywordRules, TfidfLogReg  # noqa: E402
 from .metrics import targets  # noqa: E402
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     metrics: dict = {
         "model_version": detector.model_version,
+        # the baselines train on today's train split; the model's summary says what it trained on
+        "splits": {"train": len(train), "test": len(test), "model_train": model_train_size(args.model_dir)},
         "thresholds": {o: round(float(t), 3) for o, t in zip(OUTPUTS, thresholds, strict=True)},
         "block_threshold": detector.thresholds.block,
         "systems": {},
@@ -292,6 +295,24 @@ def write_report(metrics: dict, args: EvalArguments, test: list[dict], report_di
     )
 
 
+def model_train_size(model_dir: str | None) -> int | None:
+    """How many train messages the model read, from the training summary its export carries (None if absent)."""
+    path = Path(model_dir or DEFAULT_MODEL_DIR) / "training_summary.json"
+    return json.loads(path.read_text()).get("train_size") if path.exists() else None
+
+
+def baselines_split(metrics: dict) -> str:
+    """What the baselines trained on, against the model's train split (a corpus round may have landed since)."""
+    splits = metrics.get("splits", {})
+    if "train" not in splits:
+        return "the baselines train on the train split"
+    said = f"the baselines train on today's train split ({splits['train']:,} messages)"
+    model = splits.get("model_train")
+    if model and model != splits["train"]:
+        said += f", the model trained on an earlier one of {model:,} (rounds landed since are in the baselines' fit only)"
+    return said
+
+
 def check_targets(systems: dict) -> dict:
     """Each target: our value, pass/fail, and whether we beat both baselines."""
     out = {}
@@ -370,7 +391,11 @@ def render(
         "",
         f"Test split: {n_test} authored messages ({n_hard} hard negatives), written by authors who wrote no training data.",
         f"Thresholds: {metrics['thresholds']} (fraud = the review threshold; labels tuned on dev)."
-        + (" Baselines: threshold 0.5." if len(names) > 1 else " No baselines were run."),
+        + (
+            f" Baselines: threshold 0.5; {baselines_split(metrics)}."
+            if len(names) > 1
+            else " No baselines were run."
+        ),
         "",
         "## Targets",
         "",
@@ -422,7 +447,7 @@ def render(
         ]
         lines += ["", *external_precision(metrics, previous)]
         if adapted:
-            lines += ["", *adapted_precision(adapted, metrics.get("model_version"))]
+            lines += ["", *adapted_precision(adapted, metrics.get("model_version"), n_test)]
     else:
         lines.append("Not present on this machine: pass --corpora_dir or set FANZHA_CORPORA.")
     lines += [
@@ -473,7 +498,23 @@ def external_precision(metrics: dict, previous: dict | None) -> list[str]:
     return lines
 
 
-def adapted_precision(adapted: dict, model_version: str | None = None) -> list[str]:
+def labelled_splits_note(adapted: dict, test_n: int | None) -> str:
+    """Where the corpus has grown since the adapt runs, their labelled recall is on a smaller test split than the
+    report's: say so (adapt records the sizes since the fifteenth session; older runs did not)."""
+    sizes = {r["labelled"].get("test", {}).get("n") for r in adapted.values()}
+    if test_n is None or sizes == {test_n}:
+        return ""
+    if None in sizes:
+        return (
+            " The corpus recall rows are on the splits of the runs' day (their sizes were not recorded then)."
+        )
+    said = ", ".join(f"{n:,}" for n in sorted(sizes))
+    return f" The corpus test recall rows were measured on {said} test messages; this report's test split has {test_n:,}."
+
+
+def adapted_precision(
+    adapted: dict, model_version: str | None = None, test_n: int | None = None
+) -> list[str]:
     """The same policy after `fanzha adapt` (bench/adapt_external.py): each run adapted the model on half of
     the named sets and is measured on the other half; the telecom fraud sets were never in its traffic. A run
     that adapted another model than the report's says so: its "before" is that model's, not this one's."""
@@ -486,7 +527,9 @@ def adapted_precision(adapted: dict, model_version: str | None = None) -> list[s
         "on the other half, which it never saw; the adapted models are not kept (the corpora's licences).",
     ]
     if bases:
-        lines.append(f"Adapted from: {', '.join(f'`{b}`' for b in bases)}.")
+        lines.append(
+            f"Adapted from: {', '.join(f'`{b}`' for b in bases)}.{labelled_splits_note(adapted, test_n)}"
+        )
     if stale:
         lines.append(
             f"**These runs adapted {', '.join(f'`{b}`' for b in stale)}, not this report's model (`{model_version}`): "

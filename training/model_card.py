@@ -65,6 +65,8 @@ Best epoch {best_epoch} of {epochs_run}; training wall time {wall_min:.1f} min o
 
 ## Evaluation (test split and external corpora; full report in `reports/REPORT.md`)
 
+{split_line}
+
 | metric | fanzha | TF-IDF + LR | keyword rules | target |
 |---|---:|---:|---:|---|
 {eval_rows}
@@ -93,6 +95,16 @@ def _authors(summary: dict) -> str:
     if len(train) == summary.get("train_size") and not summary["args"].get("exclude_authors"):
         return f"{len({r['provenance'] for r in train})} authors"
     return "the authors of its train split (`datasets/README.md`)"
+
+
+def _split_line(metrics: dict) -> str:
+    """The test split, and what the baselines trained on against this model (evaluate.py records both)."""
+    from .evaluate import baselines_split
+
+    test = metrics.get("splits", {}).get("test")
+    if test is None:
+        return "Test split: the corpus' test authors, who wrote no train data."
+    return f"Test split: {test:,} messages by authors who wrote no train data; {baselines_split(metrics)}."
 
 
 def _row(name: str, systems: dict, get, target: str = "") -> str:
@@ -277,6 +289,7 @@ def main(argv: list[str] | None = None) -> Path:
         if args.notes
         else "",
         n_authors=_authors(summary),
+        split_line=_split_line(metrics),
     )
     out = model_dir / "MODEL_CARD.md"
     out.write_text(card, encoding="utf-8")

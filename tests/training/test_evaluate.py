@@ -100,6 +100,33 @@ def test_adapted_rows_name_an_older_base_model() -> None:
     assert any("`fanzha-text-old`, not this report's model (`fanzha-text-new`)" in line for line in other)
 
 
+def test_the_report_says_when_the_model_trained_on_an_earlier_split() -> None:
+    grown = {"splits": {"train": 23605, "test": 2940, "model_train": 17305}}
+    assert evaluate.baselines_split(grown) == (
+        "the baselines train on today's train split (23,605 messages), the model trained on an earlier one of "
+        "17,305 (rounds landed since are in the baselines' fit only)"
+    )
+    same = {"splits": {"train": 23605, "test": 2940, "model_train": 23605}}
+    assert evaluate.baselines_split(same) == "the baselines train on today's train split (23,605 messages)"
+
+
+def test_adapted_rows_say_when_the_corpus_grew_since_the_runs() -> None:
+    def run(test_n: int | None) -> dict:
+        labelled = {"recall_before": 0.98, "recall_after": 0.97} | ({"n": test_n} if test_n else {})
+        return {"adapted_from": "m", "held_out_traffic": {}, "labelled": {"test": labelled}}
+
+    def header(runs: dict) -> str:
+        return next(
+            line for line in evaluate.adapted_precision(runs, "m", 2940) if line.startswith("Adapted from")
+        )
+
+    assert header({"a": run(2940)}) == "Adapted from: `m`."
+    assert header({"a": run(2140)}).endswith(
+        "The corpus test recall rows were measured on 2,140 test messages; this report's test split has 2,940."
+    )
+    assert "sizes were not recorded then" in header({"a": run(None)})
+
+
 @pytest.mark.corpora
 @pytest.mark.skipif(
     corpora_dir() is None, reason="external corpora (../shared/corpora or $FANZHA_CORPORA) not present"
@@ -149,6 +176,12 @@ def test_model_card_is_written_from_measurements(tiny_model_dir, tiny_corpus, tm
     assert (
         "| real normal messages false-positive rate | n/a |" in card
     )  # absent corpora are said, not invented
+    from fanzha.datasets.corpus import load_corpus
+
+    n_test = len(load_corpus(tiny_corpus, splits=["test"]))
+    assert (
+        f"Test split: {n_test:,} messages by authors who wrote no train data; the baselines train on" in card
+    )
 
 
 def test_model_card_tells_a_fresh_run_from_a_warm_start() -> None:
