@@ -677,10 +677,9 @@ def _report(
         bp = detector_score(feats[name].text_probs())
         np_ = detector_score(feats[name].text_probs(new_logits[name]))
         fraud = y[name][:, 0]
+        # the split's size goes in too, so that a later report can tell when the corpus has grown since
         labelled[name] = {
-            "n": len(
-                fraud
-            ),  # the split's size, so that a later report can tell when the corpus has grown since
+            "n": len(fraud),
             "recall_before": round(recall(bp, fraud, base_t["fraud"]), 4),
             "recall_after": round(recall(np_, fraud, new_t["fraud"]), 4),
             "benign_flag_rate_before": round(float((bp[fraud < 0.5] >= base_t["fraud"]).mean()), 4),
